@@ -1,0 +1,73 @@
+"""PyTorch's fused ``scaled_dot_product_attention`` with attnkit's semantics on top.
+
+What this wrapper adds to the fused kernel:
+
+* bottom-right causal alignment (``is_causal`` is top-left only), built as a mask;
+* a combined mask when both ``mask`` and ``causal`` are given;
+* zero output rows (and finite gradients) for queries whose every key is masked:
+  such rows are given one visible key for the kernel and zeroed afterwards, so no
+  backend's NaN can leak into the forward or the backward.
+
+The fused kernels do not materialise the weights, so ``return_weights=True`` is an
+error here (use ``backend="torch"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._validate import AttentionSpec
+from ..masks import combined_bool_mask
+
+ARRAY = "torch"
+RETURNS_WEIGHTS = False
+
+
+def available() -> tuple[bool, str]:
+    """Available when torch provides ``F.scaled_dot_product_attention``."""
+    try:
+        import torch.nn.functional as F
+    except ImportError as exc:  # pragma: no cover
+        return False, f"torch is not installed ({exc})"
+    if not hasattr(F, "scaled_dot_product_attention"):  # pragma: no cover
+        return False, "this torch has no scaled_dot_product_attention"
+    return True, "PyTorch fused SDPA"
+
+
+def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, None]:
+    """Attention through ``F.scaled_dot_product_attention``; returns ``(out, None)``."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = spec.batch
+    q = q.expand(*batch, spec.L, spec.E)
+    k = k.expand(*batch, spec.S, spec.E)
+    v = v.expand(*batch, spec.S, spec.Ev)
+    if mask is None and spec.causal in (None, "top-left"):
+        # The fast path: no mask to build. Top-left rows always see key 0 when S > 0,
+        # so no row is fully masked.
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=spec.causal == "top-left", scale=spec.scale
+        ), None
+
+    allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch")
+    bias = mask.to(q.dtype) if spec.mask_kind == "float" else None
+    visible = allowed if allowed is not None else None
+    if bias is not None:
+        finite = torch.isfinite(bias) | (bias > 0)
+        visible = finite if visible is None else (visible.to(q.device) & finite)
+    visible = visible.to(q.device)
+    dead = ~visible.any(dim=-1, keepdim=True)  # (..., L, 1): rows with no visible key
+    if allowed is not None:
+        allowed = allowed.to(q.device) | dead
+    if bias is not None:
+        bias = torch.where(dead, torch.zeros_like(bias), bias)
+    if bias is None:
+        attn_mask = allowed
+    elif allowed is None:
+        attn_mask = bias
+    else:
+        attn_mask = bias.masked_fill(~allowed, float("-inf"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=spec.scale)
+    out = torch.where(dead, torch.zeros((), dtype=out.dtype, device=out.device), out)
+    return out.expand(spec.out_shape), None

@@ -1,0 +1,12 @@
+"""Teaching helpers for the book: tables, heatmaps, explorers and figure style.
+
+Nothing here is needed to compute attention; these turn computed arrays into what
+a reader sees. Every explorer works in two places: live in Jupyter, and on the
+static website with no kernel (precomputed views switched client-side).
+"""
+
+from .explorers import stepper, stepper2d
+from .html import heatmap_html, html_table
+from .plotting import figure, style
+
+__all__ = ["figure", "heatmap_html", "html_table", "stepper", "stepper2d", "style"]

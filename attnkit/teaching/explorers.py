@@ -1,0 +1,109 @@
+"""Explorers that work live in Jupyter *and* on the static website.
+
+A static page has no kernel, so nothing can be recomputed there. These explorers
+therefore precompute every view (HTML strings) and show one at a time in an
+``ipywidgets.Stack``; the control is tied to the stack with ``widgets.jslink``,
+which runs in the browser. The same widget works in Jupyter, where it is live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _widgets() -> Any:
+    import ipywidgets as widgets
+
+    return widgets
+
+
+def _control(labels: Sequence[str], description: str, kind: str) -> Any:
+    widgets = _widgets()
+    if kind == "buttons":
+        return widgets.ToggleButtons(
+            options=[(str(lab), i) for i, lab in enumerate(labels)],
+            value=0,
+            description=description,
+            style={"button_width": "auto", "description_width": "initial"},
+        )
+    if kind == "slider":
+        return widgets.SelectionSlider(
+            options=[(str(lab), i) for i, lab in enumerate(labels)],
+            value=0,
+            description=description,
+            continuous_update=True,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="32em"),
+        )
+    raise ValueError(f"kind must be 'buttons' or 'slider'; got {kind!r}")
+
+
+def _link(control: Any, stack: Any) -> None:
+    widgets = _widgets()
+    # SelectionSlider/ToggleButtons expose the chosen position as `index`.
+    widgets.jslink((control, "index"), (stack, "selected_index"))
+
+
+def stepper(
+    views: Sequence[str],
+    labels: Sequence[str],
+    *,
+    description: str = "",
+    kind: str = "buttons",
+    title: str | None = None,
+) -> Any:
+    """A control that switches between precomputed HTML ``views``.
+
+    Args:
+        views: one HTML string per position.
+        labels: one label per view (the control's options).
+        description: the control's label.
+        kind: ``"buttons"`` (toggle buttons) or ``"slider"``.
+        title: optional HTML shown above the control.
+
+    Returns:
+        An ``ipywidgets.VBox``; display it as a cell's last expression.
+    """
+    if len(views) != len(labels) or not views:
+        raise ValueError(
+            f"views and labels must be non-empty and of equal length; got {len(views)} and {len(labels)}"
+        )
+    widgets = _widgets()
+    control = _control(labels, description, kind)
+    stack = widgets.Stack([widgets.HTML(v) for v in views], selected_index=0)
+    _link(control, stack)
+    children = ([widgets.HTML(title)] if title else []) + [control, stack]
+    return widgets.VBox(children, layout=widgets.Layout(border="1px solid #cccccc", padding="6px"))
+
+
+def stepper2d(
+    views: Sequence[Sequence[str]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    row_description: str = "",
+    col_description: str = "",
+    row_kind: str = "buttons",
+    col_kind: str = "slider",
+    title: str | None = None,
+) -> Any:
+    """Two linked controls over a grid of precomputed views ``views[i][j]``.
+
+    The first control picks the row ``i`` (an outer stack); the second picks the
+    column ``j`` and is linked to every inner stack, so both work client-side.
+    """
+    if len(views) != len(row_labels) or any(len(r) != len(col_labels) for r in views):
+        raise ValueError("views must have len(row_labels) rows of len(col_labels) views each")
+    widgets = _widgets()
+    row_control = _control(row_labels, row_description, row_kind)
+    col_control = _control(col_labels, col_description, col_kind)
+    inner = []
+    for row in views:
+        stack = widgets.Stack([widgets.HTML(v) for v in row], selected_index=0)
+        _link(col_control, stack)
+        inner.append(stack)
+    outer = widgets.Stack(inner, selected_index=0)
+    _link(row_control, outer)
+    children = ([widgets.HTML(title)] if title else []) + [row_control, col_control, outer]
+    return widgets.VBox(children, layout=widgets.Layout(border="1px solid #cccccc", padding="6px"))

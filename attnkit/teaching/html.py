@@ -1,0 +1,136 @@
+"""Plain-HTML tables and heatmaps: they render the same in Jupyter and on a static page.
+
+Tooltips use the HTML ``title`` attribute, so a heatmap cell can explain its own
+computation on hover without JavaScript or a kernel.
+"""
+
+from __future__ import annotations
+
+import html as _html
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+#: A colour-blind-safe sequential colormap (matplotlib's viridis), sampled at 9 stops.
+_VIRIDIS = [
+    (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+    (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
+]
+
+
+def _viridis(t: float) -> tuple[int, int, int]:
+    t = min(max(float(t), 0.0), 1.0) * (len(_VIRIDIS) - 1)
+    i = min(int(t), len(_VIRIDIS) - 2)
+    f = t - i
+    a, b = _VIRIDIS[i], _VIRIDIS[i + 1]
+    return tuple(round(a[c] + f * (b[c] - a[c])) for c in range(3))  # type: ignore[return-value]
+
+
+def _fmt(x: object, fmt: str) -> str:
+    if isinstance(x, (float, np.floating)):
+        return format(float(x), fmt)
+    return _html.escape(str(x))
+
+
+_TABLE_STYLE = (
+    "border-collapse:collapse;font-family:monospace;font-size:0.9em;"
+    "background:#ffffff;color:#111111;margin:0.5em 0"
+)
+_CELL_STYLE = "border:1px solid #bbbbbb;padding:3px 8px;text-align:right"
+
+
+def html_table(
+    data: Sequence[Sequence[object]] | np.ndarray,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    *,
+    fmt: str = ".4f",
+    caption: str | None = None,
+    highlight: Sequence[tuple[int, int]] = (),
+) -> str:
+    """An HTML table of ``data`` (rows x columns), floats formatted with ``fmt``.
+
+    Args:
+        data: a 2-D array or nested sequence.
+        row_labels, col_labels: optional header labels.
+        fmt: format spec for floats (default 4 decimal places).
+        caption: optional caption above the table.
+        highlight: ``(row, col)`` cells drawn in bold on a light yellow background.
+
+    Returns:
+        A string of HTML; display it with ``IPython.display.HTML``.
+    """
+    rows = [list(r) for r in data]
+    marked = set(highlight)
+    out = [f'<table class="attnkit-table" style="{_TABLE_STYLE}">']
+    if caption:
+        out.append(f'<caption style="caption-side:top;text-align:left">{_html.escape(caption)}</caption>')
+    if col_labels is not None:
+        out.append("<tr>" + ("<th></th>" if row_labels is not None else ""))
+        out += [f'<th style="{_CELL_STYLE}">{_html.escape(str(c))}</th>' for c in col_labels]
+        out.append("</tr>")
+    for i, r in enumerate(rows):
+        out.append("<tr>")
+        if row_labels is not None:
+            out.append(f'<th style="{_CELL_STYLE}">{_html.escape(str(row_labels[i]))}</th>')
+        for j, x in enumerate(r):
+            extra = ";font-weight:bold;background:#fff3b0" if (i, j) in marked else ""
+            out.append(f'<td style="{_CELL_STYLE}{extra}">{_fmt(x, fmt)}</td>')
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def heatmap_html(
+    values: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    titles: Callable[[int, int], str] | None = None,
+    fmt: str = ".3f",
+    vmin: float = 0.0,
+    vmax: float | None = None,
+    caption: str | None = None,
+    row_axis: str = "query",
+    col_axis: str = "key",
+) -> str:
+    """A heatmap as an HTML table whose cells explain themselves on hover.
+
+    Args:
+        values: 2-D array, shape ``(rows, cols)``.
+        row_labels, col_labels: tick labels.
+        titles: ``titles(i, j)`` returns the tooltip text of cell ``(i, j)``
+            (shown on hover through the ``title`` attribute; newlines allowed).
+        fmt: format of the number printed in each cell.
+        vmin, vmax: colour range (default ``vmax = values.max()``).
+        caption: optional caption.
+        row_axis, col_axis: axis names shown in the corner cell.
+
+    Returns:
+        A string of HTML, coloured with the colour-blind-safe viridis map.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D; got shape {values.shape}")
+    hi = float(values.max()) if vmax is None else vmax
+    span = hi - vmin if hi > vmin else 1.0
+    out = [f'<table class="attnkit-heatmap" style="{_TABLE_STYLE}">']
+    if caption:
+        out.append(f'<caption style="caption-side:top;text-align:left">{_html.escape(caption)}</caption>')
+    out.append(f'<tr><th style="{_CELL_STYLE};font-size:0.8em">{_html.escape(row_axis)} \\ '
+               f"{_html.escape(col_axis)}</th>")
+    out += [f'<th style="{_CELL_STYLE}">{_html.escape(c)}</th>' for c in col_labels]
+    out.append("</tr>")
+    for i, label in enumerate(row_labels):
+        out.append(f'<tr><th style="{_CELL_STYLE}">{_html.escape(label)}</th>')
+        for j in range(values.shape[1]):
+            r, g, b = _viridis((values[i, j] - vmin) / span)
+            ink = "#000000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#ffffff"
+            tip = _html.escape(titles(i, j), quote=True) if titles else ""
+            out.append(
+                f'<td title="{tip}" style="{_CELL_STYLE};background:rgb({r},{g},{b});'
+                f'color:{ink};cursor:help;min-width:3.5em">{format(values[i, j], fmt)}</td>'
+            )
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)

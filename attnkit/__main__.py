@@ -1,0 +1,42 @@
+"""Command line: ``attnkit grade ...`` (or ``python -m attnkit grade ...``) and ``attnkit bench``."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: attnkit COMMAND [ARGS...]
+
+commands:
+  grade EXERCISE_SET SUBMISSION... --out DIR   grade submitted exercise notebooks
+  bench [OPTIONS]                              benchmark the engines side by side
+  backends                                     list the engines usable here
+
+Run `attnkit COMMAND --help` for a command's options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``attnkit`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "grade":
+        from .grading.cli import main as grade_main
+
+        return grade_main(rest)
+    if command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(rest)
+    if command == "backends":
+        from .engines import backends
+
+        print("\n".join(backends()))
+        return 0
+    print(f"attnkit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "_build" / "html"
+#: The built site; ATTNKIT_SITE points elsewhere (e.g. a one-page build of scripts/build_page.sh).
+SITE = Path(os.environ.get("ATTNKIT_SITE", ROOT / "_build" / "html"))
 SHOTS = ROOT / "artifacts" / "screenshots"
 
 

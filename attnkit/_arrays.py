@@ -49,7 +49,12 @@ def to_torch(x: Any, like: Any = None) -> Any:
     """A tensor for ``x`` on the device of ``like`` (CPU when ``like`` is None)."""
     import torch
 
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        # torch cannot wrap a read-only array (such as attnkit.example.Q): copy it.
+        a = np.ascontiguousarray(x)
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())
     if like is not None and isinstance(like, torch.Tensor) and t.device != like.device:
         t = t.to(like.device)
     return t

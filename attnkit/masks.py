@@ -98,7 +98,7 @@ def key_padding_mask(lengths: Sequence[int] | np.ndarray, S: int) -> np.ndarray:
     if isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S < 0:
         raise ValueError(f"S must be a non-negative integer; got {S!r}")
     if np.any(lens < 0) or np.any(lens > S):
-        raise ValueError(f"every length must lie in [0, S={S}]; got {lens.tolist()}")
+        raise ValueError(f"every entry of lengths must lie in [0, S={S}]; got {lens.tolist()}")
     return (np.arange(S)[None, :] < lens[:, None])[:, None, :]
 
 

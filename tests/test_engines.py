@@ -228,7 +228,7 @@ def test_gradcheck(backend: str) -> None:
     for kwargs in (dict(), dict(mask=mask), dict(causal=True), dict(causal="bottom-right"),
                    dict(mask=mask, causal="bottom-right", scale=0.7)):
         assert torch.autograd.gradcheck(
-            lambda a, b, c: attention(a, b, c, backend=backend, **kwargs), (q, k, v))
+            lambda a, b, c, kw=kwargs: attention(a, b, c, backend=backend, **kw), (q, k, v))
     out = attention(q, k, v, mask=mask, backend=backend)
     out.sum().backward()
     for t in (q, k, v):

@@ -487,26 +487,32 @@ def measure_scaling(
     d: int = 64,
     *,
     backends: Sequence[str] = ("numpy", "sdpa"),
-    repeats: int = 3,
+    repeats: int = 5,
     seed: int = 0,
     dtype: str = "float32",
+    torch_threads: int | None = 1,
 ) -> list[Measurement]:
     """Time :func:`attnkit.attention` for each ``n`` and backend; NumPy's peak memory too.
 
-    Inputs are ``q, k, v (n, d)`` drawn from a seeded normal generator. Each timing is
-    the minimum over ``repeats`` calls after one warm-up call, which is the most
-    robust statistic on a shared machine.
+    Inputs are ``q, k, v (n, d)`` drawn from a seeded normal generator. The calls are
+    made in ``repeats`` rounds, each round visiting every ``(backend, n)`` once, and a
+    point's time is its fastest call: on a machine shared with other work, a burst of
+    disturbance then spoils one round of every size instead of every call of one
+    size, and the minimum discards it. Peak memory is measured in a separate call
+    under :mod:`tracemalloc`, which sees NumPy's allocations (not torch's).
 
     Args:
         ns: sequence lengths to measure.
         d: head width.
         backends: engine names.
-        repeats: timed calls per point.
+        repeats: number of rounds (timed calls per point), after one warm-up call.
         seed: seed of the input generator.
         dtype: NumPy dtype of the inputs.
+        torch_threads: threads for torch while measuring (restored afterwards);
+            ``None`` leaves torch's setting alone.
 
     Returns:
-        One :class:`Measurement` per ``(backend, n)``, in order.
+        One :class:`Measurement` per ``(backend, n)``, backends in the outer order.
 
     Example:
         >>> ms = measure_scaling([64, 128], backends=("numpy",), repeats=1)
@@ -516,31 +522,49 @@ def measure_scaling(
     from ..core import attention
 
     rng = np.random.default_rng(seed)
-    results = []
-    for backend in backends:
-        for n in ns:
-            n = _check_size("n", n)
-            q, k, v = (rng.standard_normal((n, d)).astype(dtype) for _ in range(3))
-            if backend != "numpy":
+    ns = [_check_size("n", n) for n in ns]
+    inputs: dict[tuple[str, int], tuple] = {}
+    for n in ns:
+        arrays = tuple(rng.standard_normal((n, d)).astype(dtype) for _ in range(3))
+        for backend in backends:
+            if backend == "numpy":
+                inputs[backend, n] = arrays
+            else:
                 import torch
 
-                q, k, v = (torch.from_numpy(x) for x in (q, k, v))
-            attention(q, k, v, backend=backend)  # warm-up
-            best = math.inf
-            for _ in range(max(1, repeats)):
+                inputs[backend, n] = tuple(torch.from_numpy(x) for x in arrays)
+
+    saved_threads = None
+    if torch_threads is not None and any(b != "numpy" for b in backends):
+        import torch
+
+        saved_threads = torch.get_num_threads()
+        torch.set_num_threads(torch_threads)
+    try:
+        best = dict.fromkeys(inputs, math.inf)
+        for key, (q, k, v) in inputs.items():  # warm-up
+            attention(q, k, v, backend=key[0])
+        for _ in range(max(1, repeats)):
+            for key, (q, k, v) in inputs.items():
                 t0 = time.perf_counter()
-                attention(q, k, v, backend=backend)
-                best = min(best, time.perf_counter() - t0)
-            peak = None
-            if backend == "numpy":
-                tracemalloc.start()
-                try:
-                    attention(q, k, v, backend=backend)
-                    peak = tracemalloc.get_traced_memory()[1]
-                finally:
-                    tracemalloc.stop()
-            results.append(Measurement(backend, n, d, best, peak))
-    return results
+                attention(q, k, v, backend=key[0])
+                best[key] = min(best[key], time.perf_counter() - t0)
+        peaks: dict[tuple[str, int], int | None] = dict.fromkeys(inputs)
+        for key, (q, k, v) in inputs.items():
+            if key[0] != "numpy":
+                continue
+            tracemalloc.start()
+            try:
+                attention(q, k, v, backend=key[0])
+                peaks[key] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    finally:
+        if saved_threads is not None:
+            import torch
+
+            torch.set_num_threads(saved_threads)
+    return [Measurement(b, n, d, best[b, n], peaks[b, n]) for b in backends for n in ns]
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:

@@ -4,6 +4,9 @@ A static page has no kernel, so nothing can be recomputed there. These explorers
 therefore precompute every view (HTML strings) and show one at a time in an
 ``ipywidgets.Stack``; the control is tied to the stack with ``widgets.jslink``,
 which runs in the browser. The same widget works in Jupyter, where it is live.
+
+DOM classes for tests and styling: the explorer box has ``attnkit-explorer``, the
+stack of views ``attnkit-stack`` and each control ``attnkit-control``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ def _control(labels: Sequence[str], description: str, kind: str) -> Any:
     raise ValueError(f"kind must be 'buttons' or 'slider'; got {kind!r}")
 
 
+def _box(children: list, classes: tuple[str, ...] = ("attnkit-explorer",)) -> Any:
+    widgets = _widgets()
+    box = widgets.VBox(children, layout=widgets.Layout(border="1px solid #cccccc", padding="6px"))
+    for c in classes:
+        box.add_class(c)
+    return box
+
+
 def _link(control: Any, stack: Any) -> None:
     widgets = _widgets()
     # SelectionSlider/ToggleButtons expose the chosen position as `index`.
@@ -71,10 +82,12 @@ def stepper(
         )
     widgets = _widgets()
     control = _control(labels, description, kind)
+    control.add_class("attnkit-control")
     stack = widgets.Stack([widgets.HTML(v) for v in views], selected_index=0)
+    stack.add_class("attnkit-stack")
     _link(control, stack)
     children = ([widgets.HTML(title)] if title else []) + [control, stack]
-    return widgets.VBox(children, layout=widgets.Layout(border="1px solid #cccccc", padding="6px"))
+    return _box(children)
 
 
 def stepper2d(
@@ -98,12 +111,15 @@ def stepper2d(
     widgets = _widgets()
     row_control = _control(row_labels, row_description, row_kind)
     col_control = _control(col_labels, col_description, col_kind)
+    row_control.add_class("attnkit-control")
+    col_control.add_class("attnkit-control")
     inner = []
     for row in views:
         stack = widgets.Stack([widgets.HTML(v) for v in row], selected_index=0)
         _link(col_control, stack)
         inner.append(stack)
     outer = widgets.Stack(inner, selected_index=0)
+    outer.add_class("attnkit-stack")
     _link(row_control, outer)
     children = ([widgets.HTML(title)] if title else []) + [row_control, col_control, outer]
-    return widgets.VBox(children, layout=widgets.Layout(border="1px solid #cccccc", padding="6px"))
+    return _box(children)

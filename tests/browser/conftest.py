@@ -109,21 +109,19 @@ def wait_for_math(page: object, timeout: float = 20_000) -> None:
 
 def wait_for_widgets(page: object, timeout: float = 20_000) -> None:
     """Wait until the embedded ipywidgets have rendered."""
-    page.wait_for_selector(".widget-stack, .jupyter-widgets", timeout=timeout)  # type: ignore[attr-defined]
+    page.wait_for_selector(".attnkit-explorer .attnkit-stack", timeout=timeout)  # type: ignore[attr-defined]
 
 
-def visible_widget_html(page: object, container: str = ".widget-stack") -> str:
-    """The text of the visible child of the first stack inside ``container``."""
+def visible_widget_html(page: object, container: str = ".attnkit-stack", index: int = 0) -> str:
+    """The visible text of the ``index``-th element matching ``container``.
+
+    ``innerText`` leaves out hidden children, so for an explorer's stack of views this
+    is exactly the view on screen (nested stacks included).
+    """
     return page.evaluate(  # type: ignore[attr-defined]
-        """(sel) => {
-            const stack = document.querySelector(sel);
-            if (!stack) return '';
-            for (const child of stack.querySelectorAll(':scope > *')) {
-                const st = getComputedStyle(child);
-                if (st.display !== 'none' && st.visibility !== 'hidden' && child.offsetParent !== null)
-                    return child.innerText;
-            }
-            return '';
+        """([sel, i]) => {
+            const el = document.querySelectorAll(sel)[i];
+            return el ? el.innerText : '';
         }""",
-        container,
+        [container, index],
     )

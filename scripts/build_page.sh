@@ -13,6 +13,7 @@ rm -rf "$dir"; mkdir -p "$dir/book"
 cp "$root/_config.yml" "$root/references.bib" "$dir/"
 cp "$root/$nb" "$dir/book/"
 ln -s "$root/book/_vendor" "$dir/book/_vendor"
+ln -s "$root/book/_ext" "$dir/book/_ext"
 printf 'format: jb-book\nroot: book/%s\n' "$stem" > "$dir/_toc.yml"
 cd "$dir"
 "$root/.venv/bin/jupyter-book" build . --all -W -n --keep-going

@@ -55,3 +55,16 @@ def test_worked_example_renders_offline(page, site_url: str) -> None:
 
     assert not page.offsite_requests, page.offsite_requests
     assert not failed, failed
+
+
+def test_download_button_gives_the_executed_notebook(page, site_url: str) -> None:
+    import json
+
+    page.goto(f"{site_url}/{PAGE}")
+    href = page.get_attribute(".btn-download-source-button", "href")
+    assert href and href.endswith("04-worked-example.ipynb"), href
+    response = page.request.get(page.url.rsplit("/", 1)[0] + "/" + href)
+    assert response.status == 200
+    nb = json.loads(response.body())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert outputs, "the downloaded notebook should carry the outputs the page shows"

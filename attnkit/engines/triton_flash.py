@@ -1,0 +1,326 @@
+"""The Triton engine: FlashAttention forward and backward kernels, on CUDA.
+
+The kernels live in :mod:`attnkit.kernels.triton_attention`; this module checks
+what they support, lays the tensors out for them, picks block sizes and wraps
+them in a ``torch.autograd.Function``. Triton is imported only inside functions,
+so importing attnkit needs neither Triton nor a GPU.
+
+Supported: CUDA tensors of dtype float16, bfloat16 or float32 (float32 uses
+exact IEEE products, not TF32; float64 is a ``TypeError``); any lengths; any widths (padded with zeros
+to a power of two of at least 16 for the kernels); causal masks of both
+alignments; **key masks**, i.e. masks that depend on the key only, of shape
+``(..., 1, S)`` (or ``(S,)``): boolean key-padding masks, or floating per-key
+biases. Masks that differ between queries raise ``ValueError`` (use
+``backend="flash"`` or ``"sdpa"`` for those, or ``causal=`` for causal masks).
+A floating mask gets no gradient. A query whose every key is masked
+gets a zero output and zero gradients.
+
+With the environment variable ``TRITON_INTERPRET=1`` set before Triton is first
+imported, the same kernels run on CPU tensors in Triton's interpreter (slowly:
+for tests at small sizes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from .._validate import AttentionSpec, CausalArg, check_attention_args
+from ..masks import causal_offset
+
+ARRAY = "torch"
+RETURNS_WEIGHTS = False
+#: The masks these kernels take: key masks of shape (..., 1, S) (plus ``causal``).
+MASKS = "key"
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def interpreting() -> bool:
+    """True when Triton's CPU interpreter is switched on (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available() -> tuple[bool, str]:
+    """Available when Triton imports and CUDA is present, or the interpreter is on."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return False, f"triton or torch is not installed ({exc})"
+    if torch.cuda.is_available():
+        return True, "Triton kernels on CUDA"
+    if interpreting():
+        return True, "Triton kernels in the CPU interpreter (TRITON_INTERPRET=1)"
+    return False, "no CUDA GPU (set TRITON_INTERPRET=1 to run the kernels on the CPU, slowly)"
+
+
+def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, None]:
+    """Attention through the Triton kernels; returns ``(out, None)``.
+
+    NumPy inputs (converted to CPU tensors by :func:`attnkit.attention`) are moved
+    to the current CUDA device, unless the interpreter is on.
+    """
+    if spec.kind == "numpy" and not interpreting():
+        q, k, v = (x.cuda() for x in (q, k, v))
+        mask = None if mask is None else mask.cuda()
+    return flash_attention_triton(q, k, v, mask=mask, spec=spec), None
+
+
+def key_bias(mask: Any, spec: AttentionSpec) -> Any:
+    """The ``(B, S)`` float32 key mask for the kernels, in base-2 units, or ``None``.
+
+    A boolean key-padding mask becomes 0 (takes part) or ``-inf`` (hidden); a
+    floating one is multiplied by ``log2(e)``, as the scores are.
+
+    Raises:
+        ValueError: a mask that is not the same for every query (its query axis,
+            the second-to-last, is longer than 1).
+    """
+    import torch
+
+    if mask is None:
+        return None
+    if mask.dim() >= 2 and mask.shape[-2] != 1 and spec.L != 1:
+        raise ValueError(
+            "backend 'triton' takes key masks only, of shape (..., 1, S): the same keys "
+            f"hidden (or biased) for every query; got mask shape {tuple(mask.shape)} for "
+            f"L={spec.L}, S={spec.S} (use backend='flash' or 'sdpa', or causal=)"
+        )
+    mask = mask.expand(*spec.batch, 1, spec.S).reshape(-1, spec.S)  # (B, S)
+    if spec.mask_kind == "bool":
+        zero = torch.zeros((), dtype=torch.float32, device=mask.device)
+        return zero.masked_fill(~mask, float("-inf")).expand(mask.shape).contiguous()
+    return (mask.to(torch.float32) * LOG2E).contiguous()
+
+
+def flash_attention_triton(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    mask: Any = None,
+    causal: CausalArg = False,
+    scale: float | None = None,
+    return_lse: bool = False,
+    spec: AttentionSpec | None = None,
+) -> Any:
+    """FlashAttention through the Triton kernels, differentiable in ``q``, ``k``, ``v``.
+
+    Shapes::
+
+        q (..., L, E)    k (..., S, E)    v (..., S, Ev)
+        mask  (..., 1, S): boolean (True = the key takes part) or floating (added)
+        out (..., L, Ev)                  lse (..., L), float32
+
+    Args:
+        q, k, v: CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``) of dtype
+            float16, bfloat16 or float32.
+        mask: a key mask (boolean key padding, or a floating per-key bias), or ``None``.
+        causal: ``False``, ``True``/``"top-left"`` or ``"bottom-right"``.
+        scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
+        return_lse: also return the natural log-sum-exp of each row of scores
+            (``-inf`` where every key is masked).
+        spec: an already validated description of the call (skips validation).
+
+    Returns:
+        ``out`` in the dtype of ``q``, or ``(out, lse)``.
+
+    Raises:
+        ValueError: a mask form the kernels do not take; a tensor on the CPU
+            without the interpreter.
+        TypeError: float64 tensors.
+        TypeError, ValueError: as :func:`attnkit.attention`.
+
+    Example:
+        >>> q = torch.randn(2, 4, 1024, 64, device="cuda", dtype=torch.bfloat16)
+        >>> out = flash_attention_triton(q, q, q, causal=True)
+        >>> out.shape
+        torch.Size([2, 4, 1024, 64])
+    """
+    if spec is None:
+        spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale)
+        if spec.kind != "torch":
+            raise TypeError(f"flash_attention_triton takes torch tensors; got q of kind {spec.kind}")
+    if q.device.type != "cuda" and not interpreting():
+        raise ValueError(
+            f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for the CPU "
+            f"interpreter); got q on {q.device}"
+        )
+    if spec.L == 0 or spec.S == 0:
+        raise ValueError(f"the Triton kernels need L > 0 and S > 0; got L={spec.L}, "
+                         f"S={spec.S} (attnkit.attention handles empty inputs)")
+    if spec.dtype not in ("float16", "bfloat16", "float32"):
+        raise TypeError(
+            f"backend 'triton' takes float16, bfloat16 or float32 tensors; got {spec.dtype} "
+            "(use backend='flash' for float64)"
+        )
+    if mask is not None and mask.requires_grad:
+        raise ValueError(
+            "mask requires grad, but the Triton kernels compute no gradient for a mask; "
+            "pass mask.detach(), or use backend='torch' to differentiate the mask"
+        )
+    bias = key_bias(mask, spec)
+    if bias is not None:
+        bias = bias.to(q.device)
+    out, lse = _function().apply(q, k, v, bias, spec)
+    if return_lse:
+        return out, (lse * LN2).masked_fill(lse == float("inf"), float("-inf"))
+    return out
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _width(n: int) -> int:
+    """Kernel width for a head of width ``n``: a power of two, at least 16."""
+    return max(16, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def _flat(x: Any, batch: tuple[int, ...], length: int, width: int) -> Any:
+    """``x (..., length, w)`` -> ``(B, length, width)``: batch expanded, zero-padded, contiguous."""
+    import torch.nn.functional as F
+
+    x = x.expand(*batch, length, x.shape[-1]).reshape(-1, length, x.shape[-1])
+    if x.shape[-1] != width:
+        x = F.pad(x, (0, width - x.shape[-1]))
+    return x.contiguous()
+
+
+def _blocks() -> dict[str, int] | None:
+    """Fixed block sizes in the interpreter (small: it runs tile by tile in NumPy)."""
+    if interpreting():
+        return {"BLOCK_M": 16, "BLOCK_N": 16}
+    return None
+
+
+_TUNED: dict[str, Any] = {}
+
+
+def _kernel(name: str) -> Any:
+    """The kernel ``name``; on a GPU wrapped in ``triton.autotune`` over a few block shapes."""
+    import triton
+
+    from ..kernels import triton_attention as ka
+
+    raw = getattr(ka, name)
+    if interpreting():
+        return raw
+    if name not in _TUNED:
+        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE"]
+        if name == "attn_fwd":
+            shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4),
+                      (64, 64, 4, 4), (128, 64, 4, 4)]
+        elif name == "attn_bwd_dkdv":
+            shapes = [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 4), (64, 64, 4, 3)]
+        else:
+            shapes = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 4), (64, 64, 4, 3)]
+        configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+                   for m, n, w, s in shapes]
+        _TUNED[name] = triton.autotune(configs=configs, key=key)(raw)
+    return _TUNED[name]
+
+
+def _launch(name: str, grid_rows: int, B: int, *args: Any, **meta: Any) -> None:
+    import triton
+
+    kernel = _kernel(name)
+    fixed = _blocks()
+    along = "BLOCK_N" if name == "attn_bwd_dkdv" else "BLOCK_M"
+    if fixed is not None:
+        kernel[(triton.cdiv(grid_rows, fixed[along]), B)](*args, **meta, **fixed)
+    else:
+        kernel[lambda m: (triton.cdiv(grid_rows, m[along]), B)](*args, **meta)
+
+
+def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> tuple[Any, Any]:
+    """Run ``attn_fwd`` on ``(B, L, E)`` tensors; returns ``out (B, L, EV)``, ``lse (B, L)`` base 2."""
+    import torch
+
+    B, L, E = q.shape
+    S, EV = k.shape[1], v.shape[2]
+    out = torch.empty((B, L, EV), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, L), device=q.device, dtype=torch.float32)
+    dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
+    offset = 0 if spec.causal is None else causal_offset(L, S, spec.causal)
+    _launch(
+        "attn_fwd", L, B, q, k, v, dummy, out, lse,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), 0 if bias is None else bias.stride(0),
+        L, S, spec.scale * LOG2E, offset,
+        E=E, EV=EV, CAUSAL=spec.causal is not None, HAS_BIAS=bias is not None,
+        IEEE=q.dtype == torch.float32,
+    )
+    return out, lse
+
+
+def _backward(q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, d_out: Any,
+              spec: AttentionSpec) -> tuple[Any, Any, Any]:
+    """Run the two backward kernels; returns ``dq, dk, dv`` in the layout of the inputs."""
+    import torch
+
+    B, L, E = q.shape
+    S, EV = k.shape[1], v.shape[2]
+    d_out = d_out.contiguous()
+    delta = (d_out.float() * out.float()).sum(-1).contiguous()  # D = rowsum(dO * O), (B, L)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
+    offset = 0 if spec.causal is None else causal_offset(L, S, spec.causal)
+    common = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+              d_out.stride(0), d_out.stride(1), 0 if bias is None else bias.stride(0),
+              L, S, spec.scale * LOG2E, spec.scale, offset)
+    meta = dict(E=E, EV=EV, CAUSAL=spec.causal is not None, HAS_BIAS=bias is not None,
+                IEEE=q.dtype == torch.float32)
+    _launch("attn_bwd_dkdv", S, B, q, k, v, dummy, d_out, lse, delta, dk, dv, *common, **meta)
+    _launch("attn_bwd_dq", L, B, q, k, v, dummy, d_out, lse, delta, dq, *common, **meta)
+    return dq, dk, dv
+
+
+def _autograd_function() -> Any:
+    import torch
+
+    class TritonFlashFunction(torch.autograd.Function):
+        """Forward and backward through the Triton kernels; saves ``out`` and ``lse``."""
+
+        @staticmethod
+        def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> Any:
+            we, wev = _width(spec.E), _width(spec.Ev)
+            qf = _flat(q, spec.batch, spec.L, we)
+            kf = _flat(k, spec.batch, spec.S, we)
+            vf = _flat(v, spec.batch, spec.S, wev)
+            out, lse = _forward(qf, kf, vf, bias, spec)
+            ctx.save_for_backward(qf, kf, vf, out, lse)
+            ctx.bias, ctx.spec = bias, spec
+            ctx.shapes = (q.shape, k.shape, v.shape)
+            ctx.mark_non_differentiable(lse)
+            result = out[..., : spec.Ev].reshape(spec.out_shape)
+            return result, lse.reshape(*spec.batch, spec.L)
+
+        @staticmethod
+        def backward(ctx: Any, d_out: Any, _d_lse: Any) -> tuple[Any, ...]:
+            qf, kf, vf, out, lse = ctx.saved_tensors
+            spec = ctx.spec
+            do = _flat(d_out, spec.batch, spec.L, vf.shape[-1])
+            dq, dk, dv = _backward(qf, kf, vf, ctx.bias, out, lse, do, spec)
+            grads = []
+            for g, shape, length, width in zip(
+                (dq, dk, dv), ctx.shapes, (spec.L, spec.S, spec.S), (spec.E, spec.E, spec.Ev),
+                strict=True,
+            ):
+                g = g[..., :width].reshape(*spec.batch, length, width)
+                grads.append(g.sum_to_size(shape))  # broadcast batch: sum over the copies
+            return (*grads, None, None)
+
+    return TritonFlashFunction
+
+
+_FUNCTION: Any = None
+
+
+def _function() -> Any:
+    global _FUNCTION
+    if _FUNCTION is None:
+        _FUNCTION = _autograd_function()
+    return _FUNCTION

@@ -1,0 +1,2 @@
+"""GPU kernels (Triton). Imported only by the engines that run them: importing
+attnkit never imports Triton."""

@@ -1,0 +1,286 @@
+"""Triton kernels for FlashAttention: a forward pass and a recomputing backward pass.
+
+This module imports Triton at the top, so it is imported only when the Triton
+engine runs (``attnkit.engines.triton_flash`` imports it lazily).
+
+Layout: every tensor is flattened to ``(B, length, width)`` with a contiguous last
+dimension; ``B`` is all batch and head dimensions together. One program handles
+one block of rows of one batch entry: ``grid = (cdiv(rows, BLOCK), B)``.
+
+Symbols are the book's: ``m_i`` running maximum, ``l_i`` running sum, ``acc``
+running (unnormalised) output, ``lse`` log-sum-exp. Scores are kept in base 2:
+``qk_scale = scale * log2(e)`` turns ``exp`` into the cheaper ``exp2``, so
+``m_i`` and ``lse`` as stored here are base-2 quantities.
+
+Masks: lengths need not be multiples of the block sizes; rows and columns beyond
+``L`` and ``S`` are handled by masked loads (and ``-inf`` scores), never by
+asserts. Causal masking uses the diagonal offset ``o`` (query ``i`` sees key
+``j`` iff ``j <= i + o``; ``o = 0`` top-left, ``S - L`` bottom-right). A key
+mask ``BIAS`` (one float32 per key and batch entry, already in base-2 units:
+0 = takes part, ``-inf`` = hidden, anything else is added to the scores) is
+what a key-padding mask becomes. A row whose every key is masked gets ``l_i = 0``: its output is 0 and its
+stored ``lse`` is ``+inf``, so that the backward's ``exp2(s - lse)`` is 0 there.
+
+FLOP count (for the TFLOP/s figures of the benchmark): the forward does two
+matrix products of ``2 * L * S * E`` flops each, ``4 * B * L * S * E`` in all
+(about half of that with a causal mask when ``L == S``); the backward does five
+(``Q K^T`` again, ``dV``, ``dP``, ``dQ``, ``dK``), counted as 2.5 times the forward.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n, offs_e,
+               offs_ev, lo, hi, S, qk_scale, offset,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+               HAS_BIAS: tl.constexpr, IEEE: tl.constexpr):
+    """Fold the key blocks ``[lo, hi)`` into the running state ``(acc, l_i, m_i)``.
+
+    ``MASKED`` blocks may cross the causal diagonal or the end of the keys;
+    the others are known to be fully visible, and skip that work.
+    """
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        cols = start_n + offs_n  # (BLOCK_N,) key indices
+        if MASKED:
+            k = tl.load(K + cols[:, None] * stride_kn + offs_e[None, :],
+                        mask=cols[:, None] < S, other=0.0)
+        else:
+            k = tl.load(K + cols[:, None] * stride_kn + offs_e[None, :])
+        # scores, base 2: (BLOCK_M, E) x (E, BLOCK_N) -> (BLOCK_M, BLOCK_N)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASKED:
+            visible = cols[None, :] < S
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + offset)
+            s = tl.where(visible, s, float("-inf"))
+        if HAS_BIAS:
+            s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no (-inf) - (-inf)
+        p = tl.exp2(s - m_safe[:, None])  # (BLOCK_M, BLOCK_N)
+        alpha = tl.exp2(m_i - m_safe)  # rescales what was summed before
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASKED:
+            v = tl.load(V + cols[:, None] * stride_vn + offs_ev[None, :],
+                        mask=cols[:, None] < S, other=0.0)
+        else:
+            v = tl.load(V + cols[:, None] * stride_vn + offs_ev[None, :])
+        acc = acc * alpha[:, None]
+        # (BLOCK_M, BLOCK_N) x (BLOCK_N, EV) -> (BLOCK_M, EV)
+        if IEEE:
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attn_fwd(Q, K, V, BIAS, Out, LSE,
+             stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
+             stride_ob, stride_om, stride_bias,
+             L, S, qk_scale, offset,
+             E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr):
+    """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2)."""
+    start_m = tl.program_id(0) * BLOCK_M
+    b = tl.program_id(1).to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M)  # query indices
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_e = tl.arange(0, E)
+    offs_ev = tl.arange(0, EV)
+    Q += b * stride_qb
+    K += b * stride_kb
+    V += b * stride_vb
+    BIAS += b * stride_bias
+    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_e[None, :],
+                mask=offs_m[:, None] < L, other=0.0)  # (BLOCK_M, E)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2
+    acc = tl.zeros([BLOCK_M, EV], dtype=tl.float32)  # running output
+
+    # Key blocks [0, full) are visible to every row of this block; [full, hi) need masks.
+    hi = S
+    full = (S // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        # the last row (start_m + BLOCK_M - 1) sees keys j <= start_m + BLOCK_M - 1 + offset
+        hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
+        # the first row sees keys j <= start_m + offset: whole blocks below that are full
+        full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
+                               offs_m, offs_n, offs_e, offs_ev, 0, full, S, qk_scale, offset,
+                               BLOCK_N, False, CAUSAL, HAS_BIAS, IEEE)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
+                               offs_m, offs_n, offs_e, offs_ev, full, hi, S, qk_scale, offset,
+                               BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE)
+
+    alive = l_i > 0.0  # False where every key of the row is masked
+    l_safe = tl.where(alive, l_i, 1.0)
+    out = acc / l_safe[:, None]  # acc is 0 on dead rows, so the output is 0
+    lse = tl.where(alive, m_i + tl.log2(l_safe), float("inf"))
+    tl.store(Out + b * stride_ob + offs_m[:, None] * stride_om + offs_ev[None, :],
+             out.to(Out.dtype.element_ty), mask=offs_m[:, None] < L)
+    tl.store(LSE + b * L + offs_m, lse, mask=offs_m < L)
+
+
+@triton.jit
+def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
+                  stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
+                  stride_ob, stride_om, stride_bias,
+                  L, S, qk_scale, scale, offset,
+                  E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  IEEE: tl.constexpr):
+    """``dK`` and ``dV`` for one block of ``BLOCK_N`` keys, looping over the query blocks.
+
+    Works on transposed tiles (keys as rows): ``pT = exp2(k q^T * qk_scale - lse)``,
+    ``dV += pT dO``, ``dpT = v dO^T``, ``dsT = pT * (dpT - Delta)``, ``dK += dsT q``.
+    Rows beyond ``L`` load ``lse = +inf``, so their ``pT`` is 0 with no mask; columns
+    beyond ``S`` give garbage that is never stored.
+    """
+    start_n = tl.program_id(0) * BLOCK_N
+    b = tl.program_id(1).to(tl.int64)
+    cols = start_n + tl.arange(0, BLOCK_N)  # key indices
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_e = tl.arange(0, E)
+    offs_ev = tl.arange(0, EV)
+    Q += b * stride_qb
+    dO += b * stride_ob
+    LSE += b * L
+    Delta += b * L
+    k = tl.load(K + b * stride_kb + cols[:, None] * stride_kn + offs_e[None, :],
+                mask=cols[:, None] < S, other=0.0)  # (BLOCK_N, E)
+    v = tl.load(V + b * stride_vb + cols[:, None] * stride_vn + offs_ev[None, :],
+                mask=cols[:, None] < S, other=0.0)  # (BLOCK_N, EV)
+    bias = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(BIAS + b * stride_bias + cols, mask=cols < S, other=float("-inf"))
+    dk = tl.zeros([BLOCK_N, E], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, EV], dtype=tl.float32)
+
+    lo = 0
+    mid = 0
+    if CAUSAL:
+        # the first row that sees key start_n is start_n - offset; the first row that
+        # sees every key of this block is start_n + BLOCK_N - 1 - offset
+        lo = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
+        mid = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - offset, 0), BLOCK_M) * BLOCK_M
+        mid = tl.maximum(mid, lo)
+    for stage in tl.static_range(2):
+        if stage == 0:
+            start, stop = lo, tl.minimum(mid, L)  # blocks crossing the diagonal
+        else:
+            start, stop = tl.maximum(mid, lo), L  # blocks that see the whole key block
+        for start_m in range(start, stop, BLOCK_M):
+            rows = start_m + offs_m  # query indices
+            q = tl.load(Q + rows[:, None] * stride_qm + offs_e[None, :],
+                        mask=rows[:, None] < L, other=0.0)  # (BLOCK_M, E)
+            do = tl.load(dO + rows[:, None] * stride_om + offs_ev[None, :],
+                         mask=rows[:, None] < L, other=0.0)  # (BLOCK_M, EV)
+            lse = tl.load(LSE + rows, mask=rows < L, other=float("inf"))
+            delta = tl.load(Delta + rows, mask=rows < L, other=0.0)
+            # (BLOCK_N, E) x (E, BLOCK_M) -> (BLOCK_N, BLOCK_M)
+            if IEEE:
+                sT = tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale
+            else:
+                sT = tl.dot(k, tl.trans(q)) * qk_scale
+            if HAS_BIAS:
+                sT += bias[:, None]
+            pT = tl.exp2(sT - lse[None, :])  # the weights of this tile, transposed
+            if CAUSAL and stage == 0:
+                pT = tl.where(cols[:, None] <= rows[None, :] + offset, pT, 0.0)
+            if IEEE:
+                dv = tl.dot(pT.to(do.dtype), do, dv, input_precision="ieee")
+                dpT = tl.dot(v, tl.trans(do), input_precision="ieee")  # (BLOCK_N, BLOCK_M)
+            else:
+                dv = tl.dot(pT.to(do.dtype), do, dv)
+                dpT = tl.dot(v, tl.trans(do))
+            dsT = pT * (dpT - delta[None, :])  # softmax backward, transposed
+            if IEEE:
+                dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision="ieee")
+            else:
+                dk = tl.dot(dsT.to(q.dtype), q, dk)
+    dk = dk * scale
+    tl.store(dK + b * stride_kb + cols[:, None] * stride_kn + offs_e[None, :],
+             dk.to(dK.dtype.element_ty), mask=cols[:, None] < S)
+    tl.store(dV + b * stride_vb + cols[:, None] * stride_vn + offs_ev[None, :],
+             dv.to(dV.dtype.element_ty), mask=cols[:, None] < S)
+
+
+@triton.jit
+def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
+                stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
+                stride_ob, stride_om, stride_bias,
+                L, S, qk_scale, scale, offset,
+                E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                IEEE: tl.constexpr):
+    """``dQ`` for one block of ``BLOCK_M`` queries, looping over the key blocks.
+
+    ``p = exp2(q k^T * qk_scale - lse)``, ``dp = dO v^T``, ``ds = p * (dp - Delta)``,
+    ``dQ += ds k``. Columns beyond ``S`` are masked (they would get weight otherwise).
+    """
+    start_m = tl.program_id(0) * BLOCK_M
+    b = tl.program_id(1).to(tl.int64)
+    rows = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_e = tl.arange(0, E)
+    offs_ev = tl.arange(0, EV)
+    K += b * stride_kb
+    V += b * stride_vb
+    BIAS += b * stride_bias
+    q = tl.load(Q + b * stride_qb + rows[:, None] * stride_qm + offs_e[None, :],
+                mask=rows[:, None] < L, other=0.0)
+    do = tl.load(dO + b * stride_ob + rows[:, None] * stride_om + offs_ev[None, :],
+                 mask=rows[:, None] < L, other=0.0)
+    lse = tl.load(LSE + b * L + rows, mask=rows < L, other=float("inf"))
+    delta = tl.load(Delta + b * L + rows, mask=rows < L, other=0.0)
+    dq = tl.zeros([BLOCK_M, E], dtype=tl.float32)
+
+    hi = S
+    full = (S // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
+        full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
+    for stage in tl.static_range(2):
+        if stage == 0:
+            start, stop = 0, full  # fully visible key blocks
+        else:
+            start, stop = full, hi  # blocks that cross the diagonal or the end
+        for start_n in range(start, stop, BLOCK_N):
+            cols = start_n + offs_n
+            k = tl.load(K + cols[:, None] * stride_kn + offs_e[None, :],
+                        mask=cols[:, None] < S, other=0.0)  # (BLOCK_N, E)
+            v = tl.load(V + cols[:, None] * stride_vn + offs_ev[None, :],
+                        mask=cols[:, None] < S, other=0.0)  # (BLOCK_N, EV)
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
+                dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k)) * qk_scale
+                dp = tl.dot(do, tl.trans(v))
+            if HAS_BIAS:
+                s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
+            p = tl.exp2(s - lse[:, None])  # (BLOCK_M, BLOCK_N)
+            if stage == 1:
+                visible = cols[None, :] < S
+                if CAUSAL:
+                    visible = visible & (cols[None, :] <= rows[:, None] + offset)
+                p = tl.where(visible, p, 0.0)
+            ds = p * (dp - delta[:, None])
+            if IEEE:
+                dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
+            else:
+                dq = tl.dot(ds.to(k.dtype), k, dq)
+    dq = dq * scale
+    tl.store(dQ + b * stride_qb + rows[:, None] * stride_qm + offs_e[None, :],
+             dq.to(dQ.dtype.element_ty), mask=rows[:, None] < L)

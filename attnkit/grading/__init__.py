@@ -1,0 +1,21 @@
+"""Exercise sets and their autograding: checks for students, a grader for instructors.
+
+Three uses, one source of truth per exercise set (``exercises/source/chNN.ipynb``,
+nbgrader source notebooks with solutions and hidden tests):
+
+* **Students** work in the released notebooks (solutions and hidden tests removed)
+  and run the public tests, which call :func:`check` and friends; a failed check
+  says what was expected and what was got. Importing this package needs only NumPy.
+* **Release**: ``python -m attnkit.grading release --out DIR`` (``make
+  student-notebooks``) writes the student notebooks with nbgrader.
+* **Instructors**: ``attnkit grade ch05 submissions/*.ipynb --out graded/`` runs
+  nbgrader's autograder on copies of the submissions and writes a CSV gradebook
+  and per-student feedback (:mod:`attnkit.grading.cli`).
+
+>>> from attnkit.grading import check
+>>> check("weight_pos1", 0.24473, 0.2447)
+"""
+
+from .checks import ATOL, check, check_choice, check_shape, quiet
+
+__all__ = ["ATOL", "check", "check_choice", "check_shape", "quiet"]

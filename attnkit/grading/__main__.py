@@ -1,0 +1,77 @@
+"""``python -m attnkit.grading release|grade|list``: the exercise commands.
+
+* ``release [--out DIR] [--check] [SET...]``: write the student notebooks (default
+  ``book/exercises``); with ``--check``, write nothing and fail if the files in DIR
+  differ from a fresh release (used by the tests and CI).
+* ``grade ...``: the same as ``attnkit grade`` (see :mod:`attnkit.grading.cli`).
+* ``list``: the exercise sets found in the source directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .sets import default_source_dir, exercise_sets
+
+__all__ = ["main"]
+
+
+def _release(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m attnkit.grading release",
+                                description="Write the student notebooks (nbgrader release).")
+    p.add_argument("sets", nargs="*", metavar="SET", help="exercise sets (default: all)")
+    p.add_argument("--out", default=str(default_source_dir().parents[1] / "book" / "exercises"),
+                   help="output directory (default: book/exercises)")
+    p.add_argument("--source", help="directory of the source notebooks")
+    p.add_argument("--check", action="store_true",
+                   help="compare DIR with a fresh release instead of writing it")
+    args = p.parse_args(list(argv))
+    from .release import release
+
+    try:
+        if not args.check:
+            for path in release(args.out, args.sets, args.source):
+                print(f"wrote {path}")
+            return 0
+        with tempfile.TemporaryDirectory() as tmp:
+            stale = []
+            for fresh in release(tmp, args.sets, args.source):
+                old = Path(args.out) / fresh.name
+                if not old.exists() or old.read_bytes() != fresh.read_bytes():
+                    stale.append(str(old))
+    except (TypeError, ValueError) as exc:
+        print(f"release: {exc}", file=sys.stderr)
+        return 2
+    if stale:
+        print("out of date (run `make student-notebooks`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    print("student notebooks are up to date")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``release``, ``grade`` and ``list``; return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "release":
+        return _release(rest)
+    if command == "grade":
+        from .cli import main as grade_main
+
+        return grade_main(rest)
+    if command == "list":
+        print("\n".join(exercise_sets()))
+        return 0
+    print(f"unknown command {command!r}; use release, grade or list", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

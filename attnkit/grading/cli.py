@@ -1,0 +1,104 @@
+"""``attnkit grade EXERCISE_SET SUBMISSION... --out DIR``: the instructor's one command.
+
+Prints a table, writes ``DIR/gradebook.csv`` and ``DIR/feedback/STUDENT-SET.{txt,html}``.
+Exit status: 0 when the batch was graded (files that are not notebooks or belong to
+another set are reported and scored 0), 2 for a usage error, 1 when nbgrader could
+not prepare the exercise set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "parser"]
+
+EPILOG = """\
+student names: by default from each file name: alice/ch05.ipynb, alice_ch05.ipynb,
+alice-ch05.ipynb, ch05_alice.ipynb and alice.ipynb all belong to "alice". Use
+--student once per file (in the same order) to name them yourself.
+
+isolation: student code runs in a Jupyter kernel with your user's rights, in an
+empty scratch directory, one kernel per notebook, each cell under --timeout. It can
+read and write whatever you can. Grade untrusted submissions inside a container or
+a throw-away account.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``attnkit grade``."""
+    p = argparse.ArgumentParser(
+        prog="attnkit grade",
+        description="Grade submitted exercise notebooks with nbgrader's autograder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("exercise_set", metavar="EXERCISE_SET", help="e.g. ch05")
+    p.add_argument("submissions", metavar="SUBMISSION", nargs="+",
+                   help="submitted notebooks (a directory: every file in it)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="where gradebook.csv and feedback/ go")
+    p.add_argument("--student", action="append", metavar="NAME",
+                   help="the student of each submission, in order (repeat per file)")
+    p.add_argument("--timeout", type=int, default=30, metavar="SECONDS",
+                   help="time limit per cell (default 30)")
+    p.add_argument("--source", metavar="DIR",
+                   help="directory of the source notebooks (default: exercises/source)")
+    p.add_argument("--no-html", action="store_true", help="text feedback only (faster)")
+    p.add_argument("--keep-temp", action="store_true",
+                   help="keep nbgrader's temporary course directory (debugging)")
+    return p
+
+
+def _table(results: Sequence[object]) -> str:
+    rows = [("student", "set", "points", "max", "status")]
+    for r in results:
+        status = r.status  # type: ignore[attr-defined]
+        failed = [c for c in r.checks if c.points < c.max_points]  # type: ignore[attr-defined]
+        if status == "graded" and failed:
+            status += f" ({len(failed)} check{'s' if len(failed) != 1 else ''} failed)"
+        if r.restored:  # type: ignore[attr-defined]
+            status += f", {len(r.restored)} deleted cells restored"  # type: ignore[attr-defined]
+        if r.status != "graded" and r.note:  # type: ignore[attr-defined]
+            status += f": {r.note}"  # type: ignore[attr-defined]
+        rows.append((r.student, r.exercise_set, f"{r.points:g}", f"{r.max_points:g}", status))  # type: ignore[attr-defined]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                 row[2].rjust(widths[2]), row[3].rjust(widths[3]), row[4]]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``attnkit grade``; return the exit status."""
+    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from ._course import NbgraderFailed
+    from .grader import grade
+
+    try:
+        results = grade(
+            args.exercise_set,
+            args.submissions,
+            args.out,
+            students=args.student,
+            timeout=args.timeout,
+            source_dir=args.source,
+            html=not args.no_html,
+            keep_temp=args.keep_temp,
+        )
+    except (TypeError, ValueError) as exc:
+        print(f"attnkit grade: {exc}", file=sys.stderr)
+        return 2
+    except NbgraderFailed as exc:
+        print(f"attnkit grade: {exc}", file=sys.stderr)
+        return 1
+    print(_table(results))
+    print(f"\ngradebook: {args.out}/gradebook.csv   feedback: {args.out}/feedback/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

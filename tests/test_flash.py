@@ -1,0 +1,254 @@
+"""What is specific to the flash engine: tiles, lse, memory, gradients by recomputation.
+
+The shared checks against the reference (every engine, every mask form) are in
+tests/test_engines.py; here: block sizes that do not divide the lengths, the saved
+log-sum-exp, the memory bound, float16, and the recomputing backward against
+autograd through the "torch" engine.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import attnkit
+from attnkit import attention
+from attnkit.engines import flash
+from attnkit.engines.flash import flash_attention_numpy, flash_attention_torch
+
+
+def _problem(rng: np.random.Generator, L: int, S: int, E: int = 8, Ev: int = 5,
+             batch: tuple[int, ...] = (2,)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (rng.normal(size=(*batch, L, E)), rng.normal(size=(*batch, S, E)),
+            rng.normal(size=(*batch, S, Ev)))
+
+
+def _lse_reference(q: np.ndarray, k: np.ndarray, mask: np.ndarray | None, causal: object,
+                   scale: float) -> np.ndarray:
+    """log(sum(exp(scores))) per row from the full score matrix (-inf: every key masked)."""
+    scores = q @ np.swapaxes(k, -1, -2) * scale
+    L, S = scores.shape[-2:]
+    if mask is not None and mask.dtype == bool:
+        scores = np.where(mask, scores, -np.inf)
+    elif mask is not None:
+        scores = scores + mask
+    if causal:
+        align = "bottom-right" if causal == "bottom-right" else "top-left"
+        scores = np.where(attnkit.causal_mask(L, S, alignment=align), scores, -np.inf)
+    m = scores.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return (m + np.log(np.exp(scores - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+@pytest.mark.parametrize("block_q,block_k", [(1, 1), (3, 5), (16, 7), (64, 64), (1000, 1)])
+@pytest.mark.parametrize("causal", [False, "top-left", "bottom-right"])
+@pytest.mark.parametrize("L,S", [(37, 23), (23, 37), (40, 40)])
+def test_numpy_any_blocks_any_lengths(block_q: int, block_k: int, causal: object,
+                                      L: int, S: int) -> None:
+    rng = np.random.default_rng(L * 100 + S)
+    q, k, v = _problem(rng, L, S)
+    mask = rng.random((2, 1, S)) < 0.8
+    ref = attention(q, k, v, mask=mask, causal=causal)
+    out, lse = flash_attention_numpy(q, k, v, mask=mask, causal=causal, block_q=block_q,
+                                     block_k=block_k, return_lse=True)
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    expected = _lse_reference(q, k, mask, causal, 1 / np.sqrt(8))
+    np.testing.assert_allclose(lse, expected, atol=1e-12)
+    assert np.array_equal(np.isinf(lse), np.isinf(expected))
+
+
+@given(L=st.integers(1, 30), S=st.integers(1, 30), bq=st.integers(1, 12), bk=st.integers(1, 12),
+       causal=st.sampled_from([False, "top-left", "bottom-right"]), seed=st.integers(0, 999))
+def test_numpy_blocks_property(L: int, S: int, bq: int, bk: int, causal: object, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q, k, v = _problem(rng, L, S, E=3, Ev=2, batch=())
+    fmask = np.where(rng.random((L, S)) < 0.2, -np.inf, rng.normal(size=(L, S)))
+    ref = attention(q, k, v, mask=fmask, causal=causal)
+    out = flash_attention_numpy(q, k, v, mask=fmask, causal=causal, block_q=bq, block_k=bk)
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    assert np.isfinite(out).all()
+
+
+def test_numpy_broadcast_batch_and_fully_masked_rows() -> None:
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(3, 1, 6, 4))  # (B, 1, L, E) broadcasts over heads
+    k = rng.normal(size=(1, 2, 9, 4))  # (1, H, S, E) broadcasts over the batch
+    v = rng.normal(size=(9, 3))
+    mask = np.ones((3, 1, 1, 9), bool)
+    mask[1] = False  # batch entry 1: every key masked
+    out, lse = flash_attention_numpy(q, k, v, mask=mask, block_q=4, block_k=4, return_lse=True)
+    assert out.shape == (3, 2, 6, 3)
+    np.testing.assert_allclose(out, attention(q, k, v, mask=mask), atol=1e-12)
+    np.testing.assert_array_equal(out[1], 0.0)
+    assert np.isneginf(lse[1]).all() and np.isfinite(lse[[0, 2]]).all()
+
+
+def test_numpy_float16_is_computed_in_float32() -> None:
+    """STYLE.md's rule: error at most about twice a plain float16 implementation's."""
+    rng = np.random.default_rng(1)
+    q, k, v = _problem(rng, 70, 90, E=32, Ev=16, batch=())
+    ref = attention(q, k, v)
+    h = [x.astype(np.float16) for x in (q, k, v)]
+    out = flash_attention_numpy(*h, block_q=16, block_k=32)
+    assert out.dtype == np.float16
+    scores = (h[0] @ h[1].T) * np.float16(1 / np.sqrt(32))
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    plain = (e / e.sum(-1, keepdims=True)) @ h[2]  # textbook attention in float16 throughout
+    err = np.abs(out.astype(np.float64) - ref).max()
+    err_plain = np.abs(plain.astype(np.float64) - ref).max()
+    assert err <= 2 * err_plain
+
+
+def test_numpy_memory_is_linear() -> None:
+    """Peak extra memory: O(L * E + block_q * block_k), far below the L x S matrix."""
+    rng = np.random.default_rng(2)
+    n, d = 2048, 16
+    q, k, v = (rng.normal(size=(n, d)).astype(np.float32) for _ in range(3))
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        flash_attention_numpy(q, k, v, block_q=128, block_k=128)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    full_matrix = n * n * 4
+    assert peak < full_matrix / 20, (peak, full_matrix)
+
+
+@pytest.mark.parametrize("name,value", [("block_q", 0), ("block_k", -3), ("block_q", 2.5),
+                                        ("block_k", True)])
+def test_bad_block_sizes(name: str, value: object) -> None:
+    x = np.ones((4, 2))
+    with pytest.raises(ValueError, match=name):
+        flash_attention_numpy(x, x, x, **{name: value})
+    with pytest.raises(ValueError, match=name):
+        flash_attention_torch(*(torch.ones(4, 2) for _ in range(3)), **{name: value})
+
+
+def test_module_level_block_sizes_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """attention(backend="flash") tiles with flash.BLOCK_Q / flash.BLOCK_K."""
+    rng = np.random.default_rng(3)
+    q, k, v = _problem(rng, 11, 13)
+    monkeypatch.setattr(flash, "BLOCK_Q", 2)
+    monkeypatch.setattr(flash, "BLOCK_K", 3)
+    for x in (q, torch.from_numpy(q)):
+        args = (x, k, v) if isinstance(x, np.ndarray) else (x, *map(torch.from_numpy, (k, v)))
+        out = attention(*args, causal="bottom-right", backend="flash")
+        np.testing.assert_allclose(np.asarray(out), attention(q, k, v, causal="bottom-right"),
+                                   atol=1e-12)
+
+
+def test_return_weights_is_refused() -> None:
+    with pytest.raises(ValueError, match="never forms"):
+        attention(attnkit.example.Q, attnkit.example.K, attnkit.example.V, backend="flash",
+                  return_weights=True)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+CASES = [
+    dict(),
+    dict(causal="top-left"),
+    dict(causal="bottom-right"),
+    dict(mask="bool"),
+    dict(mask="bool", causal="bottom-right"),
+    dict(mask="float", causal="top-left", scale=0.4),
+]
+
+
+@pytest.mark.parametrize("L,S", [(13, 21), (21, 13)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "plain")
+@pytest.mark.parametrize("blocks", [(4, 5), (64, 64)])
+def test_torch_gradients_match_autograd(L: int, S: int, case: dict, blocks: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(L * S)
+    shapes = ((2, 3, L, 6), (2, 1, S, 6), (1, 3, S, 4))  # broadcast batch dims
+    xs = [torch.randn(*s, generator=gen, dtype=torch.float64) for s in shapes]
+    kw = dict(case)
+    if kw.get("mask") == "bool":
+        m = torch.rand(2, 1, L, S, generator=gen) < 0.7
+        m[0, 0, 1] = False  # a fully masked row
+        kw["mask"] = m
+    elif kw.get("mask") == "float":
+        m = torch.randn(L, S, generator=gen, dtype=torch.float64)
+        m[2] = float("-inf")  # a fully masked row
+        kw["mask"] = m
+    g_out = torch.randn(2, 3, L, 4, generator=gen, dtype=torch.float64)
+    results = []
+    for engine in ("torch", "flash"):
+        leaves = [x.clone().requires_grad_(True) for x in xs]
+        if engine == "torch":
+            out = attention(*leaves, backend="torch", **kw)
+        else:
+            out = flash_attention_torch(*leaves, block_q=blocks[0], block_k=blocks[1], **kw)
+        out.backward(g_out)
+        results.append((out.detach(), [x.grad for x in leaves]))
+    (out_ref, g_ref), (out, g) = results
+    torch.testing.assert_close(out, out_ref, atol=1e-12, rtol=1e-12)
+    for a, b in zip(g, g_ref, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-11)
+
+
+def test_torch_fully_masked_rows_zero_output_and_grads() -> None:
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(5, 4, generator=gen, requires_grad=True)
+    k = torch.randn(2, 4, generator=gen, requires_grad=True)
+    v = torch.randn(2, 3, generator=gen, requires_grad=True)
+    out = flash_attention_torch(q, k, v, causal="bottom-right", block_q=2, block_k=1)
+    out.sum().backward()
+    assert (out[:3] == 0).all() and (q.grad[:3] == 0).all()
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all()
+
+
+def test_torch_lse_matches_numpy() -> None:
+    rng = np.random.default_rng(8)
+    q, k, v = _problem(rng, 19, 27)
+    mask = rng.random((19, 27)) < 0.5
+    mask[4] = False
+    _, lse_np = flash_attention_numpy(q, k, v, mask=mask, causal="bottom-right", block_q=5,
+                                      block_k=6, return_lse=True)
+    _, lse_t = flash_attention_torch(*map(torch.from_numpy, (q, k, v)),
+                                     mask=torch.from_numpy(mask), causal="bottom-right",
+                                     block_q=7, block_k=4, return_lse=True)
+    np.testing.assert_allclose(lse_t.numpy(), lse_np, atol=1e-12)
+    np.testing.assert_allclose(lse_np, _lse_reference(q, k, mask, "bottom-right", 8 ** -0.5),
+                               atol=1e-12)
+
+
+def test_torch_half_precision_grads_have_input_dtypes() -> None:
+    gen = torch.Generator().manual_seed(9)
+    xs = [torch.randn(2, n, 8, generator=gen).to(torch.bfloat16).requires_grad_(True)
+          for n in (10, 12, 12)]
+    out = flash_attention_torch(*xs, causal=True, block_q=4, block_k=4)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert all(x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all() for x in xs)
+
+
+def test_torch_mask_that_requires_grad_is_refused() -> None:
+    x = torch.ones(3, 2)
+    mask = torch.zeros(3, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="mask requires grad"):
+        flash_attention_torch(x, x, x, mask=mask)
+
+
+@pytest.mark.cuda
+def test_torch_path_on_cuda() -> None:
+    gen = torch.Generator(device="cuda").manual_seed(10)
+    xs = [torch.randn(2, 4, n, 32, device="cuda", generator=gen, requires_grad=True)
+          for n in (100, 130, 130)]
+    out = attention(*xs, causal="bottom-right", backend="flash")
+    ref = attention(*(x.double() for x in xs), causal="bottom-right", backend="torch")
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in xs)

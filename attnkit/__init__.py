@@ -12,7 +12,19 @@ Public API:
 * :mod:`example` - the shared example of the book (``tokens``, ``Q``, ``K``, ``V``).
 * :func:`causal_mask`, :func:`key_padding_mask`, :func:`softmax` - the shared semantics.
 * :func:`check_attention_args` - the validation routine every engine uses.
+* Building blocks (need torch; imported on first use): :class:`MultiHeadAttention`
+  (multi-head, multi-query and grouped-query, with a :class:`KVCache`),
+  :class:`SelfAttention`, :class:`ScaledDotProductAttention`, :class:`NumpyAttention`,
+  and the positional pieces :func:`sinusoidal_positions`, :func:`apply_rope`,
+  :func:`alibi_bias`, :class:`RelativePositionBias`.
+
+Importing attnkit needs neither torch, a GPU nor Triton.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from . import example
 from ._validate import AttentionSpec, check_attention_args
@@ -21,6 +33,36 @@ from .engines import backends
 from .masks import causal_mask, causal_offset, key_padding_mask, softmax
 
 __version__ = "0.1.0"
+
+#: Names served lazily from submodules, so that importing attnkit stays light.
+_LAZY = {
+    "NumpyAttention": "attnkit.layers",
+    "ScaledDotProductAttention": "attnkit.layers",
+    "SelfAttention": "attnkit.layers",
+    "MultiHeadAttention": "attnkit.layers",
+    "KVCache": "attnkit.layers",
+    "RelativePositionBias": "attnkit.layers",
+    "repeat_kv": "attnkit.layers",
+    "kv_cache_bytes": "attnkit.layers",
+    "sinusoidal_positions": "attnkit.positions",
+    "rope_angles": "attnkit.positions",
+    "apply_rope": "attnkit.positions",
+    "alibi_slopes": "attnkit.positions",
+    "alibi_bias": "attnkit.positions",
+    "flash_attention_numpy": "attnkit.engines.flash",
+    "flash_attention_torch": "attnkit.engines.flash",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'attnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AttentionSpec",
@@ -33,4 +75,5 @@ __all__ = [
     "key_padding_mask",
     "softmax",
     "__version__",
+    *_LAZY,
 ]

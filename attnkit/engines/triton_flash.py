@@ -60,13 +60,16 @@ def available() -> tuple[bool, str]:
 def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, None]:
     """Attention through the Triton kernels; returns ``(out, None)``.
 
-    NumPy inputs (converted to CPU tensors by :func:`attnkit.attention`) are moved
-    to the current CUDA device, unless the interpreter is on.
+    Inputs on the CPU (NumPy arrays arrive here as CPU tensors) are computed on the
+    current CUDA device and the result comes back to the CPU (differentiably),
+    unless the interpreter is on.
     """
-    if spec.kind == "numpy" and not interpreting():
-        q, k, v = (x.cuda() for x in (q, k, v))
-        mask = None if mask is None else mask.cuda()
-    return flash_attention_triton(q, k, v, mask=mask, spec=spec), None
+    if q.device.type == "cuda" or interpreting():
+        return flash_attention_triton(q, k, v, mask=mask, spec=spec), None
+    home = q.device
+    q, k, v = (x.cuda() for x in (q, k, v))
+    mask = None if mask is None else mask.cuda()
+    return flash_attention_triton(q, k, v, mask=mask, spec=spec).to(home), None
 
 
 def key_bias(mask: Any, spec: AttentionSpec) -> Any:

@@ -140,3 +140,8 @@ def test_measure_scaling_shape_and_memory():
     assert all(m.seconds > 0 for m in ms)
     # the naive engine holds at least one float32 n x n matrix at its peak
     assert all(m.peak_bytes is not None and m.peak_bytes >= 4 * m.n**2 for m in ms)
+
+
+def test_measure_scaling_rejects_unknown_clock():
+    with pytest.raises(ValueError, match="clock"):
+        measure_scaling([8], d=4, backends=("numpy",), repeats=1, clock="sundial")

@@ -67,9 +67,9 @@ class StepCost:
 
     Attributes:
         step: the step's name (``"compare"``, ``"scale"``, ``"normalise"``, ``"aggregate"``).
-        computes: what the step computes, e.g. ``"S = Q K^T"``.
+        computes: what the step computes, e.g. ``"S = Q Kᵀ"``.
         counted: what the time column counts (e.g. ``"multiply-adds"``).
-        time_formula: the count as a formula in ``n``, ``d``, ``d_v``.
+        time_formula: the count as a formula in ``n``, ``d``, ``d_v`` (e.g. ``"n²·d"``).
         time: the count for the given sizes.
         memory_formula: entries the step newly stores, as a formula.
         memory: entries newly stored (0 when the step works in place).
@@ -118,12 +118,14 @@ def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
     n, d = _check_size("n", n), _check_size("d", d)
     d_v = d if d_v is None else _check_size("d_v", d_v)
     return [
-        StepCost("compare", "S = Q K^T", "multiply-adds", "n^2 d", n * n * d, "n^2", n * n),
-        StepCost("scale", "S / sqrt(d)", "multiplications", "n^2", n * n, "0 (in place)", 0),
-        StepCost("normalise", "P = softmax(S)", "exponentials", "n^2", n * n,
+        StepCost("compare", "S = Q Kᵀ", "multiply-adds", "n²·d", n * n * d,
+                 "n²", n * n),
+        StepCost("scale", "S ← S / √d", "multiplications", "n²", n * n,
                  "0 (in place)", 0),
-        StepCost("aggregate", "O = P V", "multiply-adds", "n^2 d_v", n * n * d_v,
-                 "n d_v", n * d_v),
+        StepCost("normalise", "P = softmax(S)", "exponentials", "n²", n * n,
+                 "0 (in place)", 0),
+        StepCost("aggregate", "O = P V", "multiply-adds", "n²·d_v", n * n * d_v,
+                 "n·d_v", n * d_v),
     ]
 
 
@@ -470,7 +472,9 @@ class Measurement:
     Attributes:
         backend: the engine (``attnkit.attention(backend=...)``).
         n: sequence length; ``d``: head width.
-        seconds: the fastest of the repeats (the least disturbed by other work).
+        seconds: the fastest of the repeats (the least disturbed by other work),
+            on the clock named by ``clock``.
+        clock: ``"cpu"`` (CPU time of this process) or ``"wall"`` (elapsed time).
         peak_bytes: peak bytes allocated during one call, seen by :mod:`tracemalloc`
             (NumPy only; ``None`` for engines whose memory it cannot see).
     """
@@ -479,6 +483,7 @@ class Measurement:
     n: int
     d: int
     seconds: float
+    clock: str
     peak_bytes: int | None
 
 
@@ -491,6 +496,7 @@ def measure_scaling(
     seed: int = 0,
     dtype: str = "float32",
     torch_threads: int | None = 1,
+    clock: str = "cpu",
 ) -> list[Measurement]:
     """Time :func:`attnkit.attention` for each ``n`` and backend; NumPy's peak memory too.
 
@@ -501,6 +507,12 @@ def measure_scaling(
     size, and the minimum discards it. Peak memory is measured in a separate call
     under :mod:`tracemalloc`, which sees NumPy's allocations (not torch's).
 
+    The default clock is the CPU time of this process (:func:`time.process_time`):
+    for single-threaded work it counts the work done and not the time spent waiting
+    for a core that another program holds, so it is far steadier than elapsed time
+    on a busy machine. With several threads it adds up their CPU times; use
+    ``clock="wall"`` to measure elapsed time instead.
+
     Args:
         ns: sequence lengths to measure.
         d: head width.
@@ -510,9 +522,14 @@ def measure_scaling(
         dtype: NumPy dtype of the inputs.
         torch_threads: threads for torch while measuring (restored afterwards);
             ``None`` leaves torch's setting alone.
+        clock: ``"cpu"`` (:func:`time.process_time`) or ``"wall"``
+            (:func:`time.perf_counter`).
 
     Returns:
         One :class:`Measurement` per ``(backend, n)``, backends in the outer order.
+
+    Raises:
+        ValueError: an ``n`` that is not a positive integer, or an unknown ``clock``.
 
     Example:
         >>> ms = measure_scaling([64, 128], backends=("numpy",), repeats=1)
@@ -521,6 +538,10 @@ def measure_scaling(
     """
     from ..core import attention
 
+    clocks = {"cpu": time.process_time, "wall": time.perf_counter}
+    if clock not in clocks:
+        raise ValueError(f"clock must be 'cpu' or 'wall'; got {clock!r}")
+    now = clocks[clock]
     rng = np.random.default_rng(seed)
     ns = [_check_size("n", n) for n in ns]
     inputs: dict[tuple[str, int], tuple] = {}
@@ -546,9 +567,9 @@ def measure_scaling(
             attention(q, k, v, backend=key[0])
         for _ in range(max(1, repeats)):
             for key, (q, k, v) in inputs.items():
-                t0 = time.perf_counter()
+                t0 = now()
                 attention(q, k, v, backend=key[0])
-                best[key] = min(best[key], time.perf_counter() - t0)
+                best[key] = min(best[key], now() - t0)
         peaks: dict[tuple[str, int], int | None] = dict.fromkeys(inputs)
         for key, (q, k, v) in inputs.items():
             if key[0] != "numpy":
@@ -564,7 +585,7 @@ def measure_scaling(
             import torch
 
             torch.set_num_threads(saved_threads)
-    return [Measurement(b, n, d, best[b, n], peaks[b, n]) for b in backends for n in ns]
+    return [Measurement(b, n, d, best[b, n], clock, peaks[b, n]) for b in backends for n in ns]
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:

@@ -60,6 +60,10 @@ lab: $(STAMP)  ## open the notebooks in JupyterLab to run them locally
 serve:  ## serve the built website on http://127.0.0.1:8000
 	$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(SITE) 8000
 
+.PHONY: student-notebooks
+student-notebooks: $(STAMP)  ## regenerate the student notebooks book/exercises/chNN.ipynb from exercises/source
+	$(BIN)/python -m attnkit.grading release --out book/exercises
+
 lint: $(STAMP)  ## ruff over the library and tests
 	$(BIN)/python -m ruff check attnkit tests
 

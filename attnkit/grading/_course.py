@@ -196,6 +196,11 @@ class Course:
         self.path("source").unlink(missing_ok=True)
         shutil.rmtree(self.root / "release", ignore_errors=True)
 
+    def forget_student(self, student: str) -> None:
+        """Delete a graded student's files (the graded notebook holds the hidden tests)."""
+        for kind in ("submitted", "autograded", "feedback"):
+            shutil.rmtree(self.root / kind / student, ignore_errors=True)
+
     def submit(self, student: str, notebook_text: str) -> None:
         """Place a (repaired) submission where nbgrader looks for it."""
         dest = self.path("submitted", student)

@@ -303,6 +303,8 @@ def grade(
                     res.feedback.append(dest)
                 except NbgraderFailed as exc:
                     res.note = f"no HTML feedback: {str(exc).splitlines()[0]}"
+            if not keep_temp:  # the next student's code must not find this graded copy
+                course.forget_student(name)
         for res in results:
             res.feedback.insert(0, _write_text_feedback(res, out_dir))
         _write_csv(results, out_dir / "gradebook.csv")

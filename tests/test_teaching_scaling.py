@@ -9,6 +9,7 @@ import pytest
 
 from attnkit import softmax
 from attnkit.teaching.scaling import (
+    dot_product_samples,
     dot_product_stats,
     entropy,
     monte_carlo_dot_products,
@@ -79,6 +80,14 @@ def test_monte_carlo_general_sigma() -> None:
     assert abs(st.scaled_var - 1.0) < 4 * st.se_scaled_var
 
 
+def test_dot_product_samples_match_stats_and_seed() -> None:
+    s = dot_product_samples(16, 5_000, sigma=0.5, rng=11)
+    assert s.shape == (5_000,)
+    st = dot_product_stats(16, 5_000, sigma=0.5, rng=11)
+    assert float(s.mean()) == pytest.approx(st.mean, abs=1e-12)
+    np.testing.assert_array_equal(s, dot_product_samples(16, 5_000, sigma=0.5, rng=11))
+
+
 def test_monte_carlo_is_seeded() -> None:
     a = monte_carlo_dot_products([1, 8], 500, seed=3)
     b = monte_carlo_dot_products([1, 8], 500, seed=3)
@@ -112,6 +121,7 @@ def test_saturation_grows_without_scaling() -> None:
     assert big.max_weight > 0.9
     assert big.entropy < big_scaled.entropy
     assert big_scaled.jacobian_norm > 4 * big.jacobian_norm
+    assert big.median_jacobian_norm < 1e-3 < big_scaled.median_jacobian_norm
 
 
 def test_weight_bars_html_and_length_check() -> None:
@@ -130,3 +140,13 @@ def test_explorer_views_grid_and_differences() -> None:
     assert "d_k = 1024" in views[1][2] and "not scaled" in views[1][2]
     with pytest.raises(ValueError, match="dims"):
         scaling_explorer_views([])
+
+
+def test_scaling_explorer_widget() -> None:
+    pytest.importorskip("ipywidgets")
+    from attnkit.teaching.scaling import scaling_explorer
+
+    box = scaling_explorer([1, 64], n_keys=4)
+    assert "attnkit-scaling-explorer" in box._dom_classes
+    outer = box.children[-1]
+    assert len(outer.children) == 2 and all(len(s.children) == 2 for s in outer.children)

@@ -12,7 +12,8 @@ Shape legend::
 Contents:
 
 * :func:`softmax_jacobian`, :func:`entropy` - two facts about one softmax row.
-* :class:`DotProductStats`, :func:`dot_product_stats`, :func:`monte_carlo_dot_products`
+* :func:`dot_product_samples`, :class:`DotProductStats`, :func:`dot_product_stats`,
+  :func:`monte_carlo_dot_products`
   - Monte Carlo estimates of the mean and variance of ``q . k`` with their
   standard errors.
 * :class:`SaturationStats`, :func:`saturation_stats` - how peaked softmax rows of
@@ -36,6 +37,7 @@ from ..masks import softmax
 __all__ = [
     "DotProductStats",
     "SaturationStats",
+    "dot_product_samples",
     "dot_product_stats",
     "entropy",
     "monte_carlo_dot_products",
@@ -167,6 +169,40 @@ class DotProductStats:
         return (self.var - self.expected_var) / self.se_var
 
 
+def dot_product_samples(
+    d_k: int,
+    n_samples: int,
+    *,
+    sigma: float = 1.0,
+    rng: np.random.Generator | int = 0,
+) -> np.ndarray:
+    """Independent samples of ``q . k`` for ``q, k`` with i.i.d. ``N(0, sigma^2)`` components.
+
+    Shapes: returns ``(n_samples,)``; ``q`` and ``k`` are ``(d_k,)`` per sample.
+
+    Args:
+        d_k: the width of the vectors.
+        n_samples: how many independent pairs to draw.
+        sigma: the standard deviation of each component.
+        rng: a NumPy ``Generator`` (consumed) or an integer seed.
+
+    Returns:
+        ``np.ndarray`` of float64.
+
+    Raises:
+        ValueError: a non-positive ``d_k`` or ``n_samples``, or ``sigma <= 0``.
+
+    Example:
+        >>> dot_product_samples(4, 3, rng=0).shape
+        (3,)
+    """
+    d_k = _positive_int("d_k", d_k)
+    n_samples = _positive_int("n_samples", n_samples)
+    sigma = _positive_float("sigma", sigma)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return _dot_samples(d_k, n_samples, sigma, gen)
+
+
 def _dot_samples(d_k: int, n_samples: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
     out = np.empty(n_samples)
     block = max(1, _BLOCK_NUMBERS // d_k)
@@ -293,6 +329,8 @@ class SaturationStats:
         d_k: the width of queries and keys.
         scaled: whether scores were divided by ``sqrt(d_k)``.
         jacobian_norm: mean Frobenius norm of ``diag(p) - p p^T``.
+        median_jacobian_norm: its median (the typical row; the mean of saturated
+            rows is dominated by the few rows that are not saturated).
         entropy: mean entropy of the rows (nats).
         max_weight: mean of the largest weight in a row.
     """
@@ -300,6 +338,7 @@ class SaturationStats:
     d_k: int
     scaled: bool
     jacobian_norm: float
+    median_jacobian_norm: float
     entropy: float
     max_weight: float
 
@@ -345,11 +384,12 @@ def saturation_stats(
     if scaled:
         scores = scores / math.sqrt(d_k)
     p = softmax(scores, axis=-1)  # (D, n)
-    jac = softmax_jacobian(p)  # (D, n, n)
+    jac_norms = np.linalg.norm(softmax_jacobian(p), axis=(-2, -1))  # (D, n, n) -> (D,)
     return SaturationStats(
         d_k=d_k,
         scaled=bool(scaled),
-        jacobian_norm=float(np.linalg.norm(jac, axis=(-2, -1)).mean()),
+        jacobian_norm=float(jac_norms.mean()),
+        median_jacobian_norm=float(np.median(jac_norms)),
         entropy=float(entropy(p).mean()),
         max_weight=float(p.max(axis=-1).mean()),
     )
@@ -481,7 +521,8 @@ def scaling_explorer(dims: Sequence[int], *, n_keys: int = 8, seed: int = 0) -> 
     browser (``widgets.jslink``), so the explorer also works on the static website.
 
     Returns:
-        An ``ipywidgets.VBox``; display it as a cell's last expression.
+        An ``ipywidgets.VBox`` (CSS classes ``attnkit-explorer`` and
+        ``attnkit-scaling-explorer``); display it as a cell's last expression.
 
     Example:
         >>> box = scaling_explorer([1, 16, 256])  # doctest: +SKIP
@@ -489,7 +530,7 @@ def scaling_explorer(dims: Sequence[int], *, n_keys: int = 8, seed: int = 0) -> 
     from .explorers import stepper2d
 
     views, rows, cols = scaling_explorer_views(dims, n_keys=n_keys, seed=seed)
-    return stepper2d(
+    box = stepper2d(
         views,
         rows,
         cols,
@@ -501,3 +542,5 @@ def scaling_explorer(dims: Sequence[int], *, n_keys: int = 8, seed: int = 0) -> 
             "whether the scores are divided by sqrt(d_k)."
         ),
     )
+    box.add_class("attnkit-scaling-explorer")  # a hook for the page's browser test
+    return box

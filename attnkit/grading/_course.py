@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nbclient.util import run_sync
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.converters import Autograde, GenerateAssignment, GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
@@ -74,6 +75,9 @@ class ScratchExecute(Execute):
         """Start the kernel with its own log (not the student's output) sent to /dev/null."""
         kwargs.setdefault("stderr", subprocess.DEVNULL)
         await super().async_start_new_kernel(**kwargs)
+
+    # nbclient binds its synchronous wrapper to its own coroutine: bind it to ours.
+    start_new_kernel = run_sync(async_start_new_kernel)
 
 
 class ScrubFeedback(NbGraderPreprocessor):

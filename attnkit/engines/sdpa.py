@@ -6,7 +6,9 @@ What this wrapper adds to the fused kernel:
 * a combined mask when both ``mask`` and ``causal`` are given;
 * zero output rows (and finite gradients) for queries whose every key is masked:
   such rows are given one visible key for the kernel and zeroed afterwards, so no
-  backend's NaN can leak into the forward or the backward.
+  backend's NaN can leak into the forward or the backward;
+* any number of batch dimensions: the fused kernels want ``(N, H, L, E)``, so the
+  inputs are viewed as 4-D (otherwise PyTorch quietly falls back to its math path).
 
 The fused kernels do not materialise the weights, so ``return_weights=True`` is an
 error here (use ``backend="torch"``).
@@ -39,16 +41,18 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, No
     import torch
     import torch.nn.functional as F
 
-    batch = spec.batch
-    q = q.expand(*batch, spec.L, spec.E)
-    k = k.expand(*batch, spec.S, spec.E)
-    v = v.expand(*batch, spec.S, spec.Ev)
+    q = _as_4d(q.expand(*spec.batch, spec.L, spec.E))
+    k = _as_4d(k.expand(*spec.batch, spec.S, spec.E))
+    v = _as_4d(v.expand(*spec.batch, spec.S, spec.Ev))
     if mask is None and spec.causal in (None, "top-left"):
         # The fast path: no mask to build. Top-left rows always see key 0 when S > 0,
         # so no row is fully masked.
-        return F.scaled_dot_product_attention(
+        out = F.scaled_dot_product_attention(
             q, k, v, is_causal=spec.causal == "top-left", scale=spec.scale
-        ), None
+        )
+        return out.reshape(spec.out_shape), None
+    if mask is not None:
+        mask = _as_4d(mask.expand(*spec.batch, spec.L, spec.S))
 
     allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch")
     bias = mask.to(q.dtype) if spec.mask_kind == "float" else None
@@ -70,4 +74,11 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, No
         attn_mask = bias.masked_fill(~allowed, float("-inf"))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=spec.scale)
     out = torch.where(dead, torch.zeros((), dtype=out.dtype, device=out.device), out)
-    return out.expand(spec.out_shape), None
+    return out.reshape(spec.out_shape), None
+
+
+def _as_4d(x: Any) -> Any:
+    """View ``(..., n, d)`` as ``(N, H, n, d)``: pad with leading 1s or merge leading dims."""
+    if x.dim() < 4:
+        return x.reshape((1,) * (4 - x.dim()) + tuple(x.shape))
+    return x.reshape(-1, x.shape[-3], x.shape[-2], x.shape[-1])

@@ -11,10 +11,11 @@ stem=$(basename "${nb%.*}")
 dir=/tmp/page-$stem
 rm -rf "$dir"; mkdir -p "$dir/book"
 cp "$root/_config.yml" "$root/references.bib" "$dir/"
-cp "$root/$nb" "$dir/book/"
+cp "$root/$nb" "$root/book/bibliography.md" "$dir/book/"
 ln -s "$root/book/_vendor" "$dir/book/_vendor"
 ln -s "$root/book/_ext" "$dir/book/_ext"
-printf 'format: jb-book\nroot: book/%s\n' "$stem" > "$dir/_toc.yml"
+# The bibliography page makes {cite} resolve in the one-page build too.
+printf 'format: jb-book\nroot: book/%s\nchapters:\n  - file: book/bibliography\n' "$stem" > "$dir/_toc.yml"
 cd "$dir"
 "$root/.venv/bin/jupyter-book" build . --all -W -n --keep-going
 echo "page: $dir/_build/html/book/$stem.html"

@@ -8,6 +8,7 @@ USAGE = """usage: attnkit COMMAND [ARGS...]
 
 commands:
   grade EXERCISE_SET SUBMISSION... --out DIR   grade submitted exercise notebooks
+  exercises release [--out DIR] [SET...]        make the student notebooks (no solutions)
   bench [OPTIONS]                              benchmark the engines side by side
   backends                                     list the engines usable here
 
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         from .grading.cli import main as grade_main
 
         return grade_main(rest)
+    if command == "exercises":
+        from .grading.__main__ import main as exercises_main
+
+        return exercises_main(rest)
     if command == "bench":
         from .bench import main as bench_main
 

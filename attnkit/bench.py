@@ -197,7 +197,7 @@ def gpu_child(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from .engines.triton_flash import flash_attention_triton
+    from .engines.triton_flash import flash_attention_triton, tuned_configs
 
     d, causal, tokens = cfg["d"], cfg["causal"], cfg["tokens"]
     heads = 2048 // d
@@ -223,6 +223,8 @@ def gpu_child(cfg: dict[str, Any]) -> list[dict[str, Any]]:
                                    "batch": batch, "heads": heads}
             try:
                 row.update(_gpu_measure(fn, (q, k, v), d_out, flops, ref))
+                if name == "triton":
+                    row["configs"] = tuned_configs()
             except Exception as exc:  # noqa: BLE001 - report, and keep measuring the rest
                 row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             rows.append(row)
@@ -278,8 +280,9 @@ def matmul_peak() -> dict[str, Any]:
 # ------------------------------------------------------------------------ parent
 
 
-def _spawn(payload: dict[str, Any], threads_one: bool) -> Any:
-    env = dict(os.environ)
+def _spawn(payload: dict[str, Any], threads_one: bool,
+           extra_env: dict[str, str] | None = None) -> Any:
+    env = {**os.environ, **(extra_env or {})}
     if threads_one:
         env.update(THREAD_ENV)
     proc = subprocess.run(
@@ -351,7 +354,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         for causal in (False, True):
             cfg = {"mode": "gpu", "d": d, "causal": causal, "sizes": list(args.sizes),
                    "tokens": args.tokens}
-            got = _spawn(cfg, threads_one=False)
+            got = _spawn(cfg, threads_one=False, extra_env={"ATTNKIT_TRITON_AUTOTUNE": "1"})
             if isinstance(got, dict):
                 print(f"d={d} causal={causal}: {got.get('error')}", flush=True)
                 continue
@@ -378,6 +381,9 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
             "flops": "forward 4*B*H*n*n*d (x0.5 causal); forward+backward 3.5x forward",
             "timing": "triton.testing.do_bench, median of CUDA-event timings",
             "sdpa": "F.scaled_dot_product_attention under sdpa_kernel(FLASH_ATTENTION)",
+            "triton_blocks": "autotuned per problem size (ATTNKIT_TRITON_AUTOTUNE=1) over "
+                             "attnkit.engines.triton_flash.AUTOTUNE_CONFIGS; the chosen "
+                             "shapes are in each row's 'configs'",
         },
         "matmul_peak": peak,
         "rows": rows,
@@ -492,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:
             device = "cpu"
-    command = "python -m attnkit.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = list(argv if argv is not None else sys.argv[1:])
+    if "--out" in given:  # where the files go does not change the results
+        i = given.index("--out")
+        del given[i:i + 2]
+    command = "python -m attnkit.bench " + " ".join(given)
     if device == "cpu":
         if "sdpa" not in args.engines:
             parser.error("--engines must include sdpa, the time baseline")

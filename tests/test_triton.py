@@ -46,6 +46,11 @@ def test_interpreter_suite() -> None:
     """Run this file's interpreter tests in a child process with TRITON_INTERPRET=1."""
     if INTERPRETING:
         pytest.skip("this process already runs the interpreter tests itself")
+    if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 9):
+        # Seen with Triton 3.6: its interpreter stops inside these kernels with
+        # "only 0-dimensional arrays can be converted to Python scalars"; the
+        # compiled kernels work there. requirements.txt pins triton 3.9.
+        pytest.skip(f"Triton {triton.__version__}'s interpreter; these tests need 3.9+")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,

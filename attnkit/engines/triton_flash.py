@@ -192,50 +192,75 @@ def _flat(x: Any, batch: tuple[int, ...], length: int, width: int) -> Any:
     return x.contiguous()
 
 
-def _blocks() -> dict[str, int] | None:
-    """Fixed block sizes in the interpreter (small: it runs tile by tile in NumPy)."""
-    if interpreting():
+#: Block shapes ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` per kernel: for 16-bit
+#: inputs by head width (the shapes the autotuner chose on an H100 at n >= 2048,
+#: benchmarks/results-gpu.json), and for float32 (exact products, no tensor cores).
+DEFAULT_CONFIGS: dict[str, dict[Any, tuple[int, int, int, int]]] = {
+    "attn_fwd": {64: (128, 64, 8, 3), 128: (128, 128, 8, 3), "other": (128, 64, 4, 3),
+                 "float32": (64, 32, 4, 2)},
+    "attn_bwd_dkdv": {64: (32, 128, 4, 3), 128: (64, 128, 8, 3), "other": (32, 64, 4, 3),
+                      "float32": (32, 64, 4, 2)},
+    "attn_bwd_dq": {64: (128, 64, 8, 3), 128: (128, 64, 8, 3), "other": (64, 32, 4, 3),
+                    "float32": (64, 32, 4, 2)},
+}
+
+#: Shapes that ``ATTNKIT_TRITON_AUTOTUNE=1`` tries (``python -m attnkit.bench`` sets it).
+AUTOTUNE_CONFIGS: dict[str, list[tuple[int, int, int, int]]] = {
+    "attn_fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4)],
+    "attn_bwd_dkdv": [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 4)],
+    "attn_bwd_dq": [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 4)],
+}
+
+
+def autotuning() -> bool:
+    """True when ``ATTNKIT_TRITON_AUTOTUNE=1``: block shapes are tuned per problem size."""
+    return os.environ.get("ATTNKIT_TRITON_AUTOTUNE", "0") == "1" and not interpreting()
+
+
+def _config(name: str, E: int, float32: bool) -> dict[str, int]:
+    """The fixed launch configuration of kernel ``name``."""
+    if interpreting():  # small tiles: the interpreter runs each one in NumPy
         return {"BLOCK_M": 16, "BLOCK_N": 16}
-    return None
+    table = DEFAULT_CONFIGS[name]
+    m, n, warps, stages = table["float32"] if float32 else table.get(E, table["other"])
+    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}
 
 
 _TUNED: dict[str, Any] = {}
 
 
 def _kernel(name: str) -> Any:
-    """The kernel ``name``; on a GPU wrapped in ``triton.autotune`` over a few block shapes."""
+    """Kernel ``name``: plain, or wrapped in ``triton.autotune`` when autotuning."""
     import triton
 
     from ..kernels import triton_attention as ka
 
     raw = getattr(ka, name)
-    if interpreting():
+    if not autotuning():
         return raw
     if name not in _TUNED:
-        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE"]
-        if name == "attn_fwd":
-            shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4),
-                      (64, 64, 4, 4), (128, 64, 4, 4)]
-        elif name == "attn_bwd_dkdv":
-            shapes = [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 4), (64, 64, 4, 3)]
-        else:
-            shapes = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 4), (64, 64, 4, 3)]
         configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-                   for m, n, w, s in shapes]
+                   for m, n, w, s in AUTOTUNE_CONFIGS[name]]
+        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE"]
         _TUNED[name] = triton.autotune(configs=configs, key=key)(raw)
     return _TUNED[name]
+
+
+def tuned_configs() -> dict[str, str]:
+    """The block shapes the autotuner chose for the last problem size (for the benchmark)."""
+    return {name: str(getattr(k, "best_config", None)) for name, k in _TUNED.items()}
 
 
 def _launch(name: str, grid_rows: int, B: int, *args: Any, **meta: Any) -> None:
     import triton
 
     kernel = _kernel(name)
-    fixed = _blocks()
     along = "BLOCK_N" if name == "attn_bwd_dkdv" else "BLOCK_M"
-    if fixed is not None:
-        kernel[(triton.cdiv(grid_rows, fixed[along]), B)](*args, **meta, **fixed)
-    else:
+    if autotuning():
         kernel[lambda m: (triton.cdiv(grid_rows, m[along]), B)](*args, **meta)
+        return
+    config = _config(name, meta["E"], meta["IEEE"])
+    kernel[(triton.cdiv(grid_rows, config[along]), B)](*args, **meta, **config)
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> tuple[Any, Any]:

@@ -325,7 +325,8 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
         if s and "time_best_s" in r and "time_best_s" in s:
             r["time_ratio_vs_sdpa"] = r["time_best_s"] / s["time_best_s"]
         naive = by.get(("numpy", r["n"]))
-        if naive and r.get("peak_rss_growth_bytes") and naive.get("peak_rss_growth_bytes"):
+        if (naive and r.get("peak_rss_growth_bytes") is not None
+                and naive.get("peak_rss_growth_bytes")):
             r["memory_ratio_vs_naive"] = r["peak_rss_growth_bytes"] / naive["peak_rss_growth_bytes"]
     return {
         "kind": "cpu",

@@ -47,9 +47,9 @@ RETURNS_WEIGHTS = False
 
 #: Default query-block height for the NumPy and torch loops (tuned for one CPU core,
 #: ``python -m attnkit.bench``): a (BLOCK_Q, BLOCK_K) float32 tile is 1 MiB.
-BLOCK_Q: int = 256
+BLOCK_Q: int = 512
 #: Default key-block width.
-BLOCK_K: int = 1024
+BLOCK_K: int = 512
 
 #: log2(e): exp(x) = exp2(x * LOG2E). Folded into the scale, so scores are in base 2.
 LOG2E: float = 1.4426950408889634

@@ -1,0 +1,296 @@
+"""Chapter 8's views of FlashAttention: a tile-by-tile trace, its step-through, measurements.
+
+* :func:`tile_trace` runs the tiled forward pass on small 2-D inputs and records the
+  online-softmax state (``m_i``, ``l_i``, ``acc``) after every tile;
+* :func:`tile_stepper` turns that trace into precomputed HTML views behind a
+  client-side control (:func:`attnkit.teaching.stepper`), so that it works on the
+  static website;
+* :func:`peak_memory` measures an engine's peak allocation with ``tracemalloc``;
+* :func:`load_results`, :func:`plot_cpu_results` and :func:`plot_gpu_results` read
+  and draw the files written by ``python -m attnkit.bench``.
+
+The trace uses natural ``exp`` to match the chapter's equations; the engine folds
+``log2(e)`` into the scale and uses ``exp2``, which gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import json
+import math
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..masks import causal_offset
+from .html import _CELL_STYLE, _TABLE_STYLE, html_table
+
+#: Where ``python -m attnkit.bench`` writes its results (the repository's benchmarks/).
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def tile_trace(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    block_q: int = 2,
+    block_k: int = 2,
+    causal: str | None = None,
+    scale: float | None = None,
+) -> list[dict[str, Any]]:
+    """The tiled forward pass on one head, recording the state after every tile.
+
+    Shapes: ``q (L, E)``, ``k (S, E)``, ``v (S, Ev)``.
+
+    Args:
+        q, k, v: 2-D arrays (computed in float64).
+        block_q, block_k: tile sizes; the lengths need not be multiples of them.
+        causal: ``None``, ``"top-left"`` or ``"bottom-right"``; tiles that the causal
+            mask hides entirely are recorded as skipped.
+        scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
+
+    Returns:
+        One dict per tile, in the order the loop visits them, with the tile's
+        ``rows``/``cols`` ranges, its ``scores``, ``skipped``, the state before
+        (``m_old``, ``l_old``, ``acc_old``) and after (``m_i``, ``l_i``, ``acc``),
+        ``alpha = exp(m_old - m_i)`` and ``estimate = acc / l_i``.
+
+    Example:
+        >>> from attnkit import example
+        >>> steps = tile_trace(example.Q, example.K, example.V)
+        >>> len(steps), steps[-1]["rows"]
+        (9, (4, 5))
+    """
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    if q.ndim != 2 or k.ndim != 2 or v.ndim != 2:
+        raise ValueError(f"q, k, v must be 2-D; got shapes {q.shape}, {k.shape}, {v.shape}")
+    L, S = q.shape[0], k.shape[0]
+    scale = 1.0 / math.sqrt(q.shape[1]) if scale is None else float(scale)
+    offset = None if causal is None else causal_offset(L, S, causal)  # type: ignore[arg-type]
+    steps = []
+    for i0 in range(0, L, block_q):
+        i1 = min(i0 + block_q, L)
+        m_i = np.full(i1 - i0, -np.inf)
+        l_i = np.zeros(i1 - i0)
+        acc = np.zeros((i1 - i0, v.shape[1]))
+        for j0 in range(0, S, block_k):
+            j1 = min(j0 + block_k, S)
+            step: dict[str, Any] = {"rows": (i0, i1), "cols": (j0, j1),
+                                    "m_old": m_i.copy(), "l_old": l_i.copy(),
+                                    "acc_old": acc.copy()}
+            scores = (q[i0:i1] @ k[j0:j1].T) * scale
+            if offset is not None:
+                hidden = np.arange(j0, j1)[None, :] > np.arange(i0, i1)[:, None] + offset
+                scores = np.where(hidden, -np.inf, scores)
+            step["scores"] = scores
+            step["skipped"] = bool(np.all(np.isneginf(scores)))
+            m_new = np.maximum(m_i, scores.max(axis=1))
+            m_safe = np.where(np.isneginf(m_new), 0.0, m_new)
+            p = np.exp(scores - m_safe[:, None])
+            alpha = np.exp(m_i - m_safe)
+            l_i = alpha * l_i + p.sum(axis=1)
+            acc = alpha[:, None] * acc + p @ v[j0:j1]
+            m_i = m_new
+            step.update(m_i=m_i.copy(), l_i=l_i.copy(), acc=acc.copy(), alpha=alpha, p=p,
+                        estimate=np.where(l_i[:, None] > 0, acc / np.where(l_i > 0, l_i, 1.0)[:, None], 0.0))
+            steps.append(step)
+    return steps
+
+
+def _grid_html(steps: list[dict[str, Any]], current: int, tokens: Sequence[str]) -> str:
+    """The L x S score matrix: tiles done (grey), the current tile (yellow), the rest (dots)."""
+    L = max(s["rows"][1] for s in steps)
+    S = max(s["cols"][1] for s in steps)
+    state = np.zeros((L, S), dtype=int)  # 0 not yet, 1 done, 2 current
+    value = np.full((L, S), np.nan)
+    for n, s in enumerate(steps[: current + 1]):
+        (i0, i1), (j0, j1) = s["rows"], s["cols"]
+        state[i0:i1, j0:j1] = 2 if n == current else 1
+        value[i0:i1, j0:j1] = s["scores"]
+    cur = steps[current]
+    out = [f'<table class="attnkit-tile-grid" style="{_TABLE_STYLE}">',
+           f'<tr><th style="{_CELL_STYLE};font-size:0.8em">query \\ key</th>']
+    for j in range(S):
+        out.append(f'<th style="{_CELL_STYLE}">{_html.escape(tokens[j])}</th>')
+    out.append("</tr>")
+    for i in range(L):
+        out.append(f'<tr><th style="{_CELL_STYLE}">{_html.escape(tokens[i])}</th>')
+        for j in range(S):
+            if state[i, j] == 0:
+                text, style = "&middot;", "color:#999999"
+            else:
+                text = "&minus;&infin;" if np.isneginf(value[i, j]) else f"{value[i, j]:.3f}"
+                style = ("background:#fff3b0;font-weight:bold;outline:2px solid #E69F00"
+                         if state[i, j] == 2 else "background:#e8e8e8;color:#333333")
+            out.append(f'<td style="{_CELL_STYLE};{style};min-width:3.5em">{text}</td>')
+        out.append("</tr>")
+    out.append("</table>")
+    (i0, i1), (j0, j1) = cur["rows"], cur["cols"]
+    caption = (f"Tile: queries {', '.join(tokens[i0:i1])} &times; keys "
+               f"{', '.join(tokens[j0:j1])} (scaled scores). Grey: tiles already folded "
+               "into the state, then discarded; dots: not computed yet.")
+    return (f'<div style="margin-bottom:0.4em">{caption}</div>' + "".join(out))
+
+
+def _vec(x: np.ndarray) -> str:
+    return "[" + ", ".join("-inf" if np.isneginf(a) else f"{a:.4f}" for a in x) + "]"
+
+
+def _num(x: float) -> str:
+    return "-inf" if np.isneginf(x) else f"{x:.4f}"
+
+
+def tile_view(steps: list[dict[str, Any]], current: int, tokens: Sequence[str],
+              final: np.ndarray) -> str:
+    """HTML for step ``current``: the tile grid and the state of the tile's query rows."""
+    s = steps[current]
+    (i0, i1), j1 = s["rows"], s["cols"][1]
+    rows = []
+    for r, i in enumerate(range(i0, i1)):
+        rows.append([tokens[i], _num(s["m_old"][r]), _num(s["m_i"][r]), _num(s["alpha"][r]),
+                     _num(s["l_i"][r]), _vec(s["acc"][r]), _vec(s["estimate"][r]),
+                     _vec(final[i])])
+    table = html_table(
+        rows,
+        col_labels=["query", "m_i before", "m_i after", "alpha = exp(m_old - m_new)",
+                    "l_i", "acc", "acc / l_i (so far)", "final output"],
+        caption="The running state of this tile's query rows after the update",
+    )
+    last = j1 == max(t["cols"][1] for t in steps)
+    note = ("This was the last key block for these rows: acc / l_i is now their final "
+            "output, exactly." if last else
+            "acc / l_i is the attention output over the keys seen so far; later tiles "
+            "rescale it by alpha and add to it.")
+    if s["skipped"]:
+        note = ("Every score in this tile is masked: the state does not change (the "
+                "engine does not even compute such a tile). " + note)
+    return (f'<div class="attnkit-tile-view" style="background:#ffffff;color:#111111;'
+            f'padding:4px">{_grid_html(steps, current, tokens)}{table}'
+            f'<div style="margin-top:0.3em">{note}</div></div>')
+
+
+def tile_stepper(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    tokens: Sequence[str],
+    *,
+    block_q: int = 2,
+    block_k: int = 2,
+    causal: str | None = None,
+) -> Any:
+    """A step-through of the tiled forward pass that works on the static page.
+
+    Shapes: ``q (L, E)``, ``k (S, E)``, ``v (S, Ev)``; ``tokens`` names the rows
+    (``max(L, S)`` labels).
+
+    Returns:
+        An ``ipywidgets.VBox`` (CSS class ``attnkit-flash-tiles``) with one toggle
+        button per tile and a stack of precomputed views (class ``attnkit-stack``).
+    """
+    from ..masks import softmax
+    from .explorers import stepper
+
+    steps = tile_trace(q, k, v, block_q=block_q, block_k=block_k, causal=causal)
+    qf, kf, vf = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    scores = qf @ kf.T / math.sqrt(qf.shape[1])
+    if causal is not None:
+        L, S = scores.shape
+        hidden = np.arange(S)[None, :] > np.arange(L)[:, None] + causal_offset(L, S, causal)  # type: ignore[arg-type]
+        scores = np.where(hidden, -np.inf, scores)
+    final = softmax(scores, axis=-1) @ vf
+    views = [tile_view(steps, n, tokens, final) for n in range(len(steps))]
+    labels = [f"{n + 1}" for n in range(len(steps))]
+    box = stepper(views, labels, description="tile", kind="buttons",
+                  title=f"<b>Tiles of {block_q} queries &times; {block_k} keys, "
+                        "in the order the loop visits them</b>")
+    box.add_class("attnkit-flash-tiles")
+    box.children[-1].add_class("attnkit-stack")
+    return box
+
+
+def peak_memory(fn: Any) -> int:
+    """Peak bytes allocated (``tracemalloc``) while ``fn()`` runs, beyond what existed before.
+
+    NumPy reports its buffers to ``tracemalloc``; torch's CPU allocator does not,
+    so use this for NumPy engines only.
+    """
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] | None:
+    """The results file ``results-<kind>.json`` of ``python -m attnkit.bench``, or ``None``."""
+    path = Path(folder or BENCHMARKS) / f"results-{kind}.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+_CPU_STYLE = {
+    "numpy": ("naive NumPy (forms the n x n matrix)", "#D55E00", "s"),
+    "torch": ("naive PyTorch", "#CC79A7", "v"),
+    "sdpa": ("PyTorch SDPA (fused)", "#000000", "o"),
+    "flash-numpy": ("attnkit flash, NumPy", "#0072B2", "^"),
+    "flash-torch": ("attnkit flash, torch", "#009E73", "D"),
+}
+
+
+def plot_cpu_results(result: dict[str, Any], axes: Sequence[Any]) -> None:
+    """Draw time (left axis) and peak memory (right axis) against n from a CPU results dict."""
+    ax_t, ax_m = axes
+    for engine, (label, colour, marker) in _CPU_STYLE.items():
+        rows = sorted((r for r in result["rows"] if r["engine"] == engine and "error" not in r),
+                      key=lambda r: r["n"])
+        if not rows:
+            continue
+        n = [r["n"] for r in rows]
+        ax_t.loglog(n, [r["time_best_s"] * 1e3 for r in rows], marker=marker, color=colour,
+                    label=label)
+        # the resident set grows in whole pages; draw growth under 0.1 MiB at 0.1 MiB
+        mem = [max(r["peak_rss_growth_bytes"] / 2**20, 0.1) for r in rows]
+        ax_m.loglog(n, mem, marker=marker, color=colour, label=label)
+    ax_t.set_xlabel("sequence length n (tokens)")
+    ax_t.set_ylabel("time per call (ms, best of repeats)")
+    ax_m.set_xlabel("sequence length n (tokens)")
+    ax_m.set_ylabel("peak memory growth (MiB)")
+    ax_t.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xticks(result["settings"]["sizes"], [str(s) for s in result["settings"]["sizes"]])
+        ax.minorticks_off()
+
+
+def plot_gpu_results(result: dict[str, Any], axes: Sequence[Any], *, pass_: str = "fwd") -> None:
+    """Draw TFLOP/s against n for the Triton engine and SDPA, one axis per head width."""
+    peak = result["matmul_peak"].get("tflops")
+    for ax, d in zip(axes, result["settings"]["dims"], strict=False):
+        for engine, colour in (("triton", "#0072B2"), ("sdpa-flash", "#000000")):
+            for causal, style in ((False, "-"), (True, "--")):
+                rows = sorted((r for r in result["rows"] if r["engine"] == engine
+                               and r["d"] == d and r["causal"] == causal and "error" not in r),
+                              key=lambda r: r["n"])
+                if rows:
+                    name = "Triton (attnkit)" if engine == "triton" else "SDPA FlashAttention"
+                    ax.semilogx([r["n"] for r in rows], [r[f"{pass_}_tflops"] for r in rows],
+                                style, marker="o", color=colour,
+                                label=f"{name}{', causal' if causal else ''}")
+        if peak:
+            ax.axhline(peak, color="#E69F00", lw=1, label="measured bf16 matmul peak")
+        sizes = result["settings"]["sizes"]
+        ax.set_xticks(sizes, [f"{s // 1024}k" if s >= 1024 else str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_ylim(0, (peak or 800) * 1.08)
+        ax.set_xlabel("sequence length n (tokens)")
+        ax.set_ylabel("TFLOP/s")
+        ax.set_title(f"head width d = {d}")
+    axes[0].legend(fontsize=7, loc="lower right")

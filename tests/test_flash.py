@@ -252,3 +252,36 @@ def test_torch_path_on_cuda() -> None:
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     out.sum().backward()
     assert all(torch.isfinite(x.grad).all() for x in xs)
+
+
+# ------------------------------------------------------------------- chapter 8's views
+
+
+def test_tile_trace_ends_at_the_reference_and_lse() -> None:
+    from attnkit.teaching.flash_views import tile_trace
+
+    rng = np.random.default_rng(11)
+    q, k, v = _problem(rng, 7, 9, batch=())
+    for causal in (None, "top-left", "bottom-right"):
+        steps = tile_trace(q, k, v, block_q=3, block_k=4, causal=causal)
+        assert len(steps) == 3 * 3
+        ref = attention(q, k, v, causal=causal or False)
+        last = [s for s in steps if s["cols"][1] == 9]
+        np.testing.assert_allclose(np.vstack([s["estimate"] for s in last]), ref, atol=1e-12)
+        lse = np.concatenate([s["m_i"] + np.log(s["l_i"]) for s in last])
+        np.testing.assert_allclose(lse, _lse_reference(q, k, None, causal, 8 ** -0.5),
+                                   atol=1e-12)
+
+
+def test_tile_stepper_has_one_view_per_tile() -> None:
+    pytest.importorskip("ipywidgets")
+    from attnkit.teaching.flash_views import tile_stepper
+
+    box = tile_stepper(attnkit.example.Q, attnkit.example.K, attnkit.example.V,
+                       attnkit.example.tokens, block_q=2, block_k=3)
+    assert "attnkit-flash-tiles" in box._dom_classes
+    stack = box.children[-1]
+    assert "attnkit-stack" in stack._dom_classes and len(stack.children) == 3 * 2
+    views = [child.value for child in stack.children]
+    assert len(set(views)) == len(views)
+    assert "last key block" in views[1] and "Tile: queries The, cat" in views[0]

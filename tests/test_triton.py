@@ -166,6 +166,13 @@ def test_cpu_tensors_without_interpreter_are_refused(monkeypatch: pytest.MonkeyP
         flash_attention_triton(x, x, x)
 
 
+def test_too_many_batch_entries_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # past the device check; nothing launches
+    x = torch.ones(70000, 1, 2, 4)
+    with pytest.raises(ValueError, match="65535"):
+        flash_attention_triton(x, x, x)
+
+
 def test_importing_attnkit_imports_no_triton() -> None:
     code = ("import sys, attnkit, attnkit.engines.triton_flash; "
             "attnkit.attention(attnkit.example.Q, attnkit.example.K, attnkit.example.V, "

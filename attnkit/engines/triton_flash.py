@@ -133,7 +133,7 @@ def flash_attention_triton(
 
     Raises:
         ValueError: a mask form the kernels do not take; a tensor on the CPU
-            without the interpreter.
+            without the interpreter; more than 65535 batch entries (the grid's limit).
         TypeError: float64 tensors.
         TypeError, ValueError: as :func:`attnkit.attention`.
 
@@ -159,6 +159,11 @@ def flash_attention_triton(
         raise TypeError(
             f"backend 'triton' takes float16, bfloat16 or float32 tensors; got {spec.dtype} "
             "(use backend='flash' for float64)"
+        )
+    if math.prod(spec.batch) > 65535:
+        raise ValueError(
+            f"the Triton kernels launch one program row per batch entry, at most 65535; got "
+            f"batch dimensions {spec.batch} ({math.prod(spec.batch)} entries): split the batch"
         )
     if mask is not None and mask.requires_grad:
         raise ValueError(

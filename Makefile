@@ -10,7 +10,6 @@ STAMP := $(VENV)/.installed-stamp
 SITE := _build/html
 NOTEBOOKS := $(wildcard book/*.ipynb)
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: help setup book test test-lib test-notebooks test-book test-browser browser-deps \
         lab serve clean lint

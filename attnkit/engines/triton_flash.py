@@ -138,9 +138,8 @@ def flash_attention_triton(
         TypeError, ValueError: as :func:`attnkit.attention`.
 
     Example:
-        >>> q = torch.randn(2, 4, 1024, 64, device="cuda", dtype=torch.bfloat16)
-        >>> out = flash_attention_triton(q, q, q, causal=True)
-        >>> out.shape
+        >>> q = torch.randn(2, 4, 1024, 64, device="cuda", dtype=torch.bfloat16)  # doctest: +SKIP
+        >>> flash_attention_triton(q, q, q, causal=True).shape  # doctest: +SKIP
         torch.Size([2, 4, 1024, 64])
     """
     if spec is None:

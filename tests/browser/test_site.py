@@ -41,7 +41,12 @@ def test_page_renders_offline(page, site_url: str, page_path: str) -> None:
     page.wait_for_load_state("networkidle")
     if page.locator(".math, .MathJax, mjx-container, span.math").count():
         wait_for_math(page)
-    text = page.inner_text("main")
+    # The prose only: code cells legitimately contain TeX (e.g. matplotlib labels).
+    text = page.evaluate(
+        """() => { const m = document.querySelector('main').cloneNode(true);
+                   m.querySelectorAll('pre, code, .highlight, mjx-container')
+                    .forEach(e => e.remove());
+                   document.body.appendChild(m); const t = m.innerText; m.remove(); return t; }""")
     leftover = RAW_TEX.findall(text)
     assert not leftover, f"raw TeX on {page_path}: {leftover[:5]}"
     broken = page.evaluate(

@@ -98,6 +98,21 @@ def screenshot(page: object, name: str, **kwargs: object) -> Path:
     return path
 
 
+def open_page(page: object, site_url: str, path: str, *, widgets: bool = True) -> list[str]:
+    """Open ``path`` of the site, wait for its math (and widgets), return the failed requests.
+
+    The returned list keeps filling while the test goes on: assert it is empty at the end.
+    """
+    failed: list[str] = []
+    page.on(  # type: ignore[attr-defined]
+        "response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+    page.goto(f"{site_url}/{path}")  # type: ignore[attr-defined]
+    wait_for_math(page)
+    if widgets:
+        wait_for_widgets(page)
+    return failed
+
+
 def wait_for_math(page: object, timeout: float = 20_000) -> None:
     """Wait until MathJax has typeset the page (no raw TeX left in math spans)."""
     page.wait_for_function(  # type: ignore[attr-defined]

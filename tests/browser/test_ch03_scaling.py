@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import screenshot, visible_widget_html, wait_for_math, wait_for_widgets
+from conftest import open_page, screenshot, visible_widget_html
 
 PAGE = "book/03-why-scale.html"
 EXPLORER = ".attnkit-scaling-explorer"
@@ -18,11 +18,7 @@ def _entropy(view: str) -> float:
 
 
 def test_scaling_explorer_works_offline(page, site_url: str) -> None:
-    failed: list[str] = []
-    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
-    page.goto(f"{site_url}/{PAGE}")
-    wait_for_math(page)
-    wait_for_widgets(page)
+    failed = open_page(page, site_url, PAGE)
 
     # Math is typeset (no raw TeX left in the prose; code cells may show TeX strings)
     # and the figures have loaded.

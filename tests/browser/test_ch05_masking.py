@@ -3,7 +3,7 @@ views without a kernel, its cells explain themselves, math and figures render.""
 
 from __future__ import annotations
 
-from conftest import screenshot, visible_widget_html, wait_for_math, wait_for_widgets
+from conftest import open_page, screenshot, visible_widget_html
 
 PAGE = "book/05-masking.html"
 
@@ -19,11 +19,7 @@ def _rows(view: str) -> dict[str, list[str]]:
 
 
 def test_ch05_mask_explorer_switches_client_side(page, site_url: str) -> None:
-    failed: list[str] = []
-    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
-    page.goto(f"{site_url}/{PAGE}")
-    wait_for_math(page)
-    wait_for_widgets(page)
+    failed = open_page(page, site_url, PAGE)
 
     # Math is typeset, no raw source is left, both figures have loaded.
     assert page.locator("mjx-container").count() >= 10

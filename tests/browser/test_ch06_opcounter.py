@@ -3,7 +3,7 @@ without a kernel, the math is typeset and the figure has loaded."""
 
 from __future__ import annotations
 
-from conftest import screenshot, visible_widget_html, wait_for_math, wait_for_widgets
+from conftest import open_page, screenshot, visible_widget_html
 
 PAGE = "book/06-complexity.html"
 
@@ -15,11 +15,7 @@ def _press(page, key: str, times: int = 1) -> None:
 
 
 def test_ch06_opcounter_steps_client_side(page, site_url: str) -> None:
-    failed: list[str] = []
-    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
-    page.goto(f"{site_url}/{PAGE}")
-    wait_for_math(page)
-    wait_for_widgets(page)
+    failed = open_page(page, site_url, PAGE)
 
     # Math is typeset and no raw TeX is left; the theorem and the figure are there.
     assert page.locator("mjx-container").count() >= 10

@@ -8,7 +8,7 @@ Against the one-page build:
 
 from __future__ import annotations
 
-from conftest import screenshot, visible_widget_html, wait_for_math, wait_for_widgets
+from conftest import open_page, screenshot, visible_widget_html
 
 PAGE = "book/08-flashattention.html"
 EXPLORER = ".attnkit-flash-tiles"
@@ -16,11 +16,7 @@ STACK = f"{EXPLORER} .attnkit-stack"
 
 
 def test_tile_stepper_works_offline(page, site_url: str) -> None:
-    failed: list[str] = []
-    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
-    page.goto(f"{site_url}/{PAGE}")
-    wait_for_math(page)
-    wait_for_widgets(page)
+    failed = open_page(page, site_url, PAGE)
 
     # The proof and the figures are on the page (figures from glue, loaded).
     assert page.locator(".proof, .theorem").count() >= 1

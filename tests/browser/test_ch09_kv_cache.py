@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from conftest import screenshot, visible_widget_html, wait_for_math, wait_for_widgets
+from conftest import open_page, screenshot, visible_widget_html
 
 PAGE = "book/09-beyond-one-head.html"
 
 
 def test_kv_cache_explorer_steps_client_side(page, site_url: str) -> None:
-    failed: list[str] = []
-    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
-    page.goto(f"{site_url}/{PAGE}")
-    wait_for_math(page)
-    wait_for_widgets(page)
+    failed = open_page(page, site_url, PAGE)
 
     # Math is typeset and the figures have loaded.
     text = page.inner_text("main")

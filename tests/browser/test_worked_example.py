@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from conftest import screenshot, visible_widget_html, wait_for_math, wait_for_widgets
+from conftest import open_page, screenshot, visible_widget_html
 
 PAGE = "book/04-worked-example.html"
 
 
 def test_worked_example_renders_offline(page, site_url: str) -> None:
-    failed: list[str] = []
-    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
-    page.goto(f"{site_url}/{PAGE}")
-    wait_for_math(page)
-    wait_for_widgets(page)
+    failed = open_page(page, site_url, PAGE)
 
     # Math is typeset: MathJax containers exist and no raw TeX delimiters are left.
     assert page.locator("mjx-container").count() >= 5

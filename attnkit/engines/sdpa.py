@@ -56,7 +56,7 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, No
 
     allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch")
     bias = mask.to(q.dtype) if spec.mask_kind == "float" else None
-    visible = allowed if allowed is not None else None
+    visible = allowed
     if bias is not None:
         finite = torch.isfinite(bias) | (bias > 0)
         visible = finite if visible is None else (visible.to(q.device) & finite)

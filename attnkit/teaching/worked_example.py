@@ -125,12 +125,16 @@ def cell_explanation(i: int, j: int, tokens: tuple[str, ...] = example.tokens,
                      Q: np.ndarray = example.Q, K: np.ndarray = example.K,
                      V: np.ndarray = example.V) -> str:
     """The tooltip of heatmap cell ``(i, j)``: how weight ``w[i, j]`` was computed."""
-    s = row_steps(i, Q, K, V, tokens)
+    return _explain(row_steps(i, Q, K, V, tokens), j)
+
+
+def _explain(s: RowSteps, j: int) -> str:
+    """How weight ``j`` of the row ``s`` was computed (the text of one tooltip)."""
     terms = " + ".join(f"{_num(a)}·{_num(b)}" for a, b in zip(s.q, s.K[j]))
     return (
-        f"{tokens[i]} → {tokens[j]}\n"
+        f"{s.token} → {s.tokens[j]}\n"
         f"q·k = {terms} = {_num(float(s.raw[j]))}\n"
-        f"scaled: {_num(float(s.raw[j]))} / √{Q.shape[1]} = {_num(float(s.scaled[j]))}\n"
+        f"scaled: {_num(float(s.raw[j]))} / √{s.q.shape[0]} = {_num(float(s.scaled[j]))}\n"
         f"weight = exp({_num(float(s.scaled[j]))}) / Σ_j exp(scaled_j) = {s.weights[j]:.4f}"
     )
 
@@ -138,10 +142,11 @@ def cell_explanation(i: int, j: int, tokens: tuple[str, ...] = example.tokens,
 def weights_heatmap(Q: np.ndarray = example.Q, K: np.ndarray = example.K,
                     V: np.ndarray = example.V, tokens: tuple[str, ...] = example.tokens) -> str:
     """The full weight matrix as an HTML heatmap whose cells explain themselves on hover."""
-    _, w = attention(Q, K, V, return_weights=True)
+    rows = [row_steps(i, Q, K, V, tokens) for i in range(Q.shape[0])]  # one pass per query
+    w = np.stack([s.weights for s in rows])
     return heatmap_html(
         w, tokens, tokens, fmt=".4f", vmin=0.0, vmax=float(w.max()),
-        titles=lambda i, j: cell_explanation(i, j, tokens, Q, K, V),
+        titles=lambda i, j: _explain(rows[i], j),
         caption="Attention weights: row = query token, column = key token (hover a cell)")
 
 

@@ -192,3 +192,37 @@ def test_setup_cell_installs_attnkit_in_a_fresh_environment(tmp_path: Path) -> N
     again = subprocess.run([str(python), "-c", SETUP_SOURCE], cwd=work, env=env, capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 0 and again.stdout == "" and again.stderr == "", again.stderr[-2000:]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return pins
+
+
+def test_binder_environment_is_lean_and_matches_the_lock() -> None:
+    binder = _pins(ROOT / "binder" / "requirements.txt")
+    lock = _pins(ROOT / "requirements.lock")
+    assert binder["torch"].endswith("+cpu"), "Binder has no GPU: it must get the CPU build of torch"
+    assert binder["torch"].split("+")[0] == lock["torch"]
+    for name, version in binder.items():
+        if name != "torch":
+            assert lock.get(name) == version, f"binder pins {name}=={version}, the lock {lock.get(name)}"
+    for tooling in ("jupyter-book", "pytest", "nbval", "playwright", "nbgrader", "triton", "sphinx"):
+        assert tooling not in binder, f"{tooling} is not needed to run the chapters"
+    # Everything the set-up cell's extra installs is also what Binder gets.
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["book"]
+    for req in extra:
+        assert re.split(r"[<>=!~ ]", req)[0].lower() in binder, f"{req} missing from binder/requirements.txt"
+
+
+def test_lock_pins_torch_without_the_local_label() -> None:
+    lock = _pins(ROOT / "requirements.lock")
+    assert "+" not in lock["torch"], "the lock must resolve on PyPI too: torch==X.Y.Z, not X.Y.Z+cpu"
+    assert lock["torch"].startswith("2.13."), "torch stays on the 2.13 series (the local CPU wheel)"
+    assert not any(name.startswith("nvidia-") for name in lock), "no CUDA packages in the lock"

@@ -515,7 +515,7 @@ def previous_token_score(weights: Any) -> Tensor:
         ValueError: weights that are not square in the last two dimensions, or ``L < 2``.
 
     Example:
-        >>> previous_token_score(torch.eye(4).roll(-1, dims=1).T.tril()).item()
+        >>> previous_token_score(torch.diag(torch.ones(3), -1)).item()  # ones below the diagonal
         1.0
     """
     w = _weights(weights)
@@ -581,7 +581,7 @@ def ablate_heads(model: TinyTransformer, heads: Mapping[int, Sequence[int]]) -> 
         >>> _ = torch.manual_seed(0)
         >>> m = TinyTransformer(vocab_size=5, max_len=4, d_model=8, num_heads=2, num_layers=1)
         >>> with ablate_heads(m, {0: [1]}):
-        ...     float(m.blocks[0].attn.out_proj.weight[:, 4:].abs().sum())
+        ...     float(m.blocks[0].attn.out_proj.weight.detach()[:, 4:].abs().sum())
         0.0
     """
     if not isinstance(model, TinyTransformer):

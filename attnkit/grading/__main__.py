@@ -24,8 +24,7 @@ def _release(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m attnkit.grading release",
                                 description="Write the student notebooks (nbgrader release).")
     p.add_argument("sets", nargs="*", metavar="SET", help="exercise sets (default: all)")
-    p.add_argument("--out", default=str(default_source_dir().parents[1] / "book" / "exercises"),
-                   help="output directory (default: book/exercises)")
+    p.add_argument("--out", help="output directory (default: book/exercises of the checkout)")
     p.add_argument("--source", help="directory of the source notebooks")
     p.add_argument("--check", action="store_true",
                    help="compare DIR with a fresh release instead of writing it")
@@ -33,6 +32,9 @@ def _release(argv: Sequence[str]) -> int:
     from .release import release
 
     try:
+        if args.out is None:
+            src = Path(args.source) if args.source else default_source_dir()
+            args.out = str(src.resolve().parents[1] / "book" / "exercises")
         if not args.check:
             for path in release(args.out, args.sets, args.source):
                 print(f"wrote {path}")

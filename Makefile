@@ -13,7 +13,7 @@ NOTEBOOKS := $(wildcard book/*.ipynb) exercises/source
 PIP_VERSION := 26.3
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lock book test test-lib test-notebooks test-book test-browser browser-deps \
+.PHONY: help setup lock book test test-lib test-notebooks test-book test-browser browser-deps grading-deps \
         lab serve clean lint
 
 help:  ## list the targets
@@ -56,7 +56,7 @@ book: $(STAMP)  ## execute every notebook and build the website (warnings are er
 test: test-lib test-notebooks test-book test-browser  ## every test: library, nbval, build, browser
 	@echo "All tests passed."
 
-test-lib: $(STAMP)  ## the library's tests (pytest)
+test-lib: $(STAMP) grading-deps  ## the library's tests (pytest)
 	$(BIN)/python -m pytest tests -q --ignore=tests/browser
 
 NBVAL = $(BIN)/python -m pytest -q -p no:cacheprovider --nbval $(NOTEBOOKS) \
@@ -89,6 +89,13 @@ browser-deps:
 	    echo "Installing Debian's chromium for the browser test"; \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+# The grader runs each student's kernel under bubblewrap (tests/test_grading_hostile.py).
+grading-deps:  ## install bubblewrap, the grader's sandbox (needs root or sudo)
+	@command -v bwrap >/dev/null || { \
+	    echo "Installing Debian's bubblewrap for the grader's sandbox"; \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	    else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi; }
 
 test-browser: $(STAMP) browser-deps  ## open the built site in headless Chromium, offline
 	@test -f $(SITE)/index.html || $(MAKE) book

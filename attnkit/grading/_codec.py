@@ -77,7 +77,7 @@ def _attnkit_encode(x, depth=0):
 def _attnkit_sym(e):
     import sympy
     if isinstance(e, sympy.Symbol):
-        return ["Symbol", e.name]
+        return ["Symbol", e.name, {k: v for k, v in e.assumptions0.items() if isinstance(v, bool)}]
     if isinstance(e, sympy.Integer):
         return ["Integer", str(int(e))]
     if isinstance(e, sympy.Rational):
@@ -160,9 +160,16 @@ def _sym(tree: Any, depth: int = 0) -> Any:
         raise AnswerError("not a SymPy expression tree")
     head, args = tree[0], tree[1:]
     if head == "Symbol":
-        if len(args) != 1 or not isinstance(args[0], str) or len(args[0]) > 100:
+        if not 1 <= len(args) <= 2 or not isinstance(args[0], str) or len(args[0]) > 100:
             raise AnswerError("bad Symbol")
-        return sympy.Symbol(args[0])
+        from sympy.core.assumptions import _assume_defined
+
+        given = args[1] if len(args) == 2 and isinstance(args[1], dict) else {}
+        assume = {k: v for k, v in given.items() if k in _assume_defined and isinstance(v, bool)}
+        try:
+            return sympy.Symbol(args[0], **assume)
+        except Exception:  # inconsistent assumptions
+            return sympy.Symbol(args[0])
     if head == "Integer":
         return sympy.Integer(int(str(args[0])[:4000]))
     if head == "Rational":

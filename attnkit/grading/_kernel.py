@@ -73,6 +73,7 @@ class KernelSession:
         self.sockets = self.dir / "sockets"
         self.scratch.mkdir()
         self.sockets.mkdir()
+        (self.dir / "home").mkdir()
         self.proc: Any = None
         self.cgroup: Any = None
         self.kc: Any = None
@@ -115,17 +116,17 @@ class KernelSession:
         import attnkit
 
         pkg_parent = str(Path(attnkit.__file__).resolve().parent.parent)
-        home = str(self.scratch)
+        # configuration and caches go to a private home, so that the scratch directory
+        # (the kernel's working directory) starts empty
+        home = "/tmp/home" if self.sandbox.enabled else str(self.dir / "home")
         venv_bin = str(Path(sys.executable).parent)
         return {
             "PATH": os.pathsep.join([venv_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": home, "TMPDIR": "/tmp" if self.sandbox.enabled else str(self.dir),
             "PYTHONPATH": pkg_parent, "PYTHONNOUSERSITE": "1", "PYTHONHASHSEED": "0",
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg",
-            "MPLCONFIGDIR": str(self.scratch / ".matplotlib"),
-            "IPYTHONDIR": str(self.scratch / ".ipython"),
-            "JUPYTER_CONFIG_DIR": str(self.scratch / ".jupyter"),
-            "JUPYTER_DATA_DIR": str(self.scratch / ".jupyter-data"),
+            "MPLCONFIGDIR": f"{home}/.matplotlib", "IPYTHONDIR": f"{home}/.ipython",
+            "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "JUPYTER_DATA_DIR": f"{home}/.jupyter-data",
             "JUPYTER_RUNTIME_DIR": str(self.sockets),
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1", "VIRTUAL_ENV": sys.prefix,

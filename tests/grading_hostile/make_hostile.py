@@ -72,7 +72,9 @@ import os
 from pathlib import Path
 hits = []
 targets = [Path(p) for p in TARGET_FILES]
-for root in [Path(p) for p in TARGET_DIRS] + [Path("/tmp"), Path("/work"), Path("/root"), Path("/home"), Path.home(), Path.cwd().parent]:
+roots = [Path(p) for p in TARGET_DIRS]
+roots += [Path("/tmp"), Path("/work"), Path("/root"), Path("/home"), Path.home(), Path.cwd().parent]
+for root in roots:
     try:
         for dirpath, dirnames, filenames in os.walk(root):
             for f in filenames:
@@ -105,7 +107,8 @@ print("overwrote", len(hits), "files")
 DETACHED = '''# leave processes behind that outlive the notebook
 import subprocess, sys
 subprocess.Popen(["sleep", "31337"], start_new_session=True)
-subprocess.Popen([sys.executable, "-c", "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(31338)"], start_new_session=True)
+daemon = "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(31338)"
+subprocess.Popen([sys.executable, "-c", daemon], start_new_session=True)
 '''
 
 CHATTY = '''# one 50 MB line of output
@@ -152,7 +155,10 @@ while True:            # an endless loop that swallows the interrupt
 
 
 def _cell(source: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_code_cell(source)
+    cell = nbformat.v4.new_code_cell(source)
+    words = source.splitlines()[0].lstrip("# ").split()
+    cell.id = "hostile-" + "-".join(w for w in words[:3] if w.isalnum())  # stable ids
+    return cell
 
 
 def _with_cell(base: nbformat.NotebookNode, source: str, after: str) -> nbformat.NotebookNode:

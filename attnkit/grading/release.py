@@ -18,6 +18,7 @@ them (``false``, for readers who learn alone) or drops every solution from the p
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import textwrap
 from collections.abc import Sequence
@@ -114,7 +115,8 @@ def solutions_page(exercise_set: str, source_dir: str | os.PathLike[str] | None 
             continue
         label = f"{exercise_set}-solution-{i}"
         heading, _, body = question.partition("\n")
-        parts += [f"::::{{exercise}} {heading.lstrip('# ').strip()}", f":label: {label}", "",
+        name = re.sub(r"^\d+\.\s*", "", heading.lstrip("# ").strip())
+        parts += [f"::::{{exercise}} {name}", f":label: {label}", "",
                   body.strip(), "::::", "", f"::::{{solution}} {label}", ":class: dropdown", ""]
         for code in codes:
             parts += ["```python", code, "```", ""]

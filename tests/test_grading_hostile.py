@@ -80,7 +80,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.skip(f"bubblewrap cannot run here: {REASON}")
     tmp = tmp_path_factory.mktemp("hostile")
     subs = tmp / "submissions"
-    shutil.copytree(HOSTILE, subs, ignore=shutil.ignore_patterns("*.py", "*.toml"))
+    shutil.copytree(HOSTILE, subs, ignore=shutil.ignore_patterns("*.py", "*.toml", ".*"))
     src = tmp / "source"
     shutil.copytree(SOURCES, src)
     out = tmp / "graded"

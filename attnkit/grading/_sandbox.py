@@ -143,6 +143,24 @@ class _Cgroup:
         self.dirs = []
 
 
+def sweep_stale_cgroups() -> None:
+    """Remove empty cgroups left by grader processes that no longer run (e.g. killed)."""
+    base = Path("/sys/fs/cgroup")
+    parents = [base / "pids", base / "memory"]
+    own = _own_cgroup_v2()
+    if own is not None:
+        parents.append(own)
+    for parent in parents:
+        try:
+            dirs = list(parent.glob("attnkit-grade-*"))
+        except OSError:
+            continue
+        for d in dirs:
+            pid = d.name.split("-")[2]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                _rmdir(d)
+
+
 def _own_cgroup_v2() -> Path | None:
     try:
         for line in Path("/proc/self/cgroup").read_text().splitlines():

@@ -129,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("WARNING: --no-sandbox: student code ran with your rights, without isolation",
               file=sys.stderr)
     print(_table(results))
+    from ._sandbox import Limits, Sandbox, parse_bytes
+
+    limits = Limits(parse_bytes(args.memory), args.cpu_time, args.max_processes)
+    print("\n" + Sandbox(limits, enabled=not args.no_sandbox).describe())
     print(f"\ngradebook: {args.out}/gradebook.csv   feedback: {args.out}/feedback/")
     return 0
 

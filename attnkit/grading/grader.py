@@ -461,7 +461,7 @@ def grade(
     """
     from ._course import Course
     from ._kernel import KernelDied, KernelSession
-    from ._sandbox import Limits, Sandbox, parse_bytes, probe
+    from ._sandbox import Limits, Sandbox, parse_bytes, probe, sweep_stale_cgroups
 
     src_dir = Path(source_dir) if source_dir is not None else default_source_dir()
     source = source_notebook(exercise_set, src_dir)
@@ -499,6 +499,7 @@ def grade(
     sb = Sandbox(limits, enabled=sandbox)
     if sandbox:
         probe()
+        sweep_stale_cgroups()
         sb.refuse_visible([out_dir.resolve(), src_dir.resolve(), *(f.resolve() for f in files)])
 
     # unique names (two files of one student) and unique slugs (for file names)

@@ -366,3 +366,18 @@ def test_quiet_silences_warnings_and_stderr(capfd) -> None:
     assert "to stderr" not in capfd.readouterr().err
     with pytest.raises(AssertionError), quiet():
         check("x", 1.0, 2.0)
+
+
+def test_sources_need_a_checkout_or_an_explicit_directory(tmp_path: Path, monkeypatch) -> None:
+    from attnkit.grading import sets
+
+    monkeypatch.delenv("ATTNKIT_EXERCISES", raising=False)
+    monkeypatch.chdir(tmp_path)                              # outside any checkout
+    monkeypatch.setattr(sets, "_editable_project", lambda: None)   # as from a wheel
+    with pytest.raises(ValueError, match="pass --source DIR .* or set ATTNKIT_EXERCISES"):
+        sets.default_source_dir()
+    monkeypatch.setenv("ATTNKIT_EXERCISES", str(SOURCES))
+    assert sets.default_source_dir() == SOURCES
+    monkeypatch.delenv("ATTNKIT_EXERCISES")
+    monkeypatch.chdir(ROOT / "tests")                        # inside the checkout
+    assert sets.default_source_dir() == SOURCES

@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 
 #: Names served lazily from submodules, so that importing attnkit stays light.
 _LAZY = {
-    "NumpyAttention": "attnkit.layers",
+    "NumpyAttention": "attnkit.numpy_attention",
     "ScaledDotProductAttention": "attnkit.layers",
     "SelfAttention": "attnkit.layers",
     "MultiHeadAttention": "attnkit.layers",
@@ -49,8 +49,8 @@ _LAZY = {
     "apply_rope": "attnkit.positions",
     "alibi_slopes": "attnkit.positions",
     "alibi_bias": "attnkit.positions",
-    "flash_attention_numpy": "attnkit.engines.flash",
-    "flash_attention_torch": "attnkit.engines.flash",
+    "flash_attention_numpy": "attnkit.engines.flash_numpy",
+    "flash_attention_torch": "attnkit.engines.flash_torch",
 }
 
 

@@ -5,7 +5,8 @@ positions) and hands the attention itself to :func:`attnkit.attention`, so the
 semantics (mask meaning, causal alignment, fully masked rows) are those of the
 rest of the library.
 
-* :class:`NumpyAttention` - the formula as a small NumPy class (no torch needed to use it).
+* :class:`NumpyAttention` - the formula as a small NumPy class (defined in
+  :mod:`attnkit.numpy_attention`, which needs no torch; re-exported here).
 * :class:`ScaledDotProductAttention` - the same as a parameter-free ``nn.Module``.
 * :class:`SelfAttention` - one head with learned ``W_Q, W_K, W_V``.
 * :class:`MultiHeadAttention` - heads, output projection, multi-query / grouped-query
@@ -24,15 +25,16 @@ This module imports torch; ``import attnkit`` alone does not.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._validate import choice, positive_int, real
 from .core import attention
 from .engines import ENGINES
+from .numpy_attention import NumpyAttention
 from .positions import apply_rope, relative_position_bucket
 
 __all__ = [
@@ -49,25 +51,15 @@ __all__ = [
 
 # --------------------------------------------------------------------------- checks
 def _positive_int(name: str, n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer; got {n!r}")
-    return int(n)
+    return positive_int(name, n)
 
 
 def _backend(backend: Any) -> str:
-    if not isinstance(backend, str) or backend not in ENGINES:
-        raise ValueError(f"backend must be one of {sorted(ENGINES)}; got {backend!r}")
-    return backend
+    return choice("backend", backend, sorted(ENGINES))
 
 
 def _scale(scale: Any) -> float | None:
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise TypeError(f"scale must be a real number or None; got {scale!r}")
-    if not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be finite; got {scale!r}")
-    return float(scale)
+    return None if scale is None else real("scale", scale)
 
 
 def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
@@ -85,56 +77,6 @@ def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
 
 
 # ------------------------------------------------------------------ single head
-class NumpyAttention:
-    """Scaled dot-product attention as a small NumPy class.
-
-    The four steps (compare, scale, normalise, aggregate) are done by
-    :func:`attnkit.attention` with the NumPy reference engine::
-
-        scores  = q @ k.T * scale     (..., L, E) x (..., E, S) -> (..., L, S)
-        weights = softmax(scores)     masked keys get weight 0; rows sum to 1
-        out     = weights @ v         (..., L, S) x (..., S, Ev) -> (..., L, Ev)
-
-    Args:
-        scale: factor applied to ``q @ k^T``; ``None`` means ``1 / sqrt(E)``.
-
-    Example:
-        >>> from attnkit import example
-        >>> NumpyAttention()(example.Q, example.K, example.V)[0].round(4)
-        array([0.2254, 0.4135, 0.2964, 0.2964])
-    """
-
-    def __init__(self, scale: float | None = None) -> None:
-        self.scale = _scale(scale)
-
-    def __call__(
-        self,
-        q: np.ndarray,
-        k: np.ndarray,
-        v: np.ndarray,
-        mask: np.ndarray | None = None,
-        causal: bool | str = False,
-        return_weights: bool = False,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Attend: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)`` -> ``(..., L, Ev)``.
-
-        ``mask`` is boolean (True = the key takes part) or floating (added to the
-        scores); ``causal`` is False, True/"top-left" or "bottom-right". With
-        ``return_weights`` the ``(..., L, S)`` weights come back too.
-
-        Raises:
-            TypeError: inputs that are not NumPy arrays (or see :func:`attnkit.attention`).
-        """
-        for name, x in (("q", q), ("k", k), ("v", v)):
-            if not isinstance(x, np.ndarray):
-                raise TypeError(f"{name} must be a numpy.ndarray; got {type(x).__name__}")
-        return attention(q, k, v, mask=mask, causal=causal, scale=self.scale,
-                         backend="numpy", return_weights=return_weights)
-
-    def __repr__(self) -> str:
-        return f"NumpyAttention(scale={self.scale})"
-
-
 class ScaledDotProductAttention(nn.Module):
     """Scaled dot-product attention as a parameter-free ``nn.Module``.
 

@@ -174,10 +174,12 @@ def test_too_many_batch_entries_is_a_value_error(monkeypatch: pytest.MonkeyPatch
 
 
 def test_importing_attnkit_imports_no_triton() -> None:
-    code = ("import sys, attnkit, attnkit.engines.triton_flash; "
+    """The engine module is the lazy boundary: attnkit and its NumPy engines need neither
+    torch nor Triton; the Triton engine's module imports both at its top."""
+    code = ("import sys, attnkit; "
             "attnkit.attention(attnkit.example.Q, attnkit.example.K, attnkit.example.V, "
-            "backend='flash'); assert 'triton' not in sys.modules; "
-            "attnkit.backends(); assert 'attnkit.kernels.triton_attention' not in sys.modules")
+            "backend='flash'); assert 'triton' not in sys.modules and 'torch' not in sys.modules; "
+            "import attnkit.engines.triton_flash; assert 'triton' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                    env={"TRITON_INTERPRET": "0", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 

@@ -1,7 +1,7 @@
 """Triton kernels for FlashAttention: a forward pass and a recomputing backward pass.
 
 This module imports Triton at the top, so it is imported only when the Triton
-engine runs (``attnkit.engines.triton_flash`` imports it lazily).
+engine runs (``attnkit.engines.triton_flash`` imports it, and the registry imports that module on first use).
 
 Layout: every tensor is flattened to ``(B, length, width)`` with a contiguous last
 dimension; ``B`` is all batch and head dimensions together. One program handles

@@ -1,0 +1,220 @@
+"""The FlashAttention loop on torch tensors, with FlashAttention-2's recomputing backward.
+
+:class:`FlashAttentionFunction` is a ``torch.autograd.Function`` whose forward is
+the online-softmax loop of :mod:`attnkit.engines.flash_numpy` (same tiles, same
+lazy rescaling, the shift and the row sums riding in the matrix products) and
+whose backward recomputes each tile of weights from the saved log-sum-exp. It
+runs on the device of its inputs (CPU or CUDA).
+
+Scores are kept in base 2 (``log2(e)`` folded into the scale): torch's ``exp2``
+and ``exp`` cost the same on the CPUs measured, and GPU kernels do the same.
+Soft-capping and ``score_mod`` are applied in natural units; their derivative in
+the backward comes from autograd on one tile at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
+from ..masks import Band
+from . import _online
+from ._online import LN2, LOG2E
+from .mods import apply_score_mods
+
+
+def flash_attention_torch(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    mask: Any = None,
+    causal: CausalArg = False,
+    scale: float | None = None,
+    window: Window | None = None,
+    sinks: int = 0,
+    softcap: float | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    return_lse: bool = False,
+    spec: AttentionSpec | None = None,
+) -> Any:
+    """Tiled attention on torch tensors, differentiable through a recomputing backward.
+
+    Shapes as :func:`attnkit.engines.flash_numpy.flash_attention_numpy`. Gradients
+    flow to ``q``, ``k`` and ``v``; a floating ``mask`` gets no gradient (a mask that
+    requires one is a ``ValueError``). A query whose every key is masked gets a
+    zero output row and zero gradients.
+
+    Args:
+        q, k, v, mask, causal, scale, window, sinks, softcap: as :func:`attnkit.attention`.
+        block_q, block_k: tile sizes (default: tuned per machine).
+        return_lse: also return ``lse (..., L)`` in the working precision
+            (float32, or float64 for float64 inputs; ``-inf`` on fully masked rows).
+        spec: an already validated description of the call (skips validation).
+
+    Returns:
+        ``out (..., L, Ev)`` in the dtype of ``q`` (half precision is computed in
+        float32), or ``(out, lse)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`attnkit.attention`; ``ValueError`` for a
+            block size that is not a positive integer or a mask that requires grad.
+
+    Example:
+        >>> q = torch.randn(2, 8, 4, requires_grad=True)
+        >>> flash_attention_torch(q, q, q, block_q=3, block_k=5, window=(2, 0)).sum().backward()
+    """
+    if spec is None:
+        spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale,
+                                    window=window, sinks=sinks, softcap=softcap)
+        if spec.kind != "torch":
+            raise TypeError(f"flash_attention_torch takes torch tensors; got q of kind {spec.kind}")
+    if mask is not None and mask.requires_grad:
+        raise ValueError(
+            "mask requires grad, but the flash engine computes no gradient for a floating "
+            "mask; pass mask.detach(), or use backend='torch' to differentiate the mask"
+        )
+    bq, bk = _online.blocks(block_q, block_k, "torch")
+    if spec.L == 0 or spec.S == 0:
+        raise ValueError(f"flash_attention_torch needs L > 0 and S > 0; got L={spec.L}, "
+                         f"S={spec.S} (attnkit.attention handles empty inputs)")
+    out, lse = FlashAttentionFunction.apply(q, k, v, mask, spec, bq, bk)
+    return (out, lse) if return_lse else out
+
+
+def _mask_tile_(s: Any, mask: Any, spec: AttentionSpec, band: Band, full: bool,
+                i0: int, i1: int, j0: int, j1: int) -> Any:
+    """Apply the masks to one tile of (base-2) scores in place: add a float mask, -inf where hidden."""
+    if mask is not None:
+        tile = mask[..., i0:i1, j0:j1]
+        if spec.mask_kind == "float":
+            s.add_(tile, alpha=LOG2E)  # base 2, as the scores
+        else:
+            s.masked_fill_(~tile, float("-inf"))
+    if not full:  # the tile crosses the causal diagonal or the window's edge
+        rows = torch.arange(i0, i1, device=s.device)[:, None]
+        cols = torch.arange(j0, j1, device=s.device)[None, :]
+        s.masked_fill_(~band.mask(rows, cols), float("-inf"))
+    return s
+
+
+def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1: int) -> Any:
+    """Natural scores of a tile through softcap/score_mod, returned in base 2."""
+    return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * LOG2E
+
+
+def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
+            block_q: int, block_k: int) -> tuple[Any, Any]:
+    """The tiled forward on float32/float64 tensors; returns ``(out, lse)``, lse natural."""
+    L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
+    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    mods = spec.softcap is not None or spec.score_mod is not None
+    thresh = _online.RESCALE_THRESHOLD * LOG2E
+    qs = q.expand(*batch, L, E) * (spec.scale * (1.0 if mods else LOG2E))
+    kt = torch.cat([k.transpose(-2, -1), k.new_ones((*k.shape[:-2], 1, S))], dim=-2)  # [k^T; 1]
+    va = torch.cat([v, v.new_ones((*v.shape[:-2], S, 1))], dim=-1)  # [v, 1]
+    out = q.new_zeros((*batch, L, Ev))
+    lse = q.new_full((*batch, L), float("-inf"))
+    for i0 in range(0, L, block_q):
+        i1 = min(i0 + block_q, L)
+        qa = torch.cat([qs[..., i0:i1, :], q.new_zeros((*batch, i1 - i0, 1))], dim=-1)
+        m_i = q.new_full((*batch, i1 - i0, 1), float("-inf"))  # running shift, base 2
+        acc = q.new_zeros((*batch, i1 - i0, Ev + 1))  # [output, l_i]
+        for j0, j1, full in band.tiles(i0, i1, block_k):
+            seen = torch.isfinite(m_i)
+            qa[..., E:] = torch.where(seen, -m_i, 0.0)
+            if mods:
+                s = _mods(qa[..., :E], kt[..., :E, j0:j1], spec, i0, i1, j0, j1) + qa[..., E:]
+            else:
+                s = torch.matmul(qa, kt[..., j0:j1])  # scores - m_i, base 2
+            _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1)
+            r = s.amax(dim=-1, keepdim=True)
+            move = (r > thresh) | (~seen & (r > float("-inf")))
+            if bool(move.any()):
+                s.sub_(torch.where(move, r, 0.0))
+                m_new = torch.where(move, torch.where(seen, m_i, 0.0) + r, m_i)
+                acc.mul_(torch.exp2(torch.where(move, m_i, 0.0) - torch.where(move, m_new, 0.0)))
+                m_i = m_new
+            p = s.exp2_()  # (..., bq, bk), in place
+            acc.add_(torch.matmul(p, va[..., j0:j1, :]))  # output and l_i
+        l_i = acc[..., Ev:]
+        alive = l_i > 0  # False where every key of the row is masked
+        out[..., i0:i1, :] = torch.where(alive, acc[..., :Ev] / torch.where(alive, l_i, 1.0), 0.0)
+        lse[..., i0:i1] = torch.where(alive, LN2 * (m_i + torch.log2(l_i)), float("-inf"))[..., 0]
+    return out, lse
+
+
+def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
+             spec: AttentionSpec, block_q: int, block_k: int) -> tuple[Any, Any, Any]:
+    """FlashAttention-2's backward: recompute every tile of weights from ``lse``.
+
+    ``D = rowsum(dO * O)``; per tile ``P = exp(S - lse)``, ``dV += P^T dO``,
+    ``dP = dO V^T``, ``dS = P * (dP - D)``, ``dQ += dS K * scale``,
+    ``dK += dS^T Q * scale`` (with ``dS`` taken back through softcap/score_mod by
+    autograd on the tile). Returns ``(dq, dk, dv)`` at the broadcast batch shape.
+    """
+    L, S, batch = spec.L, spec.S, spec.batch
+    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    mods = spec.softcap is not None or spec.score_mod is not None
+    q = q.expand(*batch, L, spec.E)
+    k = k.expand(*batch, S, spec.E)
+    v = v.expand(*batch, S, spec.Ev)
+    # A row whose every key is masked has lse = -inf: make exp(S - lse) = 0 there.
+    lse = lse.masked_fill(lse == float("-inf"), float("inf"))[..., None] * LOG2E  # base 2
+    D = (d_out * out).sum(dim=-1, keepdim=True)  # (..., L, 1)
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for i0 in range(0, L, block_q):
+        i1 = min(i0 + block_q, L)
+        q_i, do_i = q[..., i0:i1, :], d_out[..., i0:i1, :]
+        for j0, j1, full in band.tiles(i0, i1, block_k):
+            k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]
+            if mods:
+                with torch.enable_grad():
+                    raw = torch.matmul(q_i, k_j.transpose(-2, -1)).mul_(spec.scale).requires_grad_()
+                    modded = apply_score_mods(raw, spec, i0, i1, j0, j1)
+                scores = modded.detach() * LOG2E
+            else:
+                scores = torch.matmul(q_i, k_j.transpose(-2, -1)).mul_(spec.scale * LOG2E)
+            _mask_tile_(scores, mask, spec, band, full, i0, i1, j0, j1)  # (..., bq, bk), base 2
+            p = scores.sub_(lse[..., i0:i1, :]).exp2_()  # this tile's weights, recomputed
+            dv[..., j0:j1, :] += torch.matmul(p.transpose(-2, -1), do_i)  # (..., bk, Ev)
+            dp = torch.matmul(do_i, v_j.transpose(-2, -1))  # (..., bq, Ev) x (..., Ev, bk)
+            ds = p.mul_(dp.sub_(D[..., i0:i1, :]))  # softmax backward: P * (dP - D)
+            if mods:  # back through the modifiers to the scaled scores
+                ds = torch.autograd.grad(modded, raw, ds)[0]
+            dq[..., i0:i1, :] += torch.matmul(ds, k_j).mul_(spec.scale)  # (..., bq, E)
+            dk[..., j0:j1, :] += torch.matmul(ds.transpose(-2, -1), q_i).mul_(spec.scale)
+    return dq, dk, dv
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """Tiled forward that saves ``lse``; backward by recomputation, tile by tile."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
+                block_q: int, block_k: int) -> tuple[Any, Any]:
+        """Run the tiled forward in float32 (float64 for float64 inputs); save for backward."""
+        work = torch.float64 if q.dtype == torch.float64 else torch.float32
+        qw, kw, vw = (x.to(work) for x in (q, k, v))
+        if mask is not None:
+            mask = mask.to(qw.device).expand(*spec.batch, spec.L, spec.S)
+        out, lse = forward(qw, kw, vw, mask, spec, block_q, block_k)
+        ctx.save_for_backward(qw, kw, vw, out, lse)
+        ctx.mask, ctx.spec, ctx.blocks = mask, spec, (block_q, block_k)
+        ctx.inputs = [(x.shape, x.dtype) for x in (q, k, v)]
+        ctx.mark_non_differentiable(lse)
+        return out.to(q.dtype), lse
+
+    @staticmethod
+    def backward(ctx: Any, d_out: Any, _d_lse: Any) -> tuple[Any, ...]:
+        """Gradients for q, k and v (none for the mask, spec and block sizes)."""
+        qw, kw, vw, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward(qw, kw, vw, ctx.mask, out, lse, d_out.to(out.dtype),
+                              ctx.spec, *ctx.blocks)
+        # Broadcast batch dimensions: each input's gradient sums over its copies.
+        grads = [g.sum_to_size(shape).to(dtype)
+                 for g, (shape, dtype) in zip((dq, dk, dv), ctx.inputs, strict=True)]
+        return (*grads, None, None, None, None)

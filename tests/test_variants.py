@@ -189,7 +189,8 @@ def _flex_block_mask(L: int, S: int, window: tuple, sinks: int, causal: bool):  
     return create_block_mask(mask_mod, None, None, L, S, device="cpu")
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if _declares(b, "window", "sinks", "softcap", "score_mod")])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS
+                                     if _declares(b, "window", "sinks", "softcap", "score_mod")])
 def test_against_flex_attention(backend: str) -> None:
     """Windows with sinks, soft-capping and a score modifier, against PyTorch's flex_attention."""
     gen = torch.Generator().manual_seed(1)

@@ -116,6 +116,7 @@ class ScaledDotProductAttention(nn.Module):
                          backend=self.backend, return_weights=return_weights)
 
     def extra_repr(self) -> str:
+        """The module's settings, for ``repr``."""
         return f"scale={self.scale}, backend={self.backend!r}"
 
 
@@ -487,6 +488,7 @@ class MultiHeadAttention(nn.Module):
         return new
 
     def extra_repr(self) -> str:
+        """The module's settings, for ``repr``."""
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
                 f"num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
                 f"rope={self.rope}, backend={self.backend!r}")

@@ -260,8 +260,11 @@ def test_gradients_match_torch_engine(backend: str) -> None:
                                      if "cuda" in capabilities(b).devices])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_cuda(backend: str, dtype: torch.dtype) -> None:
-    """On a GPU: outputs on the input's device; error at most ~2x a plain same-precision
-    implementation's error, both against a float64 reference (STYLE.md's rule)."""
+    """On a GPU: outputs on the input's device, error within the plain code's.
+
+    The error is at most ~2x a plain same-precision
+    implementation's error, both against a float64 reference (STYLE.md's rule).
+    """
     gen = torch.Generator(device="cuda").manual_seed(6)
     B, H, L, S, E = 2, 4, 300, 300, 64
     q, k, v = (torch.randn(B, H, n, E, device="cuda", generator=gen) for n in (L, S, S))

@@ -174,8 +174,11 @@ def test_too_many_batch_entries_is_a_value_error(monkeypatch: pytest.MonkeyPatch
 
 
 def test_importing_attnkit_imports_no_triton() -> None:
-    """The engine module is the lazy boundary: attnkit and its NumPy engines need neither
-    torch nor Triton; the Triton engine's module imports both at its top."""
+    """The engine module is the lazy boundary.
+
+    attnkit and its NumPy engines need neither torch nor Triton; the Triton engine's
+    module imports both at its top.
+    """
     code = ("import sys, attnkit; "
             "attnkit.attention(attnkit.example.Q, attnkit.example.K, attnkit.example.V, "
             "backend='flash'); assert 'triton' not in sys.modules and 'torch' not in sys.modules; "

@@ -1,5 +1,6 @@
-"""The variants of attention() (window, sinks, softcap, enable_gqa, score_mod) in every
-engine that declares them: against the NumPy reference, PyTorch SDPA (enable_gqa),
+"""The variants of attention() (window, sinks, softcap, enable_gqa, score_mod).
+
+In every engine that declares them: against the NumPy reference, PyTorch SDPA (enable_gqa),
 flex_attention (CPU, eager forward) and gradcheck; and the refusal of engines that
 do not declare them. Which engine is tested for what comes from its declaration.
 """

@@ -1,5 +1,7 @@
-"""attnkit as an installed wheel: built, installed into a fresh virtual environment
-outside the checkout, and used there (no repository paths).
+"""attnkit as an installed wheel, used outside the checkout.
+
+Built, installed into a fresh virtual environment outside the checkout, and used
+there (no repository paths).
 
 Offline and fast: the wheel is built without build isolation and installed with
 ``--no-index --no-deps``; the environment borrows NumPy and torch from this one

@@ -13,8 +13,11 @@ CPU_SIZES = (512, 1024, 2048, 4096, 8192)
 
 
 def cpu_engines() -> tuple[str, ...]:
-    """The CPU benchmark's engines, from their declarations: every engine that computes on
-    the CPU, and an engine that takes both array kinds once per kind (``flash-numpy``)."""
+    """The CPU benchmark's engines, from their declarations.
+
+    Every engine that computes on the CPU, and an engine that takes both array kinds
+    once per kind (``flash-numpy``).
+    """
     names = []
     for name in ENGINES:
         try:

@@ -50,18 +50,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
-def _positive_int(name: str, n: Any) -> int:
-    return positive_int(name, n)
-
-
-def _backend(backend: Any) -> str:
-    return choice("backend", backend, sorted(ENGINES))
-
-
-def _scale(scale: Any) -> float | None:
-    return None if scale is None else real("scale", scale)
-
-
 def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
@@ -99,8 +87,8 @@ class ScaledDotProductAttention(nn.Module):
 
     def __init__(self, scale: float | None = None, backend: str = "torch") -> None:
         super().__init__()
-        self.scale = _scale(scale)
-        self.backend = _backend(backend)
+        self.scale = (None if scale is None else real("scale", scale))
+        self.backend = choice("backend", backend, sorted(ENGINES))
 
     def forward(
         self,
@@ -149,10 +137,10 @@ class SelfAttention(nn.Module):
     def __init__(self, embed_dim: int, d_k: int | None = None, d_v: int | None = None,
                  *, bias: bool = False, backend: str = "torch") -> None:
         super().__init__()
-        self.embed_dim = _positive_int("embed_dim", embed_dim)
-        d_k = self.embed_dim if d_k is None else _positive_int("d_k", d_k)
-        d_v = d_k if d_v is None else _positive_int("d_v", d_v)
-        self.backend = _backend(backend)
+        self.embed_dim = positive_int("embed_dim", embed_dim)
+        d_k = self.embed_dim if d_k is None else positive_int("d_k", d_k)
+        d_v = d_k if d_v is None else positive_int("d_v", d_v)
+        self.backend = choice("backend", backend, sorted(ENGINES))
         self.W_q = nn.Linear(self.embed_dim, d_k, bias=bias)
         self.W_k = nn.Linear(self.embed_dim, d_k, bias=bias)
         self.W_v = nn.Linear(self.embed_dim, d_v, bias=bias)
@@ -193,7 +181,7 @@ def repeat_kv(x: Any, n_rep: int) -> Any:
         >>> repeat_kv(torch.arange(2.0).reshape(1, 2, 1, 1), 3).flatten().tolist()
         [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     """
-    n_rep = _positive_int("n_rep", n_rep)
+    n_rep = positive_int("n_rep", n_rep)
     if isinstance(x, torch.Tensor):
         if x.ndim < 3:
             raise ValueError(f"x must have shape (..., Hkv, S, Dh); got {tuple(x.shape)}")
@@ -226,7 +214,7 @@ def kv_cache_bytes(*, layers: int, kv_heads: int, head_dim: int, tokens: int,
               "batch": batch, "bytes_per_element": bytes_per_element}
     n = 2
     for name, value in counts.items():
-        n *= _positive_int(name, value)
+        n *= positive_int(name, value)
     return n
 
 
@@ -357,9 +345,9 @@ class MultiHeadAttention(nn.Module):
                  bias: bool = True, rope: bool = False, rope_base: float = 10000.0,
                  backend: str = "torch") -> None:
         super().__init__()
-        D = _positive_int("embed_dim", embed_dim)
-        H = _positive_int("num_heads", num_heads)
-        Hkv = H if num_kv_heads is None else _positive_int("num_kv_heads", num_kv_heads)
+        D = positive_int("embed_dim", embed_dim)
+        H = positive_int("num_heads", num_heads)
+        Hkv = H if num_kv_heads is None else positive_int("num_kv_heads", num_kv_heads)
         if D % H:
             raise ValueError(f"embed_dim must be divisible by num_heads; got {D} and {H}")
         if H % Hkv:
@@ -371,7 +359,7 @@ class MultiHeadAttention(nn.Module):
         if rope and self.head_dim % 2:
             raise ValueError(f"rope needs an even head width; got head_dim = {self.head_dim}")
         self.rope, self.rope_base = bool(rope), float(rope_base)
-        self.backend = _backend(backend)
+        self.backend = choice("backend", backend, sorted(ENGINES))
         self.q_proj = nn.Linear(D, H * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
@@ -520,9 +508,9 @@ class RelativePositionBias(nn.Module):
     def __init__(self, num_heads: int, *, num_buckets: int = 32, max_distance: int = 128,
                  bidirectional: bool = True) -> None:
         super().__init__()
-        self.num_heads = _positive_int("num_heads", num_heads)
-        self.num_buckets = _positive_int("num_buckets", num_buckets)
-        self.max_distance = _positive_int("max_distance", max_distance)
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.num_buckets = positive_int("num_buckets", num_buckets)
+        self.max_distance = positive_int("max_distance", max_distance)
         self.bidirectional = bool(bidirectional)
         relative_position_bucket(np.zeros(1, dtype=np.int64), bidirectional=self.bidirectional,
                                  num_buckets=self.num_buckets, max_distance=self.max_distance)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validate import choice, positive_int
 from .html import html_table
 
 __all__ = [
@@ -84,12 +85,6 @@ class StepCost:
     memory: int
 
 
-def _check_size(name: str, x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise ValueError(f"{name} must be a positive integer; got {x!r}")
-    return int(x)
-
-
 def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
     """The closed-form cost of each step of self-attention over ``n`` tokens.
 
@@ -115,8 +110,8 @@ def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
         >>> [c.time for c in step_costs(3, 4)]
         [36, 9, 9, 36]
     """
-    n, d = _check_size("n", n), _check_size("d", d)
-    d_v = d if d_v is None else _check_size("d_v", d_v)
+    n, d = positive_int("n", n), positive_int("d", d)
+    d_v = d if d_v is None else positive_int("d_v", d_v)
     return [
         StepCost("compare", "S = Q Kᵀ", "multiply-adds", "n²·d", n * n * d,
                  "n²", n * n),
@@ -147,8 +142,8 @@ def total_ops(n: int, d: int, d_v: int | None = None) -> dict[str, dict[str, int
         >>> total_ops(2, 3)["normalise"]
         {'max': 2, 'subtract': 4, 'exp': 4, 'add': 2, 'divide': 4}
     """
-    n, d = _check_size("n", n), _check_size("d", d)
-    d_v = d if d_v is None else _check_size("d_v", d_v)
+    n, d = positive_int("n", n), positive_int("d", d)
+    d_v = d if d_v is None else positive_int("d_v", d_v)
     return {
         "compare": {"multiply-add": n * n * d},
         "scale": {"multiply": n * n},
@@ -165,8 +160,8 @@ def score_entries(n: int, *, heads: int = 1, layers: int = 1) -> int:
         >>> score_entries(8192, heads=32, layers=32)
         68719476736
     """
-    n = _check_size("n", n)
-    return _check_size("heads", heads) * _check_size("layers", layers) * n * n
+    n = positive_int("n", n)
+    return positive_int("heads", heads) * positive_int("layers", layers) * n * n
 
 
 # --------------------------------------------------------------------------- exact trace
@@ -539,11 +534,10 @@ def measure_scaling(
     from ..core import attention
 
     clocks = {"cpu": time.process_time, "wall": time.perf_counter}
-    if clock not in clocks:
-        raise ValueError(f"clock must be 'cpu' or 'wall'; got {clock!r}")
+    choice("clock", clock, list(clocks))
     now = clocks[clock]
     rng = np.random.default_rng(seed)
-    ns = [_check_size("n", n) for n in ns]
+    ns = [positive_int("n", n) for n in ns]
     inputs: dict[tuple[str, int], tuple] = {}
     for n in ns:
         arrays = tuple(rng.standard_normal((n, d)).astype(dtype) for _ in range(3))

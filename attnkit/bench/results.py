@@ -39,11 +39,18 @@ def results_folder(start: Path | str | None = None) -> Path | None:
 def fitted_slope(n: Sequence[float], t: Sequence[float]) -> float:
     """The slope of ``log t`` against ``log n`` by least squares (1: linear, 2: quadratic).
 
+    Also :func:`attnkit.teaching.complexity.loglog_slope` (chapter 6's name).
+
+    Raises:
+        ValueError: fewer than two points.
+
     Example:
         >>> round(fitted_slope([1, 2, 4], [3, 12, 48]), 6)
         2.0
     """
     x, y = np.log(np.asarray(n, float)), np.log(np.asarray(t, float))
+    if x.size < 2:
+        raise ValueError(f"need at least two points; got {x.size}")
     return float(np.polyfit(x, y, 1)[0])
 
 

@@ -99,6 +99,17 @@ def flash_attention_numpy(
     return (out, lse) if return_lse else out
 
 
+def default_blocks() -> tuple[int, int]:
+    """The ``(block_q, block_k)`` this engine uses when none are given.
+
+    Example:
+        >>> bq, bk = default_blocks()
+        >>> bq > 0 and bk > 0
+        True
+    """
+    return _online.blocks(None, None, "numpy")
+
+
 def forward(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
     spec: AttentionSpec, block_q: int, block_k: int,

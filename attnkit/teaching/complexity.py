@@ -25,15 +25,18 @@ from __future__ import annotations
 import html as _html
 import math
 import time
-import tracemalloc
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from .._validate import choice, positive_int
+from ..bench.measure import peak_memory
+from ..bench.results import fitted_slope as loglog_slope
 from .html import html_table
+from .primitives import fmt_num
 
 __all__ = [
     "MODELS",
@@ -278,8 +281,8 @@ def trace_attention(
 # --------------------------------------------------------------------------- explorer views
 
 
-def _num(x: float) -> str:
-    return f"{x:.4g}" if abs(x - round(x)) > 1e-12 else str(int(round(x)))
+#: Numbers in the walkthrough: integers without decimals, others to 4 digits.
+_num = partial(fmt_num, compact=True)
 
 
 def _grid(a: np.ndarray, filled: np.ndarray) -> list[list[str]]:
@@ -568,28 +571,10 @@ def measure_scaling(
         for key, (q, k, v) in inputs.items():
             if key[0] != "numpy":
                 continue
-            tracemalloc.start()
-            try:
-                attention(q, k, v, backend=key[0])
-                peaks[key] = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+            peaks[key] = peak_memory(lambda q=q, k=k, v=v, b=key[0]: attention(q, k, v, backend=b))
     finally:
         if saved_threads is not None:
             import torch
 
             torch.set_num_threads(saved_threads)
     return [Measurement(b, n, d, best[b, n], clock, peaks[b, n]) for b in backends for n in ns]
-
-
-def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x``: the exponent ``p`` of ``y ~ x^p``.
-
-    Example:
-        >>> round(loglog_slope([1, 2, 4], [3, 12, 48]), 6)
-        2.0
-    """
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    if lx.size < 2:
-        raise ValueError(f"need at least two points; got {lx.size}")
-    return float(np.polyfit(lx, ly, 1)[0])

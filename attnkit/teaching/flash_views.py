@@ -29,6 +29,7 @@ __all__ = ["load_results", "peak_memory", "plot_cpu_results", "plot_gpu_results"
            "tile_trace", "tile_view"]
 from ..masks import causal_offset
 from .html import _CELL_STYLE, _TABLE_STYLE, html_table
+from .primitives import fmt_num, fmt_vec
 
 #: Moved to :mod:`attnkit.bench` (measurement, loading and drawing results); kept
 #: here under their old names for the chapters that call them.
@@ -139,14 +140,6 @@ def _grid_html(steps: list[dict[str, Any]], current: int, tokens: Sequence[str])
     return (f'<div style="margin-bottom:0.4em">{caption}</div>' + "".join(out))
 
 
-def _vec(x: np.ndarray) -> str:
-    return "[" + ", ".join("-inf" if np.isneginf(a) else f"{a:.4f}" for a in x) + "]"
-
-
-def _num(x: float) -> str:
-    return "-inf" if np.isneginf(x) else f"{x:.4f}"
-
-
 def tile_view(steps: list[dict[str, Any]], current: int, tokens: Sequence[str],
               final: np.ndarray) -> str:
     """HTML for step ``current``: the tile grid and the state of the tile's query rows."""
@@ -154,9 +147,9 @@ def tile_view(steps: list[dict[str, Any]], current: int, tokens: Sequence[str],
     (i0, i1), j1 = s["rows"], s["cols"][1]
     rows = []
     for r, i in enumerate(range(i0, i1)):
-        rows.append([tokens[i], _num(s["m_old"][r]), _num(s["m_i"][r]), _num(s["alpha"][r]),
-                     _num(s["l_i"][r]), _vec(s["acc"][r]), _vec(s["estimate"][r]),
-                     _vec(final[i])])
+        rows.append([tokens[i], fmt_num(s["m_old"][r]), fmt_num(s["m_i"][r]), fmt_num(s["alpha"][r]),
+                     fmt_num(s["l_i"][r]), fmt_vec(s["acc"][r]), fmt_vec(s["estimate"][r]),
+                     fmt_vec(final[i])])
     table = html_table(
         rows,
         col_labels=["query", "m_i before", "m_i after", "alpha = exp(m_old - m_new)",

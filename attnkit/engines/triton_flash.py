@@ -9,7 +9,8 @@ attnkit needs neither Triton nor a GPU.
 Supported: CUDA tensors of dtype float16, bfloat16 or float32 (float32 uses
 exact IEEE products, not TF32; float64 is a ``TypeError``); any lengths; any widths (padded with zeros
 to a power of two of at least 16 for the kernels); causal masks of both
-alignments; **key masks**, i.e. masks that depend on the key only, of shape
+alignments; sliding windows with sinks and soft-capping (forward and backward; only
+the key blocks a window leaves are visited); **key masks**, i.e. masks that depend on the key only, of shape
 ``(..., 1, S)`` (or ``(S,)``): boolean key-padding masks, or floating per-key
 biases. Masks that differ between queries raise ``ValueError`` (use
 ``backend="flash"`` or ``"sdpa"`` for those, or ``causal=`` for causal masks).
@@ -31,16 +32,18 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from .._validate import AttentionSpec, CausalArg, check_attention_args
+from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
 from ..kernels import triton_attention as ka
-from ..masks import causal_offset
+from ..masks import Band
 from ._online import LN2, LOG2E
 from .base import Capabilities
 
-#: Key masks only (shape (..., 1, S)), no float64; enable_gqa through broadcast heads.
+#: Key masks only (shape (..., 1, S)), no float64, no score_mod (a Python function cannot
+#: run inside a kernel); enable_gqa through broadcast heads.
 CAPS = Capabilities(
     native="torch", dtypes=("float16", "bfloat16", "float32"), mask_rows="key",
-    gradients=True, devices=("cuda",), features=frozenset({"enable_gqa"}), tiled=True,
+    gradients=True, devices=("cuda",),
+    features=frozenset({"window", "sinks", "softcap", "enable_gqa"}), tiled=True,
     test_examples=8, notes="Triton kernels (CUDA; CPU interpreter for tests)",
 )
 
@@ -102,6 +105,9 @@ def flash_attention_triton(
     mask: Any = None,
     causal: CausalArg = False,
     scale: float | None = None,
+    window: Window | None = None,
+    sinks: int = 0,
+    softcap: float | None = None,
     return_lse: bool = False,
     spec: AttentionSpec | None = None,
 ) -> Any:
@@ -119,6 +125,8 @@ def flash_attention_triton(
         mask: a key mask (boolean key padding, or a floating per-key bias), or ``None``.
         causal: ``False``, ``True``/``"top-left"`` or ``"bottom-right"``.
         scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
+        window, sinks, softcap: as :func:`attnkit.attention`; the kernels visit only the
+            key blocks that the window and the causal mask leave.
         return_lse: also return the natural log-sum-exp of each row of scores
             (``-inf`` where every key is masked).
         spec: an already validated description of the call (skips validation).
@@ -138,7 +146,8 @@ def flash_attention_triton(
         torch.Size([2, 4, 1024, 64])
     """
     if spec is None:
-        spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale)
+        spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale,
+                                    window=window, sinks=sinks, softcap=softcap)
         if spec.kind != "torch":
             raise TypeError(f"flash_attention_triton takes torch tensors; got q of kind {spec.kind}")
     if q.device.type != "cuda" and not interpreting():
@@ -230,7 +239,7 @@ def _kernel(name: str) -> Any:
     if name not in _TUNED:
         configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
                    for m, n, w, s in AUTOTUNE_CONFIGS[name]]
-        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE"]
+        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE", "WINDOW", "SOFTCAP"]
         _TUNED[name] = triton.autotune(configs=configs, key=key)(raw)
     return _TUNED[name]
 
@@ -257,16 +266,25 @@ def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> tuple[An
     out = torch.empty((B, L, EV), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, L), device=q.device, dtype=torch.float32)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
-    offset = 0 if spec.causal is None else causal_offset(L, S, spec.causal)
+    band, meta = _band(spec, L, S)
     _launch(
         "attn_fwd", L, B, q, k, v, dummy, out, lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), 0 if bias is None else bias.stride(0),
-        L, S, spec.scale * LOG2E, offset,
-        E=E, EV=EV, CAUSAL=spec.causal is not None, HAS_BIAS=bias is not None,
-        IEEE=q.dtype == torch.float32,
+        L, S, spec.scale * LOG2E, *band,
+        E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, **meta,
     )
     return out, lse
+
+
+def _band(spec: AttentionSpec, L: int, S: int) -> tuple[tuple[int, int, int, float], dict]:
+    """The kernels' ``(offset, lo_off, sinks, softcap)`` and flags for causal, window, softcap."""
+    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    values = (0 if band.hi is None else band.hi, 0 if band.lo is None else band.lo, band.sinks,
+              1.0 if spec.softcap is None else spec.softcap)
+    flags = dict(CAUSAL=band.hi is not None, WINDOW=band.lo is not None,
+                 SOFTCAP=spec.softcap is not None)
+    return values, flags
 
 
 def _backward(q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, d_out: Any,
@@ -278,12 +296,11 @@ def _backward(q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, d_out: Any,
     delta = (d_out.float() * out.float()).sum(-1).contiguous()  # D = rowsum(dO * O), (B, L)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
-    offset = 0 if spec.causal is None else causal_offset(L, S, spec.causal)
+    band, flags = _band(spec, L, S)
     common = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
               d_out.stride(0), d_out.stride(1), 0 if bias is None else bias.stride(0),
-              L, S, spec.scale * LOG2E, spec.scale, offset)
-    meta = dict(E=E, EV=EV, CAUSAL=spec.causal is not None, HAS_BIAS=bias is not None,
-                IEEE=q.dtype == torch.float32)
+              L, S, spec.scale * LOG2E, spec.scale, *band)
+    meta = dict(E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, **flags)
     _launch("attn_bwd_dkdv", S, B, q, k, v, dummy, d_out, lse, delta, dk, dv, *common, **meta)
     _launch("attn_bwd_dq", L, B, q, k, v, dummy, d_out, lse, delta, dq, *common, **meta)
     return dq, dk, dv

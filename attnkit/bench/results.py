@@ -73,19 +73,40 @@ def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] 
     return json.loads(path.read_text())
 
 
-_CPU_STYLE = {
-    "numpy": ("naive NumPy (forms the n x n matrix)", "#D55E00", "s"),
-    "torch": ("naive PyTorch", "#CC79A7", "v"),
-    "sdpa": ("PyTorch SDPA (fused)", "#000000", "o"),
-    "flash-numpy": ("attnkit flash, NumPy", "#0072B2", "^"),
-    "flash-torch": ("attnkit flash, torch", "#009E73", "D"),
-}
+#: Okabe-Ito colours and markers, given to the engines in the order the results list them.
+_COLOURS = ("#D55E00", "#CC79A7", "#000000", "#0072B2", "#009E73", "#E69F00", "#56B4E9")
+_MARKERS = "svo^D<>"
+
+
+def engine_label(engine: str) -> str:
+    """A legend label for a benchmark engine name, from the engine's own declaration.
+
+    ``flash-numpy`` is the ``flash`` engine on NumPy input; the description is the
+    engine's :attr:`~attnkit.engines.Capabilities.notes`.
+
+    Example:
+        >>> engine_label("flash-torch")
+        'flash, torch input: tiled online softmax; never forms the (L, S) matrix'
+    """
+    from ..engines import ENGINES, capabilities
+
+    backend, _, kind = engine.rpartition("-")
+    if engine in ENGINES or backend not in ENGINES:
+        backend, kind = engine, ""
+    try:
+        notes = capabilities(backend).notes
+    except (ImportError, ValueError):
+        notes = ""
+    name = f"{backend}, {kind} input" if kind else backend
+    return f"{name}: {notes}" if notes else name
 
 
 def plot_cpu_results(result: dict[str, Any], axes: Sequence[Any]) -> None:
     """Draw time (left axis) and peak memory (right axis) against n from a CPU results dict."""
     ax_t, ax_m = axes
-    for engine, (label, colour, marker) in _CPU_STYLE.items():
+    engines = list(dict.fromkeys(r["engine"] for r in result["rows"]))
+    for i, engine in enumerate(engines):
+        label, colour, marker = engine_label(engine), _COLOURS[i % 7], _MARKERS[i % 7]
         rows = sorted((r for r in result["rows"] if r["engine"] == engine and "error" not in r),
                       key=lambda r: r["n"])
         if not rows:

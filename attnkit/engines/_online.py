@@ -94,6 +94,35 @@ def numpy_exp_base() -> str:
     return "exp2" if best["exp2"] < 0.9 * best["exp"] else "exp"
 
 
+@functools.cache
+def torch_exp_base() -> str:
+    """``"exp2"`` or ``"exp"``: whichever torch computes faster here (CPU), probed once.
+
+    The same probe as :func:`numpy_exp_base`, for the torch loop on CPU tensors; the
+    environment variable ``ATTNKIT_EXP`` overrides it too.
+    """
+    import os
+
+    import torch
+
+    forced = os.environ.get("ATTNKIT_EXP")
+    if forced in ("exp", "exp2"):
+        return forced
+    x = torch.linspace(-20.0, 0.0, 256 * 512).reshape(256, 512)
+    best = {}
+    for name in ("exp", "exp2"):
+        fn = getattr(torch, name)
+        out = torch.empty_like(x)
+        fn(x, out=out)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn(x, out=out)
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    return "exp2" if best["exp2"] < 0.9 * best["exp"] else "exp"
+
+
 def units(base: str) -> float:
     """Scores are multiplied by this before exponentiating with ``base``: 1 or log2(e)."""
     return LOG2E if base == "exp2" else 1.0

@@ -6,8 +6,10 @@ lazy rescaling, the shift and the row sums riding in the matrix products) and
 whose backward recomputes each tile of weights from the saved log-sum-exp. It
 runs on the device of its inputs (CPU or CUDA).
 
-Scores are kept in base 2 (``log2(e)`` folded into the scale): torch's ``exp2``
-and ``exp`` cost the same on the CPUs measured, and GPU kernels do the same.
+The forward keeps scores in base 2 (``log2(e)`` folded into the scale, as GPU
+kernels do) or in natural units, whichever of ``exp2`` and ``exp`` torch computes
+faster on this CPU (:func:`~attnkit.engines._online.torch_exp_base`; base 2 on a GPU);
+the backward works in base 2.
 Soft-capping and ``score_mod`` are applied in natural units; their derivative in
 the backward comes from autograd on one tile at a time.
 """
@@ -21,7 +23,7 @@ import torch
 from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
 from ..masks import Band
 from . import _online
-from ._online import LN2, LOG2E
+from ._online import LOG2E
 from .mods import apply_score_mods
 
 
@@ -86,12 +88,12 @@ def flash_attention_torch(
 
 
 def _mask_tile_(s: Any, mask: Any, spec: AttentionSpec, band: Band, full: bool,
-                i0: int, i1: int, j0: int, j1: int) -> Any:
-    """Apply the masks to one tile of (base-2) scores in place: add a float mask, -inf where hidden."""
+                i0: int, i1: int, j0: int, j1: int, u: float = LOG2E) -> Any:
+    """Apply the masks to one tile of scores (in units ``u``) in place: float mask added, -inf hidden."""
     if mask is not None:
         tile = mask[..., i0:i1, j0:j1]
         if spec.mask_kind == "float":
-            s.add_(tile, alpha=LOG2E)  # base 2, as the scores
+            s.add_(tile, alpha=u)  # in the scores' units
         else:
             s.masked_fill_(~tile, float("-inf"))
     if not full:  # the tile crosses the causal diagonal or the window's edge
@@ -101,9 +103,10 @@ def _mask_tile_(s: Any, mask: Any, spec: AttentionSpec, band: Band, full: bool,
     return s
 
 
-def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1: int) -> Any:
-    """Natural scores of a tile through softcap/score_mod, returned in base 2."""
-    return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * LOG2E
+def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1: int,
+          u: float) -> Any:
+    """Natural scores of a tile through softcap/score_mod, returned in units ``u``."""
+    return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * u
 
 
 def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
@@ -112,8 +115,10 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
-    thresh = _online.RESCALE_THRESHOLD * LOG2E
-    qs = q.expand(*batch, L, E) * (spec.scale * (1.0 if mods else LOG2E))
+    base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
+    u = _online.units(base)  # scores in units of the exponential's base
+    thresh = _online.RESCALE_THRESHOLD * u
+    qs = q.expand(*batch, L, E) * (spec.scale * (1.0 if mods else u))
     kt = torch.cat([k.transpose(-2, -1), k.new_ones((*k.shape[:-2], 1, S))], dim=-2)  # [k^T; 1]
     va = torch.cat([v, v.new_ones((*v.shape[:-2], S, 1))], dim=-1)  # [v, 1]
     out = q.new_zeros((*batch, L, Ev))
@@ -127,23 +132,26 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
             seen = torch.isfinite(m_i)
             qa[..., E:] = torch.where(seen, -m_i, 0.0)
             if mods:
-                s = _mods(qa[..., :E], kt[..., :E, j0:j1], spec, i0, i1, j0, j1) + qa[..., E:]
+                s = _mods(qa[..., :E], kt[..., :E, j0:j1], spec, i0, i1, j0, j1, u) + qa[..., E:]
             else:
                 s = torch.matmul(qa, kt[..., j0:j1])  # scores - m_i, base 2
-            _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1)
+            _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1, u)
             r = s.amax(dim=-1, keepdim=True)
             move = (r > thresh) | (~seen & (r > float("-inf")))
             if bool(move.any()):
                 s.sub_(torch.where(move, r, 0.0))
                 m_new = torch.where(move, torch.where(seen, m_i, 0.0) + r, m_i)
-                acc.mul_(torch.exp2(torch.where(move, m_i, 0.0) - torch.where(move, m_new, 0.0)))
+                shift = torch.where(move, m_i, 0.0) - torch.where(move, m_new, 0.0)
+                acc.mul_(shift.exp2_() if base == "exp2" else shift.exp_())
                 m_i = m_new
-            p = s.exp2_()  # (..., bq, bk), in place
+            p = s.exp2_() if base == "exp2" else s.exp_()  # (..., bq, bk), in place
             acc.add_(torch.matmul(p, va[..., j0:j1, :]))  # output and l_i
         l_i = acc[..., Ev:]
         alive = l_i > 0  # False where every key of the row is masked
         out[..., i0:i1, :] = torch.where(alive, acc[..., :Ev] / torch.where(alive, l_i, 1.0), 0.0)
-        lse[..., i0:i1] = torch.where(alive, LN2 * (m_i + torch.log2(l_i)), float("-inf"))[..., 0]
+        log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
+        lse[..., i0:i1] = torch.where(alive, _online.lse_natural(m_i, log_l, base),
+                                      float("-inf"))[..., 0]
     return out, lse
 
 

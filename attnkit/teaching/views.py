@@ -1,4 +1,4 @@
-"""Precomputed explorer views that chapters share: masked weights and KV-cache decoding.
+"""Views that chapters share: masked weights, KV-cache decoding, the table of engines.
 
 Each builder returns HTML strings, one per view, for :func:`attnkit.teaching.stepper`
 (which switches between them client-side, so they work on the static website).
@@ -15,7 +15,7 @@ from ..core import attention
 from ..masks import softmax
 from .html import heatmap_html, html_table
 
-__all__ = ["kv_cache_step_views", "masked_weights_view"]
+__all__ = ["engine_table", "kv_cache_step_views", "masked_weights_view"]
 
 
 def masked_weights_view(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray,
@@ -82,3 +82,31 @@ def kv_cache_step_views(q: np.ndarray, k: np.ndarray, v: np.ndarray,
             f"{t + 1} token(s) without a cache: {(t + 1) ** 2} scores, {macs_full} multiply-adds.</p>"
         )
     return views
+
+
+def engine_table(caption: str = "The engines and what each declares") -> str:
+    """An HTML table of every registered engine's declared capabilities.
+
+    Built from each engine's :class:`~attnkit.engines.Capabilities`, so that a new
+    engine appears in the book's table without editing it.
+
+    Example:
+        >>> "flash" in engine_table()
+        True
+    """
+    from ..engines import ENGINES, FEATURES, capabilities
+
+    rows = []
+    for name in ENGINES:
+        try:
+            c = capabilities(name)
+        except ImportError as exc:  # e.g. Triton not installed
+            rows.append([name, f"not importable here ({exc.name})", "", "", "", "", "", ""])
+            continue
+        masks = " + ".join(c.masks) + (" (key masks only)" if c.mask_rows == "key" else "")
+        rows.append([name, c.notes, ", ".join(c.dtypes), masks,
+                     "yes" if c.weights else "no", "yes" if c.gradients else "no",
+                     ", ".join(c.devices),
+                     ", ".join(f for f in FEATURES if c.supports(f)) or "none"])
+    return html_table(rows, None, ["engine", "what it is", "dtypes", "masks", "weights",
+                                   "gradients", "devices", "variants"], caption=caption)

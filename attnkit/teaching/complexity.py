@@ -541,11 +541,14 @@ def measure_scaling(
     now = clocks[clock]
     rng = np.random.default_rng(seed)
     ns = [positive_int("n", n) for n in ns]
+    from ..engines import capabilities
+
+    numpy_native = {b: capabilities(b).native == "numpy" for b in backends}
     inputs: dict[tuple[str, int], tuple] = {}
     for n in ns:
         arrays = tuple(rng.standard_normal((n, d)).astype(dtype) for _ in range(3))
         for backend in backends:
-            if backend == "numpy":
+            if numpy_native[backend]:
                 inputs[backend, n] = arrays
             else:
                 import torch
@@ -553,7 +556,7 @@ def measure_scaling(
                 inputs[backend, n] = tuple(torch.from_numpy(x) for x in arrays)
 
     saved_threads = None
-    if torch_threads is not None and any(b != "numpy" for b in backends):
+    if torch_threads is not None and not all(numpy_native.values()):
         import torch
 
         saved_threads = torch.get_num_threads()
@@ -569,7 +572,7 @@ def measure_scaling(
                 best[key] = min(best[key], now() - t0)
         peaks: dict[tuple[str, int], int | None] = dict.fromkeys(inputs)
         for key, (q, k, v) in inputs.items():
-            if key[0] != "numpy":
+            if not numpy_native[key[0]]:  # tracemalloc sees NumPy's allocations only
                 continue
             peaks[key] = peak_memory(lambda q=q, k=k, v=v, b=key[0]: attention(q, k, v, backend=b))
     finally:

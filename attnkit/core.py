@@ -90,7 +90,8 @@ def attention(
             engines), as ``torch.nn.attention.flex_attention``'s. ``b`` and ``h``
             index the batch dimensions viewed as ``(B, H)`` (``H`` the last one;
             the query head with ``enable_gqa``). ALiBi, T5's bias and soft-capping
-            are score modifiers (examples below).
+            are score modifiers (examples below). Tensors it captures get gradients
+            from ``backend="torch"``; the flash engine differentiates only q, k, v.
 
     Returns:
         ``out``, or ``(out, weights)`` when ``return_weights`` is true. A query

@@ -11,7 +11,9 @@ kernels do) or in natural units, whichever of ``exp2`` and ``exp`` torch compute
 faster on this CPU (:func:`~attnkit.engines._online.torch_exp_base`; base 2 on a GPU);
 the backward works in base 2.
 Soft-capping and ``score_mod`` are applied in natural units; their derivative in
-the backward comes from autograd on one tile at a time.
+the backward comes from autograd on one tile at a time. Gradients flow to ``q``,
+``k`` and ``v`` only: tensors that a ``score_mod`` captures (a learned bias table,
+say) get none from this engine; use ``backend="torch"`` to train them.
 """
 
 from __future__ import annotations

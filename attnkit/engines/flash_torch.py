@@ -2,7 +2,7 @@
 
 :class:`FlashAttentionFunction` is a ``torch.autograd.Function`` whose forward is
 the online-softmax loop of :mod:`attnkit.engines.flash_numpy` (same tiles, same
-lazy rescaling, the shift and the row sums riding in the matrix products) and
+lazy rescaling, the shift riding in the first matrix product) and
 whose backward recomputes each tile of weights from the saved log-sum-exp. It
 runs on the device of its inputs (CPU or CUDA).
 
@@ -122,14 +122,14 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     thresh = _online.RESCALE_THRESHOLD * u
     qs = q.expand(*batch, L, E) * (spec.scale * (1.0 if mods else u))
     kt = torch.cat([k.transpose(-2, -1), k.new_ones((*k.shape[:-2], 1, S))], dim=-2)  # [k^T; 1]
-    va = torch.cat([v, v.new_ones((*v.shape[:-2], S, 1))], dim=-1)  # [v, 1]
     out = q.new_zeros((*batch, L, Ev))
     lse = q.new_full((*batch, L), float("-inf"))
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)
         qa = torch.cat([qs[..., i0:i1, :], q.new_zeros((*batch, i1 - i0, 1))], dim=-1)
         m_i = q.new_full((*batch, i1 - i0, 1), float("-inf"))  # running shift, base 2
-        acc = q.new_zeros((*batch, i1 - i0, Ev + 1))  # [output, l_i]
+        l_i = q.new_zeros((*batch, i1 - i0, 1))  # running sum of exp
+        acc = q.new_zeros((*batch, i1 - i0, Ev))  # running output
         for j0, j1, full in band.tiles(i0, i1, block_k):
             seen = torch.isfinite(m_i)
             qa[..., E:] = torch.where(seen, -m_i, 0.0)
@@ -144,13 +144,15 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
                 s.sub_(torch.where(move, r, 0.0))
                 m_new = torch.where(move, torch.where(seen, m_i, 0.0) + r, m_i)
                 shift = torch.where(move, m_i, 0.0) - torch.where(move, m_new, 0.0)
-                acc.mul_(shift.exp2_() if base == "exp2" else shift.exp_())
+                alpha = shift.exp2_() if base == "exp2" else shift.exp_()
+                acc.mul_(alpha)
+                l_i.mul_(alpha)
                 m_i = m_new
             p = s.exp2_() if base == "exp2" else s.exp_()  # (..., bq, bk), in place
-            acc.add_(torch.matmul(p, va[..., j0:j1, :]))  # output and l_i
-        l_i = acc[..., Ev:]
+            l_i.add_(p.sum(dim=-1, keepdim=True))  # (a ones column beside v costs more here)
+            acc.add_(torch.matmul(p, v[..., j0:j1, :]))  # (..., bq, bk) x (..., bk, Ev)
         alive = l_i > 0  # False where every key of the row is masked
-        out[..., i0:i1, :] = torch.where(alive, acc[..., :Ev] / torch.where(alive, l_i, 1.0), 0.0)
+        out[..., i0:i1, :] = torch.where(alive, acc / torch.where(alive, l_i, 1.0), 0.0)
         log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
         lse[..., i0:i1] = torch.where(alive, _online.lse_natural(m_i, log_l, base),
                                       float("-inf"))[..., 0]

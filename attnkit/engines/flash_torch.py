@@ -1,8 +1,8 @@
 """The FlashAttention loop on torch tensors, with FlashAttention-2's recomputing backward.
 
 :class:`FlashAttentionFunction` is a ``torch.autograd.Function`` whose forward is
-the online-softmax loop of :mod:`attnkit.engines.flash_numpy` (same tiles, same
-lazy rescaling, the shift riding in the first matrix product) and
+the online-softmax loop of :mod:`attnkit.engines.flash_numpy` (the same tiles;
+written for torch, where each small operation has a fixed cost) and
 whose backward recomputes each tile of weights from the saved log-sum-exp. It
 runs on the device of its inputs (CPU or CUDA).
 
@@ -113,44 +113,50 @@ def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1
 
 def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
             block_q: int, block_k: int) -> tuple[Any, Any]:
-    """The tiled forward on float32/float64 tensors; returns ``(out, lse)``, lse natural."""
+    """The tiled forward on float32/float64 tensors; returns ``(out, lse)``, lse natural.
+
+    The loop is kept lean, because in torch each small operation has a fixed cost:
+    no guard against ``-inf`` maxima until a tile has been masked, the first tile
+    starts the running state instead of rescaling an empty one, and every update is
+    in place.
+    """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
     u = _online.units(base)  # scores in units of the exponential's base
-    thresh = _online.RESCALE_THRESHOLD * u
+    exp_ = torch.Tensor.exp2_ if base == "exp2" else torch.Tensor.exp_
     qs = q.expand(*batch, L, E) * (spec.scale * (1.0 if mods else u))
-    kt = torch.cat([k.transpose(-2, -1), k.new_ones((*k.shape[:-2], 1, S))], dim=-2)  # [k^T; 1]
+    k_t = k.transpose(-2, -1)  # (..., E, S), a view
     out = q.new_zeros((*batch, L, Ev))
     lse = q.new_full((*batch, L), float("-inf"))
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)
-        qa = torch.cat([qs[..., i0:i1, :], q.new_zeros((*batch, i1 - i0, 1))], dim=-1)
-        m_i = q.new_full((*batch, i1 - i0, 1), float("-inf"))  # running shift, base 2
-        l_i = q.new_zeros((*batch, i1 - i0, 1))  # running sum of exp
-        acc = q.new_zeros((*batch, i1 - i0, Ev))  # running output
+        q_i = qs[..., i0:i1, :]  # (..., bq, E)
+        m_i = l_i = acc = None  # running max, sum of exp and output: set by the first tile
+        guarded = mask is not None  # may a row's maximum be -inf (every key so far hidden)?
         for j0, j1, full in band.tiles(i0, i1, block_k):
-            seen = torch.isfinite(m_i)
-            qa[..., E:] = torch.where(seen, -m_i, 0.0)
             if mods:
-                s = _mods(qa[..., :E], kt[..., :E, j0:j1], spec, i0, i1, j0, j1, u) + qa[..., E:]
+                s = _mods(q_i, k_t[..., j0:j1], spec, i0, i1, j0, j1, u)
             else:
-                s = torch.matmul(qa, kt[..., j0:j1])  # scores - m_i, base 2
-            _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1, u)
+                s = torch.matmul(q_i, k_t[..., j0:j1])  # (..., bq, E) x (..., E, bk)
+            if mask is not None or not full:
+                _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1, u)
+                guarded = True
             r = s.amax(dim=-1, keepdim=True)
-            move = (r > thresh) | (~seen & (r > float("-inf")))
-            if bool(move.any()):
-                s.sub_(torch.where(move, r, 0.0))
-                m_new = torch.where(move, torch.where(seen, m_i, 0.0) + r, m_i)
-                shift = torch.where(move, m_i, 0.0) - torch.where(move, m_new, 0.0)
-                alpha = shift.exp2_() if base == "exp2" else shift.exp_()
-                acc.mul_(alpha)
-                l_i.mul_(alpha)
-                m_i = m_new
-            p = s.exp2_() if base == "exp2" else s.exp_()  # (..., bq, bk), in place
-            l_i.add_(p.sum(dim=-1, keepdim=True))  # (a ones column beside v costs more here)
-            acc.add_(torch.matmul(p, v[..., j0:j1, :]))  # (..., bq, bk) x (..., bk, Ev)
+            m_new = r if m_i is None else torch.maximum(m_i, r)
+            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0) if guarded else m_new
+            p = exp_(s.sub_(m_safe))  # (..., bq, bk), in place
+            pv = torch.matmul(p, v[..., j0:j1, :])  # (..., bq, bk) x (..., bk, Ev)
+            if m_i is None:
+                l_i, acc = p.sum(dim=-1, keepdim=True), pv
+            else:
+                alpha = exp_(m_i - m_safe)  # rescales what came before
+                l_i.mul_(alpha).add_(p.sum(dim=-1, keepdim=True))
+                acc.mul_(alpha).add_(pv)
+            m_i = m_new
+        if m_i is None:  # no tile visible: every key hidden from this block
+            continue
         alive = l_i > 0  # False where every key of the row is masked
         out[..., i0:i1, :] = torch.where(alive, acc / torch.where(alive, l_i, 1.0), 0.0)
         log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)

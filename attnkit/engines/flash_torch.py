@@ -18,6 +18,8 @@ say) get none from this engine; use ``backend="torch"`` to train them.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -111,6 +113,21 @@ def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1
     return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * u
 
 
+def _flat_spec(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> AttentionSpec | None:
+    """The call with its batch dimensions merged into one, when that costs no copy.
+
+    ``torch.matmul`` on more than three dimensions reshapes its operands, which copies
+    a transposed slice of ``k`` on every tile; three-dimensional operands go to
+    ``bmm`` as they are. Merging needs inputs that are not broadcast, no mask and no
+    ``score_mod`` (whose head index depends on the batch shape).
+    """
+    if len(spec.batch) == 1 or mask is not None or spec.score_mod is not None:
+        return None
+    if not all(tuple(x.shape[:-2]) == spec.batch for x in (q, k, v)):
+        return None
+    return dataclasses.replace(spec, batch=(math.prod(spec.batch),))
+
+
 def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
             block_q: int, block_k: int) -> tuple[Any, Any]:
     """The tiled forward on float32/float64 tensors; returns ``(out, lse)``, lse natural.
@@ -121,6 +138,11 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     in place.
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
+    flat = _flat_spec(q, k, v, mask, spec)
+    if flat is not None:  # one batch dimension: plain batched products, no copies
+        out, lse = forward(q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev), None,
+                           flat, block_q, block_k)
+        return out.reshape(*batch, L, Ev), lse.reshape(*batch, L)
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
@@ -175,6 +197,13 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
     autograd on the tile). Returns ``(dq, dk, dv)`` at the broadcast batch shape.
     """
     L, S, batch = spec.L, spec.S, spec.batch
+    flat = _flat_spec(q, k, v, mask, spec)
+    if flat is not None:  # one batch dimension: plain batched products, no copies
+        E, Ev = spec.E, spec.Ev
+        grads = backward(q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev), None,
+                         out.reshape(-1, L, Ev), lse.reshape(-1, L),
+                         d_out.reshape(-1, L, Ev), flat, block_q, block_k)
+        return tuple(g.reshape(*batch, *g.shape[1:]) for g in grads)
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
     q = q.expand(*batch, L, spec.E)

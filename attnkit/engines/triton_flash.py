@@ -277,11 +277,16 @@ def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> tuple[An
     return out, lse
 
 
-def _band(spec: AttentionSpec, L: int, S: int) -> tuple[tuple[int, int, int, float], dict]:
-    """The kernels' ``(offset, lo_off, sinks, softcap)`` and flags for causal, window, softcap."""
+def _band(spec: AttentionSpec, L: int, S: int) -> tuple[tuple[int, int, int, float, float], dict]:
+    """The kernels' ``(offset, lo_off, sinks, cap_in, cap_out)`` and the causal/window/softcap flags.
+
+    Soft-capping on base-2 scores ``s``: ``cap_out * tanh(s * cap_in)`` with
+    ``cap_in = ln 2 / c`` and ``cap_out = c * log2(e)``.
+    """
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    c = spec.softcap
     values = (0 if band.hi is None else band.hi, 0 if band.lo is None else band.lo, band.sinks,
-              1.0 if spec.softcap is None else spec.softcap)
+              1.0 if c is None else LN2 / c, 1.0 if c is None else c * LOG2E)
     flags = dict(CAUSAL=band.hi is not None, WINDOW=band.lo is not None,
                  SOFTCAP=spec.softcap is not None)
     return values, flags

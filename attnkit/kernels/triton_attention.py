@@ -48,7 +48,7 @@ def _tanh(x):
 
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n, offs_e,
-               offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, softcap,
+               offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, WINDOW: tl.constexpr,
                SOFTCAP: tl.constexpr):
@@ -70,8 +70,8 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
         else:
             s = tl.dot(q, tl.trans(k)) * qk_scale
-        if SOFTCAP:  # c * tanh(s / c) in natural units, back to base 2
-            s = softcap * _tanh(s * 0.6931471805599453 / softcap) * 1.4426950408889634
+        if SOFTCAP:  # c * tanh(s / c) in natural units: cap_in = ln 2 / c, cap_out = c log2 e
+            s = cap_out * _tanh(s * cap_in)
         if MASKED:
             visible = cols[None, :] < S
             if CAUSAL:
@@ -106,7 +106,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
 def attn_fwd(Q, K, V, BIAS, Out, LSE,
              stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
              stride_ob, stride_om, stride_bias,
-             L, S, qk_scale, offset, lo_off, sinks, softcap,
+             L, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
              E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
              WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
@@ -145,11 +145,11 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
         first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
                                offs_m, offs_n, offs_e, offs_ev, 0, first_stop, S, qk_scale,
-                               offset, lo_off, sinks, softcap,
+                               offset, lo_off, sinks, cap_in, cap_out,
                                BLOCK_N, WINDOW, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
                                offs_m, offs_n, offs_e, offs_ev, second_start, hi, S, qk_scale,
-                               offset, lo_off, sinks, softcap,
+                               offset, lo_off, sinks, cap_in, cap_out,
                                BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
 
     alive = l_i > 0.0  # False where every key of the row is masked
@@ -165,7 +165,7 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
 def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
                   stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
                   stride_ob, stride_om, stride_bias,
-                  L, S, qk_scale, scale, offset, lo_off, sinks, softcap,
+                  L, S, qk_scale, scale, offset, lo_off, sinks, cap_in, cap_out,
                   E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
                   IEEE: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
@@ -230,8 +230,8 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
             else:
                 sT = tl.dot(k, tl.trans(q)) * qk_scale
             if SOFTCAP:
-                tT = _tanh(sT * 0.6931471805599453 / softcap)
-                sT = softcap * tT * 1.4426950408889634
+                tT = _tanh(sT * cap_in)
+                sT = cap_out * tT
             if HAS_BIAS:
                 sT += bias[:, None]
             pT = tl.exp2(sT - lse[None, :])  # the weights of this tile, transposed
@@ -264,7 +264,7 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
 def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
                 stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
                 stride_ob, stride_om, stride_bias,
-                L, S, qk_scale, scale, offset, lo_off, sinks, softcap,
+                L, S, qk_scale, scale, offset, lo_off, sinks, cap_in, cap_out,
                 E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
                 IEEE: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
@@ -318,8 +318,8 @@ def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
                 s = tl.dot(q, tl.trans(k)) * qk_scale
                 dp = tl.dot(do, tl.trans(v))
             if SOFTCAP:
-                t = _tanh(s * 0.6931471805599453 / softcap)
-                s = softcap * t * 1.4426950408889634
+                t = _tanh(s * cap_in)
+                s = cap_out * t
             if HAS_BIAS:
                 s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
             p = tl.exp2(s - lse[:, None])  # (BLOCK_M, BLOCK_N)

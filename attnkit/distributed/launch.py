@@ -23,6 +23,7 @@ import os
 import pickle
 import queue as queue_mod
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -129,7 +130,9 @@ def launch(
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable; got {type(fn).__name__}")
-    if getattr(fn, "__module__", None) in (None, "__main__") or "<locals>" in getattr(fn, "__qualname__", ""):
+    module = getattr(fn, "__module__", None)
+    interactive = module == "__main__" and getattr(sys.modules.get("__main__"), "__file__", None) is None
+    if module is None or interactive or "<locals>" in getattr(fn, "__qualname__", ""):
         raise ValueError(
             f"fn must be importable by the spawned processes (a module-level function in an importable "
             f"module); got {getattr(fn, '__qualname__', fn)!r} from module "

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import numbers
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +58,13 @@ class RingComm:
     Args:
         group: the process group (``None``: the default group).
         timeout: seconds to wait for a posted exchange (``None``: the group's timeout).
+        stats: a dict to accumulate ``bytes_sent``, ``wait_s`` (seconds blocked in
+            waits), ``compute_s`` and ``pairs`` (query-key pairs that the causal
+            mask leaves in the blocks computed: the work) into.
     """
 
-    def __init__(self, group: Any = None, timeout: float | None = None) -> None:
+    def __init__(self, group: Any = None, timeout: float | None = None,
+                 stats: dict[str, float] | None = None) -> None:
         self.group = group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
@@ -69,7 +74,9 @@ class RingComm:
         else:
             self.next, self.prev = dist.get_global_rank(group, nxt), dist.get_global_rank(group, prv)
         self.timeout = None if timeout is None else datetime.timedelta(seconds=timeout)
-        self.bytes_sent = 0
+        self.stats = {} if stats is None else stats
+        for key in ("bytes_sent", "wait_s", "compute_s", "pairs"):
+            self.stats.setdefault(key, 0)
 
     def post(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int = 0) -> list[Any]:
         """Post ``send`` to the next rank and ``recv`` (buffers) from the previous one.
@@ -78,16 +85,18 @@ class RingComm:
         """
         ops = [dist.P2POp(dist.isend, t, self.next, self.group, tag) for t in send]
         ops += [dist.P2POp(dist.irecv, t, self.prev, self.group, tag) for t in recv]
-        self.bytes_sent += sum(t.numel() * t.element_size() for t in send)
+        self.stats["bytes_sent"] += sum(t.numel() * t.element_size() for t in send)
         return dist.batch_isend_irecv(ops)
 
     def wait(self, reqs: list[Any]) -> None:
         """Wait for posted requests (raises when the timeout passes)."""
+        start = time.perf_counter()
         for req in reqs:
             if self.timeout is None:
                 req.wait()
             else:
                 req.wait(self.timeout)
+        self.stats["wait_s"] += time.perf_counter() - start
 
     def exchange(self, send: list[torch.Tensor], shapes: list[tuple[int, ...]] | None = None,
                  tag: int = 0) -> list[torch.Tensor]:
@@ -132,6 +141,14 @@ class _Plan:
         return r, c, (None if vis.all() else to(np.ascontiguousarray(vis)))
 
 
+def _visible_pairs(plan: _Plan, s: int, rows: Any, cols: Any, vis: Any) -> int:
+    """Query-key pairs of block ``s`` that the causal mask leaves (the block's real work)."""
+    if vis is not None:
+        return int(vis.sum())
+    return (len(plan.q_pos) if rows is None else rows.numel()) * (
+        len(plan.k_pos[s]) if cols is None else cols.numel())
+
+
 def _pick(x: torch.Tensor, idx: Any, dim: int) -> torch.Tensor:
     return x if idx is None else x.index_select(dim, idx)
 
@@ -161,8 +178,10 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
                 nxt.append(pad.new_empty(plan.mask_shapes[src]))
             reqs = comm.post([x for x in (k_cur, v_cur, pad_cur) if x is not None], nxt)
         blk = plan.block(s, q.device)
+        start = time.perf_counter()
         if blk is not None:
             rows, cols, vis = blk
+            comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis)
             q_b = _pick(q, rows, q.ndim - 2)
             k_b, v_b = _pick(k_cur, cols, k.ndim - 2), _pick(v_cur, cols, v.ndim - 2)
             mask = _block_mask(vis, pad_cur, cols)
@@ -179,6 +198,7 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
                 out, lse = o_b, lse_b
             else:
                 out, lse = merge_partials([out, o_b], [lse, lse_b])
+        comm.stats["compute_s"] += time.perf_counter() - start
         if reqs:
             comm.wait(reqs)
             k_cur, v_cur = nxt[0], nxt[1]
@@ -248,8 +268,10 @@ def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: Ri
                 nxt.append(pad.new_empty(plan.mask_shapes[src]))
             reqs = comm.post([x for x in (k_cur, v_cur, pad_cur) if x is not None], nxt)
         blk = plan.block(s, q.device)
+        start = time.perf_counter()
         if blk is not None:
             rows, cols, vis = blk
+            comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis)
             qd = q.ndim - 2
             dq_b, dk_b, dv_b = block_backward(
                 _pick(q, rows, qd), _pick(k_cur, cols, k.ndim - 2), _pick(v_cur, cols, v.ndim - 2),
@@ -265,6 +287,7 @@ def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: Ri
             else:
                 dk_acc.index_add_(k.ndim - 2, cols, dk_b)
                 dv_acc.index_add_(v.ndim - 2, cols, dv_b)
+        comm.stats["compute_s"] += time.perf_counter() - start
         if P > 1:  # the gradients of block s travel on with it; those of block s - 1 arrive
             dk_acc, dv_acc = comm.exchange([dk_acc, dv_acc], list(plan.k_shapes[(s - 1) % P]), tag=1)
         if reqs:
@@ -317,6 +340,7 @@ def ring_attention(
     mask: torch.Tensor | None = None,
     enable_gqa: bool = False,
     timeout: float | None = None,
+    stats: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Sequence-parallel attention: this rank's shard of ``attention(q, k, v)`` over the group.
 
@@ -348,6 +372,9 @@ def ring_attention(
             heads share one key/value head, as PyTorch's ``enable_gqa``); only the
             ``Hkv`` heads travel.
         timeout: seconds to wait for each exchange (default: the group's timeout).
+        stats: a dict that the forward (and later the backward) pass adds this
+            rank's ``bytes_sent``, ``wait_s``, ``compute_s`` and ``pairs`` (query-key
+            pairs that the causal mask leaves: the work) to.
 
     Returns:
         This rank's output shard, dtype of ``q`` (half precision computed in float32).
@@ -403,7 +430,9 @@ def ring_attention(
     spec = check_attention_args(q_v, k_v, v_v, mask=None if pad is None else pad.bool(),
                                 causal=False, scale=scale)
 
-    comm = RingComm(group, timeout)
+    if stats is not None and not isinstance(stats, dict):
+        raise TypeError(f"stats must be a dict or None; got {type(stats).__name__}")
+    comm = RingComm(group, timeout, stats)
     lengths = _gather_lengths(spec.L, spec.S, q.device, group)
     n_q, n_k = sum(a for a, _ in lengths), sum(b for _, b in lengths)
     P, r = comm.world_size, comm.rank

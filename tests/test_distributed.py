@@ -127,6 +127,14 @@ def test_ring_attention_needs_a_process_group():
         ring_attention(q, q, q)
 
 
+def test_command_line_check(capsys):
+    from attnkit.distributed.__main__ import main
+
+    assert main(["--nproc", "1", "--seq", "24", "--heads", "2", "--dim", "8", "--causal"]) == 0
+    out = capsys.readouterr().out
+    assert "rank 0: 24 queries, 24 keys" in out and "equal to single-device attention" in out
+
+
 def test_launch_bad_arguments():
     with pytest.raises(ValueError, match="nprocs must be a positive integer; got 0"):
         launch(ring_checks, 0, [])

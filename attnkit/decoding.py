@@ -224,7 +224,8 @@ def _partial(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec, col0: int,
     offset = None if spec.causal is None else causal_offset(L, S_total, spec.causal)
     if spec.kind == "numpy":
         work = np.float64 if q.dtype == np.float64 else np.float32
-        scores = (q.astype(work) @ np.swapaxes(k.astype(work), -1, -2)) * work(spec.scale)
+        # (..., L, E) x (..., E, S) -> (..., L, S); astype(copy=False): no copy of a long cache
+        scores = (q.astype(work) @ np.swapaxes(k.astype(work, copy=False), -1, -2)) * work(spec.scale)
         if mask is not None and spec.mask_kind == "float":
             scores = scores + mask.astype(work)
         hidden = None
@@ -240,11 +241,12 @@ def _partial(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec, col0: int,
         p = np.exp(scores - m_safe)  # (..., L, S)
         l_i = p.sum(axis=-1, keepdims=True)  # (..., L, 1)
         alive = l_i > 0
-        out = np.where(alive, (p @ v.astype(work)) / np.where(alive, l_i, 1.0), 0.0)
+        out = np.where(alive, (p @ v.astype(work, copy=False)) / np.where(alive, l_i, 1.0), 0.0)
         with np.errstate(divide="ignore"):
             lse = np.where(alive, m_safe + np.log(np.where(alive, l_i, 1.0)), -np.inf)[..., 0]
         out = np.broadcast_to(out, spec.out_shape)
-        return out.astype(spec.dtype), np.broadcast_to(lse, (*spec.batch, L)).astype(work)
+        return (out.astype(spec.dtype, copy=False),
+                np.broadcast_to(lse, (*spec.batch, L)).astype(work, copy=False))
 
     import torch
 

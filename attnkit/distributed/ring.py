@@ -119,17 +119,20 @@ class _Plan:
     k_shapes: list[tuple[int, ...]]
     mask_shapes: list[tuple[int, ...]] | None
 
-    def block(self, s: int, device: Any) -> tuple[Any, Any, Any] | None:
-        """Rows, columns (index tensors) and visibility of the block ``(this rank, keys of s)``.
+    def block(self, s: int, device: Any) -> tuple[Any, Any, Any, str | None] | None:
+        """Rows, columns (index tensors), visibility and causal shape of block ``(this rank, s)``.
 
         ``None`` when the causal mask hides the whole block; visibility ``None`` when
-        the trimmed block is fully visible.
+        the trimmed block is fully visible. The last entry is ``"top-left"`` or
+        ``"bottom-right"`` when the trimmed block's visibility is exactly that causal
+        mask in the block's own coordinates (the diagonal blocks of both layouts,
+        and P = 1), so that the flash engine can skip its masked tiles.
         """
         L, S = len(self.q_pos), len(self.k_pos[s])
         if L == 0 or S == 0:
             return None
         if self.offset is None:
-            return None, None, None
+            return None, None, None, None
         vis = self.k_pos[s][None, :] <= self.q_pos[:, None] + self.offset  # (L, S_s)
         rows, cols = np.flatnonzero(vis.any(axis=1)), np.flatnonzero(vis.any(axis=0))
         if rows.size == 0:
@@ -138,7 +141,15 @@ class _Plan:
         to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         r = None if rows.size == L else to(rows)
         c = None if cols.size == S else to(cols)
-        return r, c, (None if vis.all() else to(np.ascontiguousarray(vis)))
+        if vis.all():
+            return r, c, None, None
+        kind = None
+        i, j = np.arange(vis.shape[0])[:, None], np.arange(vis.shape[1])[None, :]
+        for alignment in ("top-left", "bottom-right"):
+            if np.array_equal(vis, j <= i + causal_offset(vis.shape[0], vis.shape[1], alignment)):
+                kind = alignment
+                break
+        return r, c, to(np.ascontiguousarray(vis)), kind
 
 
 def _visible_pairs(plan: _Plan, s: int, rows: Any, cols: Any, vis: Any) -> int:
@@ -180,14 +191,15 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
-            rows, cols, vis = blk
+            rows, cols, vis, kind = blk
             comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis)
             q_b = _pick(q, rows, q.ndim - 2)
             k_b, v_b = _pick(k_cur, cols, k.ndim - 2), _pick(v_cur, cols, v.ndim - 2)
-            mask = _block_mask(vis, pad_cur, cols)
+            # A causal-shaped block goes to the engine as causal (it skips masked tiles).
+            mask = _block_mask(None if kind else vis, pad_cur, cols)
             with torch.no_grad():
                 o_b, lse_b = flash_attention_torch(q_b, k_b, v_b, mask=mask, scale=scale,
-                                                   return_lse=True)
+                                                   causal=kind or False, return_lse=True)
             o_b = o_b.to(lse_b.dtype)
             if rows is not None:  # scatter the trimmed rows into a full-height partial
                 o_full = o_b.new_zeros((*o_b.shape[:-2], q.shape[-2], o_b.shape[-1]))
@@ -270,7 +282,7 @@ def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: Ri
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
-            rows, cols, vis = blk
+            rows, cols, vis, _ = blk
             comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis)
             qd = q.ndim - 2
             dq_b, dk_b, dv_b = block_backward(

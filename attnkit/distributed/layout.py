@@ -74,7 +74,7 @@ def shard_sizes(n: int, world_size: int, *, layout: Layout = "contiguous") -> li
 
     Example:
         >>> shard_sizes(10, 4), shard_sizes(10, 4, layout="zigzag")
-        ([3, 3, 2, 2], [3, 2, 2, 3])
+        ([3, 3, 2, 2], [3, 3, 2, 2])
     """
     return [len(shard_positions(n, r, world_size, layout=layout)) for r in range(world_size)]
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from ..core import attention
 from .launch import local_device
-from .layout import shard
+from .layout import shard, shard_positions
 from .ring import RingComm, all_gather_attention, ring_attention
 
 __all__ = ["CASE_DEFAULTS", "example_ring", "fail_on_rank", "ring_check", "ring_checks", "stall_on_rank",
@@ -67,7 +67,9 @@ def ring_check(rank: int, world_size: int, case: dict[str, Any]) -> dict[str, An
 
     Returns a dict with ``errors`` (against float64 single-device attention) and,
     for a float32 case, ``naive_errors`` (the plain float32 engine's error against
-    the same reference), and this rank's shard lengths ``L_r``, ``S_r``.
+    the same reference), this rank's shard lengths ``L_r``, ``S_r``, and the
+    query-key pairs its forward pass attended over (``pairs``) beside the number the
+    causal mask leaves for its queries (``expected_pairs``).
     """
     c = {**CASE_DEFAULTS, **case}
     unknown = set(case) - set(CASE_DEFAULTS)
@@ -80,8 +82,16 @@ def ring_check(rank: int, world_size: int, case: dict[str, Any]) -> dict[str, An
     mine = {n: shard(full[n], rank, world_size, layout=lay) for n in ("q", "k", "v", "d_out")}
     q, k, v = (mine[n].to(dtype).requires_grad_(True) for n in ("q", "k", "v"))
     mask = shard(full["mask"], rank, world_size, layout=lay, dim=-1) if "mask" in full else None
+    stats: dict[str, float] = {}
     out = ring_attention(q, k, v, causal=c["causal"], scale=c["scale"], layout=lay, mask=mask,
-                         enable_gqa=c["kv_heads"] is not None)
+                         enable_gqa=c["kv_heads"] is not None, stats=stats)
+    pairs = int(stats["pairs"])  # the forward pass's work, before the backward adds to it
+    q_pos = shard_positions(c["n_q"], rank, world_size, layout=lay)
+    if c["causal"]:
+        off = 0 if c["causal"] in (True, "top-left") else c["n_k"] - c["n_q"]
+        expected_pairs = int(np.clip(q_pos + 1 + off, 0, c["n_k"]).sum())
+    else:
+        expected_pairs = len(q_pos) * c["n_k"]
     got = {"out": out.detach()}
     if c["grad"]:
         got.update(zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), mine["d_out"].to(dtype))))
@@ -95,7 +105,8 @@ def ring_check(rank: int, world_size: int, case: dict[str, Any]) -> dict[str, An
         return res
 
     result: dict[str, Any] = {"rank": rank, "case": c, "errors": errors(got, True),
-                              "L_r": int(q.shape[-2]), "S_r": int(k.shape[-2])}
+                              "L_r": int(q.shape[-2]), "S_r": int(k.shape[-2]),
+                              "pairs": pairs, "expected_pairs": expected_pairs}
     if dtype != torch.float64:
         naive = _reference(full, c, dtype, "torch")
         result["naive_errors"] = errors(naive, False)

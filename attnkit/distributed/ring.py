@@ -133,31 +133,38 @@ class _Plan:
             return None
         if self.offset is None:
             return None, None, None, None
-        vis = self.k_pos[s][None, :] <= self.q_pos[:, None] + self.offset  # (L, S_s)
-        rows, cols = np.flatnonzero(vis.any(axis=1)), np.flatnonzero(vis.any(axis=0))
+        qp, kp, off = self.q_pos, self.k_pos[s], self.offset
+        # Positions ascend within a shard, so the visible rows and columns are found in O(L + S).
+        rows = np.flatnonzero(qp + off >= kp.min())  # queries that see at least one of these keys
+        cols = np.flatnonzero(kp <= qp.max() + off)  # keys that at least one of these queries sees
         if rows.size == 0:
             return None
-        vis = vis[np.ix_(rows, cols)]
-        to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+        qs, ks = qp[rows] + off, kp[cols]  # key j visible to query i iff ks[j] <= qs[i]
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
         r = None if rows.size == L else to(rows)
         c = None if cols.size == S else to(cols)
-        if vis.all():
-            return r, c, None, None
-        kind = None
-        i, j = np.arange(vis.shape[0])[:, None], np.arange(vis.shape[1])[None, :]
-        for alignment in ("top-left", "bottom-right"):
-            if np.array_equal(vis, j <= i + causal_offset(vis.shape[0], vis.shape[1], alignment)):
-                kind = alignment
-                break
-        return r, c, to(np.ascontiguousarray(vis)), kind
+        if ks.max() <= qs.min():
+            return r, c, None, None  # fully visible
+        # Causal in the block's own coordinates (P = 1, the diagonal blocks of both layouts):
+        # the flash engine then skips the masked tiles, and no (L, S) mask is built.
+        if np.array_equal(ks, qs):
+            return r, c, None, "top-left"
+        extra = ks.size - qs.size
+        if extra > 0 and np.array_equal(ks[extra:], qs):
+            return r, c, None, "bottom-right"
+        return r, c, to(ks[None, :] <= qs[:, None]), None
 
 
-def _visible_pairs(plan: _Plan, s: int, rows: Any, cols: Any, vis: Any) -> int:
+def _visible_pairs(plan: _Plan, s: int, rows: Any, cols: Any, vis: Any, kind: str | None) -> int:
     """Query-key pairs of block ``s`` that the causal mask leaves (the block's real work)."""
     if vis is not None:
         return int(vis.sum())
-    return (len(plan.q_pos) if rows is None else rows.numel()) * (
-        len(plan.k_pos[s]) if cols is None else cols.numel())
+    L = len(plan.q_pos) if rows is None else rows.numel()
+    S = len(plan.k_pos[s]) if cols is None else cols.numel()
+    if kind is None:
+        return L * S
+    i = np.arange(L)
+    return int(np.minimum(i + 1 + causal_offset(L, S, kind), S).clip(min=0).sum())
 
 
 def _pick(x: torch.Tensor, idx: Any, dim: int) -> torch.Tensor:
@@ -192,11 +199,11 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
         start = time.perf_counter()
         if blk is not None:
             rows, cols, vis, kind = blk
-            comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis)
+            comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis, kind)
             q_b = _pick(q, rows, q.ndim - 2)
             k_b, v_b = _pick(k_cur, cols, k.ndim - 2), _pick(v_cur, cols, v.ndim - 2)
             # A causal-shaped block goes to the engine as causal (it skips masked tiles).
-            mask = _block_mask(None if kind else vis, pad_cur, cols)
+            mask = _block_mask(vis, pad_cur, cols)
             with torch.no_grad():
                 o_b, lse_b = flash_attention_torch(q_b, k_b, v_b, mask=mask, scale=scale,
                                                    causal=kind or False, return_lse=True)
@@ -224,8 +231,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
 
 
 def block_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, out: torch.Tensor,
-                   lse: torch.Tensor, d_out: torch.Tensor, scale: float,
-                   block_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   lse: torch.Tensor, d_out: torch.Tensor, scale: float, block_k: int | None = None,
+                   causal: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of one block of attention, given the *final* ``out`` and ``lse`` of its rows.
 
     The weights of the block are recomputed from the global ``lse``,
@@ -238,23 +245,31 @@ def block_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any,
 
     Shapes: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)``, ``mask``
     boolean broadcastable to ``(..., L, S)`` or ``None``, ``out, d_out (..., L, Ev)``,
-    ``lse (..., L)`` (``-inf``: a row with no visible key at all). Returns
+    ``lse (..., L)`` (``-inf``: a row with no visible key at all). ``causal``
+    (``None``, ``"top-left"``, ``"bottom-right"``) adds a causal mask in the block's
+    own coordinates, and key tiles that it hides entirely are skipped. Returns
     ``(dq, dk, dv)`` shaped as ``q, k, v`` (summed over broadcast dimensions).
     """
     block_k = BLOCK_K if block_k is None else block_k
     lse = lse.masked_fill(lse == float("-inf"), float("inf"))[..., None]  # exp(s - inf) = 0
     D = (d_out * out).sum(dim=-1, keepdim=True)  # (..., L, 1)
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    S = k.shape[-2]
+    L, S = q.shape[-2], k.shape[-2]
+    offset = None if causal is None else causal_offset(L, S, causal)  # type: ignore[arg-type]
+    stop = S if offset is None else max(0, min(S, L + offset))  # keys past it are never seen
     dq = q.new_zeros((*batch, *q.shape[-2:]))
     dk = k.new_zeros((*batch, *k.shape[-2:]))
     dv = v.new_zeros((*batch, *v.shape[-2:]))
-    for j0 in range(0, S, block_k):
-        j1 = min(j0 + block_k, S)
+    for j0 in range(0, stop, block_k):
+        j1 = min(j0 + block_k, stop)
         k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]
         scores = torch.matmul(q, k_j.transpose(-2, -1)) * scale  # (..., L, bk)
         if mask is not None:
             scores = scores.masked_fill(~mask[..., j0:j1], float("-inf"))
+        if offset is not None and j1 - 1 > offset:  # the tile crosses the diagonal
+            rows = torch.arange(L, device=q.device)[:, None]
+            cols = torch.arange(j0, j1, device=q.device)[None, :]
+            scores = scores.masked_fill(cols > rows + offset, float("-inf"))
         p = torch.exp(scores - lse)  # this tile's share of the final weights
         dv[..., j0:j1, :] += torch.matmul(p.transpose(-2, -1), d_out)  # (..., bk, Ev)
         dp = torch.matmul(d_out, v_j.transpose(-2, -1))  # (..., L, bk)
@@ -282,13 +297,13 @@ def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: Ri
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
-            rows, cols, vis, _ = blk
-            comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis)
+            rows, cols, vis, kind = blk
+            comm.stats["pairs"] += _visible_pairs(plan, s, rows, cols, vis, kind)
             qd = q.ndim - 2
             dq_b, dk_b, dv_b = block_backward(
                 _pick(q, rows, qd), _pick(k_cur, cols, k.ndim - 2), _pick(v_cur, cols, v.ndim - 2),
                 _block_mask(vis, pad_cur, cols), _pick(out, rows, qd), _pick(lse, rows, lse.ndim - 1),
-                _pick(d_out, rows, qd), scale)
+                _pick(d_out, rows, qd), scale, causal=kind)
             if rows is None:
                 dq += dq_b
             else:

@@ -58,8 +58,10 @@ book: $(STAMP)  ## execute every notebook and build the website (warnings are er
 test: test-lib test-notebooks test-book test-browser  ## every test: library, nbval, build, browser
 	@echo "All tests passed."
 
-test-lib: $(STAMP) grading-deps  ## the library's tests (pytest)
+test-lib: $(STAMP) grading-deps lint  ## the library's tests (pytest), its doctests, and ruff
 	$(BIN)/python -m pytest tests -q --ignore=tests/browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules attnkit \
+	    --ignore=attnkit/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
 
 NBVAL = $(BIN)/python -m pytest -q -p no:cacheprovider --nbval $(NOTEBOOKS) \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600
@@ -113,8 +115,8 @@ serve:  ## serve the built website on http://127.0.0.1:8000
 student-notebooks: $(STAMP)  ## regenerate the student notebooks book/exercises/chNN.ipynb from exercises/source
 	$(BIN)/python -m attnkit.grading release --out book/exercises
 
-lint: $(STAMP)  ## ruff over the library and tests
-	$(BIN)/python -m ruff check attnkit tests
+lint: $(STAMP)  ## ruff (code and docstrings) over the library, the tests and book/_ext
+	$(BIN)/python -m ruff check attnkit tests book/_ext
 
 clean:  ## remove the built website and caches (keeps .venv)
 	rm -rf _build .pytest_cache .hypothesis artifacts

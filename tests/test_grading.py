@@ -265,8 +265,11 @@ def test_every_set_has_public_and_hidden_tests(name: str) -> None:
 
 @pytest.mark.parametrize("name", SETS)
 def test_every_check_reads_names_that_answers_define(name: str) -> None:
-    """The grader copies what a check reads out of the student's kernel: each of those
-    names must be one that an answer cell defines (else the inference is wrong)."""
+    """Each name a check reads is defined by an answer cell.
+
+    The grader copies what a check reads out of the student's kernel, so a name
+    that no answer cell defines means the inference is wrong.
+    """
     src = nbformat.read(SOURCES / f"{name}.ipynb", as_version=4)
     plan = build_plan(name, src)
     answers: set[str] = set()

@@ -85,7 +85,7 @@ def assigned_names(source: str) -> set[str]:
 
 
 def reads_of(source: str, known: set[str]) -> list[str]:
-    """The student's names that a check reads (see the module docstring).
+    r"""The student's names that a check reads (see the module docstring).
 
     Args:
         source: the check cell's source (plain Python).
@@ -95,7 +95,7 @@ def reads_of(source: str, known: set[str]) -> list[str]:
         SyntaxError: the source is not plain Python.
 
     Example:
-        >>> reads_of("_s = np.ones(2)\\ncheck('w', weights, _s)", {"np", "check"})
+        >>> reads_of("_s = np.ones(2)\ncheck('w', weights, _s)", {"np", "check"})
         ['weights']
     """
     declared = _READS.search(source)

@@ -1,5 +1,8 @@
-"""Figure style for the book: opaque backgrounds (readable in dark mode), fixed
-sizes (deterministic output) and colour-blind-safe colours."""
+"""Figure style for the book.
+
+Opaque backgrounds (readable in dark mode), fixed
+sizes (deterministic output) and colour-blind-safe colours.
+"""
 
 from __future__ import annotations
 

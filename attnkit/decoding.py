@@ -39,16 +39,10 @@ from typing import Any
 import numpy as np
 
 from ._arrays import array_kind
-from ._validate import AttentionSpec, CausalArg, check_attention_args
+from ._validate import AttentionSpec, CausalArg, check_attention_args, positive_int
 from .masks import causal_offset
 
 __all__ = ["merge_partials", "partial_attention", "split_kv_attention", "split_sizes"]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 def split_sizes(n: int, parts: int) -> list[int]:
@@ -62,7 +56,7 @@ def split_sizes(n: int, parts: int) -> list[int]:
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"n must be a non-negative integer; got {n!r}")
-    parts = _positive_int("parts", parts)
+    parts = positive_int("parts", parts)
     base, extra = divmod(int(n), parts)
     return [base + (1 if c < extra else 0) for c in range(parts)]
 
@@ -338,8 +332,8 @@ def split_kv_attention(
         array([0.2254, 0.4135, 0.2964, 0.2964])
     """
     spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale)
-    num_splits = _positive_int("num_splits", num_splits)
-    workers = _positive_int("workers", workers)
+    num_splits = positive_int("num_splits", num_splits)
+    workers = positive_int("workers", workers)
     if not isinstance(return_lse, (bool, np.bool_)):
         raise TypeError(f"return_lse must be a bool; got {return_lse!r}")
     L, S = spec.L, spec.S

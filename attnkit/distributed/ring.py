@@ -42,7 +42,7 @@ import torch.distributed as dist
 
 from .._validate import CausalArg, check_attention_args, normalise_causal
 from ..decoding import merge_partials
-from ..engines.flash import flash_attention_torch
+from ..engines.flash_torch import flash_attention_torch
 from ..masks import causal_offset
 from .layout import Layout, _check_layout, shard_positions
 

@@ -6,7 +6,17 @@ static website with no kernel (precomputed views switched client-side).
 """
 
 from .explorers import stepper, stepper2d
+from .glued import glue, portable
 from .html import heatmap_html, html_table
 from .plotting import figure, style
 
-__all__ = ["figure", "heatmap_html", "html_table", "stepper", "stepper2d", "style"]
+__all__ = [
+    "figure",
+    "glue",
+    "heatmap_html",
+    "html_table",
+    "portable",
+    "stepper",
+    "stepper2d",
+    "style",
+]

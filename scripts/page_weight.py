@@ -11,6 +11,7 @@ blocked. Prints the total bytes per page, the five largest files, and every cons
 from __future__ import annotations
 
 import functools
+import os
 import http.server
 import shutil
 import sys
@@ -53,7 +54,7 @@ def measure(site: Path, pages: list[str]) -> None:
             page.wait_for_timeout(1500)
             total = sum(sizes.values())
             print(f"{path}: {total:,} bytes in {len(sizes)} files")
-            for url, n in sorted(sizes.items(), key=lambda kv: -kv[1])[:5]:
+            for url, n in sorted(sizes.items(), key=lambda kv: -kv[1])[:int(os.environ.get("TOP", 5))]:
                 print(f"    {n:>10,}  {url}")
             for e in errors:
                 print(f"    console error: {e}")

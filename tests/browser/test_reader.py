@@ -99,7 +99,8 @@ def test_a_citation_link_lands_on_a_highlighted_entry(page, site_url: str) -> No
                    const r = t.getBoundingClientRect(), s = getComputedStyle(t);
                    return {top: r.top, bg: s.backgroundColor, outline: s.outlineStyle}; }""")
     assert target, "the link did not land on an entry"
-    assert 0 <= target["top"] < 300, target
+    # On screen, below the sticky header (an entry near the end cannot reach the top).
+    assert 60 <= target["top"] < 900 - 40, target
     assert target["bg"] not in ("rgba(0, 0, 0, 0)", "transparent") or target["outline"] != "none", target
     screenshot(page, "bibliography-target")
 
@@ -166,12 +167,18 @@ def test_explorers_work_by_tap_on_a_phone(make_page, site_url: str, path: str, s
         moved = pg.evaluate("s => document.querySelector(s).innerText", stack)
         assert moved != after, f"{path}: tapping the slider's track changed nothing"
 
-    # In dark mode the explorer's text stays dark on white (legible).
-    ink = pg.evaluate(
-        """s => { const b = document.querySelector(s);
-                  return [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]; }""",
-        selector)
-    assert ink == ["rgb(17, 17, 17)", "rgb(255, 255, 255)"], ink
+    # In either mode every label and caption of the explorer is dark ink on white.
+    pale = pg.evaluate(
+        """s => { const rgb = c => (c.match(/[0-9.]+/g) || []).slice(0, 3).map(Number);
+                  const box = document.querySelector(s);
+                  const bg = rgb(getComputedStyle(box).backgroundColor);
+                  if (Math.min(...bg) < 240) return ['background', bg];
+                  return Array.from(box.querySelectorAll(
+                      '.widget-label, .widget-readout, caption, .widget-html-content'))
+                    .filter(e => e.offsetParent !== null && e.innerText.trim())
+                    .map(e => [e.innerText.slice(0, 40), rgb(getComputedStyle(e).color)])
+                    .filter(([, c]) => Math.max(...c) > 110); }""", selector)
+    assert not pale, f"{path}: pale text in the explorer: {pale}"
     name = path.split("/")[-1].removesuffix(".html")
     screenshot(pg, f"phone-{name}-explorer-{'dark' if dark else 'light'}")
 
@@ -205,7 +212,7 @@ def test_each_exercise_page_has_its_download_button(page, site_url: str, number:
 
 
 #: Bytes a first visit may transfer (no compression, empty cache).
-BUDGET = {"book/notation.html": 1_500_000, "book/04-worked-example.html": 3_500_000}
+BUDGET = {"book/notation.html": 2_200_000, "book/04-worked-example.html": 4_500_000}
 
 
 @pytest.mark.parametrize("path", sorted(BUDGET))

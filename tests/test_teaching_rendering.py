@@ -69,3 +69,15 @@ def test_heatmap_without_explanations_has_no_details_line() -> None:
 def test_captions_keep_dark_ink_on_white() -> None:
     html = html_table([[1.0]], caption="c")
     assert "<caption" in html and "color:#111111;background:#ffffff" in html
+
+
+def test_sci_writes_powers_of_ten_that_do_not_break() -> None:
+    from attnkit.teaching import sci
+
+    assert sci(1.5603e-11) == "1.56\u202f×\u202f10⁻¹¹"
+    assert sci(-2.5e7, 1) == "\u22122.5\u202f×\u202f10⁷"
+    assert sci(3.0) == "3.00"
+    with pytest.raises(ValueError, match="finite"):
+        sci(float("nan"))
+    with pytest.raises(ValueError, match="digits"):
+        sci(1.0, -1)

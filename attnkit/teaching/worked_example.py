@@ -151,13 +151,13 @@ def _explain(s: RowSteps, j: int) -> str:
 
 def weights_heatmap(Q: np.ndarray = example.Q, K: np.ndarray = example.K,
                     V: np.ndarray = example.V, tokens: tuple[str, ...] = example.tokens) -> str:
-    """The full weight matrix as an HTML heatmap whose cells explain themselves on hover."""
+    """The full weight matrix as an HTML heatmap whose cells explain themselves on hover, click or tap."""
     rows = [row_steps(i, Q, K, V, tokens) for i in range(Q.shape[0])]  # one pass per query
     w = np.stack([s.weights for s in rows])
     return heatmap_html(
         w, tokens, tokens, fmt=".4f", vmin=0.0, vmax=float(w.max()),
         titles=lambda i, j: _explain(rows[i], j),
-        caption="Attention weights: row = query token, column = key token (hover a cell)")
+        caption="Attention weights: row = query token, column = key token (tap or hover a cell)")
 
 
 def explorer(Q: np.ndarray = example.Q, K: np.ndarray = example.K, V: np.ndarray = example.V,

@@ -80,9 +80,9 @@ test-notebooks: $(STAMP)  ## nbval twice: this machine's settings, then other th
 # readers, still executes everything.
 test-book: $(STAMP)  ## build the site from the committed outputs, warnings as errors
 	$(BIN)/jupyter-book clean . >/dev/null
-	@mkdir -p _build
-	sed 's/^\( *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config.render.yml
-	$(BIN)/jupyter-book build . --all -W -n --keep-going --config _build/_config.render.yml
+	sed 's/^\( *execute_notebooks:\).*/\1 "off"/' _config.yml > _config.render.yml
+	status=0; $(BIN)/jupyter-book build . --all -W -n --keep-going --config _config.render.yml \
+	    || status=$$?; rm -f _config.render.yml; exit $$status
 
 browser-deps:
 	@command -v chromium >/dev/null || { \

@@ -12,9 +12,10 @@ Public API:
 * :mod:`example` - the shared example of the book (``tokens``, ``Q``, ``K``, ``V``).
 * :func:`causal_mask`, :func:`key_padding_mask`, :func:`softmax` - the shared semantics.
 * :func:`check_attention_args` - the validation routine every engine uses.
+* :class:`NumpyAttention` and :func:`flash_attention_numpy` (NumPy only).
 * Building blocks (need torch; imported on first use): :class:`MultiHeadAttention`
   (multi-head, multi-query and grouped-query, with a :class:`KVCache`),
-  :class:`SelfAttention`, :class:`ScaledDotProductAttention`, :class:`NumpyAttention`,
+  :class:`SelfAttention`, :class:`ScaledDotProductAttention`,
   and the positional pieces :func:`sinusoidal_positions`, :func:`apply_rope`,
   :func:`alibi_bias`, :class:`RelativePositionBias`.
 
@@ -30,13 +31,14 @@ from . import example
 from ._validate import AttentionSpec, check_attention_args
 from .core import attention
 from .engines import backends
+from .engines.flash_numpy import flash_attention_numpy
 from .masks import causal_mask, causal_offset, key_padding_mask, softmax
+from .numpy_attention import NumpyAttention
 
 __version__ = "0.1.0"
 
 #: Names served lazily from submodules, so that importing attnkit stays light.
 _LAZY = {
-    "NumpyAttention": "attnkit.layers",
     "ScaledDotProductAttention": "attnkit.layers",
     "SelfAttention": "attnkit.layers",
     "MultiHeadAttention": "attnkit.layers",
@@ -49,8 +51,7 @@ _LAZY = {
     "apply_rope": "attnkit.positions",
     "alibi_slopes": "attnkit.positions",
     "alibi_bias": "attnkit.positions",
-    "flash_attention_numpy": "attnkit.engines.flash",
-    "flash_attention_torch": "attnkit.engines.flash",
+    "flash_attention_torch": "attnkit.engines.flash_torch",
 }
 
 
@@ -66,12 +67,14 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AttentionSpec",
+    "NumpyAttention",
     "attention",
     "backends",
     "causal_mask",
     "causal_offset",
     "check_attention_args",
     "example",
+    "flash_attention_numpy",
     "key_padding_mask",
     "softmax",
     "__version__",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from . import engines
 from ._arrays import to_numpy, to_torch
-from ._validate import AttentionSpec, CausalArg, check_attention_args
+from ._validate import AttentionSpec, CausalArg, ScoreMod, Window, check_attention_args
 
 
 def attention(
@@ -21,6 +22,11 @@ def attention(
     scale: float | None = None,
     backend: str = "numpy",
     return_weights: bool = False,
+    window: Window | None = None,
+    sinks: int = 0,
+    softcap: float | None = None,
+    enable_gqa: bool = False,
+    score_mod: ScoreMod | None = None,
 ) -> Any:
     r"""Scaled dot-product attention, :math:`\mathrm{softmax}(q k^\top \cdot scale + mask)\, v`.
 
@@ -49,6 +55,43 @@ def attention(
             reference), ``"torch"``, ``"sdpa"``, ``"flash"``, ``"triton"``.
         return_weights: also return the ``(..., L, S)`` weights (engines that
             never form them raise ``ValueError``).
+        window: ``(left, right)``, a sliding window: query ``i`` sees keys
+            ``i' - left <= j <= i' + right`` with ``i' = i + S - L`` (bottom-right
+            aligned, as FlashAttention's ``window_size``); ``None`` on a side leaves
+            it unbounded. ANDed with ``causal`` and ``mask``::
+
+                window=(2, 0), L = S = 5      window=(1, 1), L = S = 5
+                    1 . . . .                     1 1 . . .
+                    1 1 . . .                     1 1 1 . .
+                    1 1 1 . .                     . 1 1 1 .
+                    . 1 1 1 .                     . . 1 1 1
+                    . . 1 1 1                     . . . 1 1
+
+        sinks: the first ``sinks`` keys are exempt from the window's left bound
+            (still subject to its right bound, ``causal`` and ``mask``): attention
+            sinks, as StreamingLLM::
+
+                window=(1, 0), sinks=2, L = S = 5
+                    1 . . . .
+                    1 1 . . .
+                    1 1 1 . .
+                    1 1 1 1 .
+                    1 1 . 1 1
+
+        softcap: ``c > 0``: scores become ``c * tanh(scores / c)`` after scaling and
+            before masking (Gemma 2, FlashAttention).
+        enable_gqa: grouped-query attention, exactly as PyTorch SDPA's: ``q (..., Hq,
+            L, E)`` with ``k, v (..., Hkv, S, E)``, ``Hq`` a multiple of ``Hkv``; each
+            group of ``Hq / Hkv`` consecutive query heads shares one key/value head.
+            The masks and the output have ``Hq`` heads.
+        score_mod: ``f(score, b, h, q_idx, kv_idx) -> score``, applied to the scaled
+            (and soft-capped) scores before the masks, with broadcastable integer
+            index arrays (NumPy arrays for NumPy engines, tensors for torch
+            engines), as ``torch.nn.attention.flex_attention``'s. ``b`` and ``h``
+            index the batch dimensions viewed as ``(B, H)`` (``H`` the last one;
+            the query head with ``enable_gqa``). ALiBi, T5's bias and soft-capping
+            are score modifiers (examples below). Tensors it captures get gradients
+            from ``backend="torch"``; the flash engine differentiates only q, k, v.
 
     Returns:
         ``out``, or ``(out, weights)`` when ``return_weights`` is true. A query
@@ -58,23 +101,59 @@ def attention(
 
     Raises:
         TypeError, ValueError: bad arguments, with a message naming the argument
-            and the shape or dtype it got (see :func:`attnkit.check_attention_args`).
+            and the shape or dtype it got (see :func:`attnkit.check_attention_args`);
+            an argument the engine does not support (its declared capabilities,
+            :func:`attnkit.engines.capabilities`).
         RuntimeError: a known engine that cannot run on this machine.
 
     Example:
+        >>> import numpy as np
         >>> from attnkit import attention, example
         >>> attention(example.Q, example.K, example.V)[0].round(4)
         array([0.2254, 0.4135, 0.2964, 0.2964])
+
+        A sliding window of the last two tokens, with the first token as a sink:
+
+        >>> out, w = attention(example.Q, example.Q, example.V, causal=True, window=(1, 0),
+        ...                    sinks=1, return_weights=True)
+        >>> (w > 0).astype(int)
+        array([[1, 0, 0, 0, 0],
+               [1, 1, 0, 0, 0],
+               [1, 1, 1, 0, 0],
+               [1, 0, 1, 1, 0],
+               [1, 0, 0, 1, 1]])
+
+        Score modifiers: ALiBi (a head-dependent linear penalty on distance), T5's
+        bias (a table indexed by relative position) and soft-capping:
+
+        >>> rng = np.random.default_rng(0)
+        >>> q, k, v = (rng.normal(size=(1, 4, 6, 8)) for _ in range(3))  # (B, H, n, E)
+        >>> def alibi(s, b, h, q_idx, kv_idx):
+        ...     slope = 2.0 ** (-8.0 * (h + 1) / 4)            # one slope per head
+        ...     return s - slope * abs(q_idx - kv_idx)
+        >>> from attnkit.positions import alibi_bias
+        >>> bool(np.allclose(attention(q, k, v, score_mod=alibi),
+        ...                  attention(q, k, v, mask=alibi_bias(4, 6))))
+        True
+        >>> table = rng.normal(size=11)                       # learned: one per offset
+        >>> def t5(s, b, h, q_idx, kv_idx):
+        ...     return s + table[np.clip(kv_idx - q_idx, -5, 5) + 5]
+        >>> attention(q, k, v, score_mod=t5).shape
+        (1, 4, 6, 8)
+        >>> def cap30(s, b, h, q_idx, kv_idx):
+        ...     return 30.0 * np.tanh(s / 30.0)
+        >>> bool(np.allclose(attention(q, k, v, score_mod=cap30), attention(q, k, v, softcap=30)))
+        True
     """
     spec = check_attention_args(
-        q, k, v, mask=mask, causal=causal, scale=scale, return_weights=return_weights
+        q, k, v, mask=mask, causal=causal, scale=scale, return_weights=return_weights,
+        window=window, sinks=sinks, softcap=softcap, enable_gqa=enable_gqa, score_mod=score_mod,
     )
-    engine = engines.load(backend)
-    if return_weights and not engine.RETURNS_WEIGHTS:
-        raise ValueError(
-            f"backend {backend!r} never forms the (..., L, S) weight matrix, so it cannot "
-            "return it; use backend='numpy' or 'torch' for return_weights=True"
-        )
+    try:
+        engine = engines.load(backend)
+    except ImportError as exc:
+        raise RuntimeError(f"backend {backend!r} cannot run here: {exc}") from exc
+    engine.CAPS.refuse(backend, spec, mask)
     ok, why = engine.available()
     if not ok:
         raise RuntimeError(f"backend {backend!r} cannot run here: {why}")
@@ -82,13 +161,49 @@ def attention(
     if spec.L == 0 or spec.S == 0:
         return _empty_result(q, spec)
 
-    target = spec.kind if engine.ARRAY == "any" else engine.ARRAY
-    args = _convert((q, k, v, mask), target, like=q)
-    out, weights = engine.run(*args, spec)
+    native = engine.CAPS.native
+    target = spec.kind if native == "any" else native
+    q2, k2, v2, mask2 = _convert((q, k, v, mask), target, like=q)
+    inner = spec
+    if spec.groups > 1:
+        q2, k2, v2, mask2, inner = _grouped(q2, k2, v2, mask2, spec)
+    out, weights = engine.run(q2, k2, v2, mask2, inner)
+    if spec.groups > 1:
+        out = out.reshape(spec.out_shape)
+        weights = None if weights is None else weights.reshape(spec.weights_shape)
     out = _convert_back(out, spec, q)
     if not return_weights:
         return out
     return out, _convert_back(weights, spec, q)
+
+
+def _grouped(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, ...]:
+    """``enable_gqa``: view the heads as ``(Hkv, groups)``; keys and values broadcast.
+
+    ``q (..., Hq, L, E)`` becomes ``(..., Hkv, g, L, E)`` and ``k (..., Hkv, S, E)``
+    becomes ``(..., Hkv, 1, S, E)``, so every engine sees ordinary broadcast batch
+    dimensions (no copy of the keys and values). The score modifier's head index is
+    mapped back to the query head.
+    """
+    g = spec.groups
+    hkv = spec.batch[-1] // g
+
+    def split(x: Any) -> Any:  # (..., Hq, n, w) -> (..., Hkv, g, n, w)
+        return x.reshape(*x.shape[:-3], hkv, g, *x.shape[-2:])
+
+    def lift(x: Any) -> Any:  # (..., Hkv, n, w) -> (..., Hkv, 1, n, w)
+        return x.reshape(*x.shape[:-2], 1, *x.shape[-2:])
+
+    q, k, v = split(q), lift(k), lift(v)
+    if mask is not None and mask.ndim >= 3:
+        mask = split(mask) if mask.shape[-3] != 1 else lift(mask)
+    mod = spec.score_mod
+    if mod is not None:
+        def mod_grouped(s: Any, b: Any, h: Any, qi: Any, ki: Any, _f: Any = mod) -> Any:
+            return _f(s, b // hkv, (b % hkv) * g + h, qi, ki)
+        mod = mod_grouped
+    inner = dataclasses.replace(spec, batch=(*spec.batch[:-1], hkv, g), groups=1, score_mod=mod)
+    return q, k, v, mask, inner
 
 
 def _convert(xs: tuple, target: str, like: Any) -> list:

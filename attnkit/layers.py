@@ -5,7 +5,8 @@ positions) and hands the attention itself to :func:`attnkit.attention`, so the
 semantics (mask meaning, causal alignment, fully masked rows) are those of the
 rest of the library.
 
-* :class:`NumpyAttention` - the formula as a small NumPy class (no torch needed to use it).
+* :class:`NumpyAttention` - the formula as a small NumPy class (defined in
+  :mod:`attnkit.numpy_attention`, which needs no torch; re-exported here).
 * :class:`ScaledDotProductAttention` - the same as a parameter-free ``nn.Module``.
 * :class:`SelfAttention` - one head with learned ``W_Q, W_K, W_V``.
 * :class:`MultiHeadAttention` - heads, output projection, multi-query / grouped-query
@@ -24,15 +25,16 @@ This module imports torch; ``import attnkit`` alone does not.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._validate import choice, positive_int, real
 from .core import attention
 from .engines import ENGINES
+from .numpy_attention import NumpyAttention
 from .positions import apply_rope, relative_position_bucket
 
 __all__ = [
@@ -48,28 +50,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
-def _positive_int(name: str, n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer; got {n!r}")
-    return int(n)
-
-
-def _backend(backend: Any) -> str:
-    if not isinstance(backend, str) or backend not in ENGINES:
-        raise ValueError(f"backend must be one of {sorted(ENGINES)}; got {backend!r}")
-    return backend
-
-
-def _scale(scale: Any) -> float | None:
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise TypeError(f"scale must be a real number or None; got {scale!r}")
-    if not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be finite; got {scale!r}")
-    return float(scale)
-
-
 def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
@@ -85,56 +65,6 @@ def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
 
 
 # ------------------------------------------------------------------ single head
-class NumpyAttention:
-    """Scaled dot-product attention as a small NumPy class.
-
-    The four steps (compare, scale, normalise, aggregate) are done by
-    :func:`attnkit.attention` with the NumPy reference engine::
-
-        scores  = q @ k.T * scale     (..., L, E) x (..., E, S) -> (..., L, S)
-        weights = softmax(scores)     masked keys get weight 0; rows sum to 1
-        out     = weights @ v         (..., L, S) x (..., S, Ev) -> (..., L, Ev)
-
-    Args:
-        scale: factor applied to ``q @ k^T``; ``None`` means ``1 / sqrt(E)``.
-
-    Example:
-        >>> from attnkit import example
-        >>> NumpyAttention()(example.Q, example.K, example.V)[0].round(4)
-        array([0.2254, 0.4135, 0.2964, 0.2964])
-    """
-
-    def __init__(self, scale: float | None = None) -> None:
-        self.scale = _scale(scale)
-
-    def __call__(
-        self,
-        q: np.ndarray,
-        k: np.ndarray,
-        v: np.ndarray,
-        mask: np.ndarray | None = None,
-        causal: bool | str = False,
-        return_weights: bool = False,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Attend: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)`` -> ``(..., L, Ev)``.
-
-        ``mask`` is boolean (True = the key takes part) or floating (added to the
-        scores); ``causal`` is False, True/"top-left" or "bottom-right". With
-        ``return_weights`` the ``(..., L, S)`` weights come back too.
-
-        Raises:
-            TypeError: inputs that are not NumPy arrays (or see :func:`attnkit.attention`).
-        """
-        for name, x in (("q", q), ("k", k), ("v", v)):
-            if not isinstance(x, np.ndarray):
-                raise TypeError(f"{name} must be a numpy.ndarray; got {type(x).__name__}")
-        return attention(q, k, v, mask=mask, causal=causal, scale=self.scale,
-                         backend="numpy", return_weights=return_weights)
-
-    def __repr__(self) -> str:
-        return f"NumpyAttention(scale={self.scale})"
-
-
 class ScaledDotProductAttention(nn.Module):
     """Scaled dot-product attention as a parameter-free ``nn.Module``.
 
@@ -157,8 +87,8 @@ class ScaledDotProductAttention(nn.Module):
 
     def __init__(self, scale: float | None = None, backend: str = "torch") -> None:
         super().__init__()
-        self.scale = _scale(scale)
-        self.backend = _backend(backend)
+        self.scale = (None if scale is None else real("scale", scale))
+        self.backend = choice("backend", backend, sorted(ENGINES))
 
     def forward(
         self,
@@ -174,6 +104,7 @@ class ScaledDotProductAttention(nn.Module):
                          backend=self.backend, return_weights=return_weights)
 
     def extra_repr(self) -> str:
+        """The module's settings, for ``repr``."""
         return f"scale={self.scale}, backend={self.backend!r}"
 
 
@@ -206,10 +137,10 @@ class SelfAttention(nn.Module):
     def __init__(self, embed_dim: int, d_k: int | None = None, d_v: int | None = None,
                  *, bias: bool = False, backend: str = "torch") -> None:
         super().__init__()
-        self.embed_dim = _positive_int("embed_dim", embed_dim)
-        d_k = self.embed_dim if d_k is None else _positive_int("d_k", d_k)
-        d_v = d_k if d_v is None else _positive_int("d_v", d_v)
-        self.backend = _backend(backend)
+        self.embed_dim = positive_int("embed_dim", embed_dim)
+        d_k = self.embed_dim if d_k is None else positive_int("d_k", d_k)
+        d_v = d_k if d_v is None else positive_int("d_v", d_v)
+        self.backend = choice("backend", backend, sorted(ENGINES))
         self.W_q = nn.Linear(self.embed_dim, d_k, bias=bias)
         self.W_k = nn.Linear(self.embed_dim, d_k, bias=bias)
         self.W_v = nn.Linear(self.embed_dim, d_v, bias=bias)
@@ -250,7 +181,7 @@ def repeat_kv(x: Any, n_rep: int) -> Any:
         >>> repeat_kv(torch.arange(2.0).reshape(1, 2, 1, 1), 3).flatten().tolist()
         [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     """
-    n_rep = _positive_int("n_rep", n_rep)
+    n_rep = positive_int("n_rep", n_rep)
     if isinstance(x, torch.Tensor):
         if x.ndim < 3:
             raise ValueError(f"x must have shape (..., Hkv, S, Dh); got {tuple(x.shape)}")
@@ -283,7 +214,7 @@ def kv_cache_bytes(*, layers: int, kv_heads: int, head_dim: int, tokens: int,
               "batch": batch, "bytes_per_element": bytes_per_element}
     n = 2
     for name, value in counts.items():
-        n *= _positive_int(name, value)
+        n *= positive_int(name, value)
     return n
 
 
@@ -414,9 +345,9 @@ class MultiHeadAttention(nn.Module):
                  bias: bool = True, rope: bool = False, rope_base: float = 10000.0,
                  backend: str = "torch") -> None:
         super().__init__()
-        D = _positive_int("embed_dim", embed_dim)
-        H = _positive_int("num_heads", num_heads)
-        Hkv = H if num_kv_heads is None else _positive_int("num_kv_heads", num_kv_heads)
+        D = positive_int("embed_dim", embed_dim)
+        H = positive_int("num_heads", num_heads)
+        Hkv = H if num_kv_heads is None else positive_int("num_kv_heads", num_kv_heads)
         if D % H:
             raise ValueError(f"embed_dim must be divisible by num_heads; got {D} and {H}")
         if H % Hkv:
@@ -428,7 +359,7 @@ class MultiHeadAttention(nn.Module):
         if rope and self.head_dim % 2:
             raise ValueError(f"rope needs an even head width; got head_dim = {self.head_dim}")
         self.rope, self.rope_base = bool(rope), float(rope_base)
-        self.backend = _backend(backend)
+        self.backend = choice("backend", backend, sorted(ENGINES))
         self.q_proj = nn.Linear(D, H * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
@@ -545,6 +476,7 @@ class MultiHeadAttention(nn.Module):
         return new
 
     def extra_repr(self) -> str:
+        """The module's settings, for ``repr``."""
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
                 f"num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
                 f"rope={self.rope}, backend={self.backend!r}")
@@ -576,9 +508,9 @@ class RelativePositionBias(nn.Module):
     def __init__(self, num_heads: int, *, num_buckets: int = 32, max_distance: int = 128,
                  bidirectional: bool = True) -> None:
         super().__init__()
-        self.num_heads = _positive_int("num_heads", num_heads)
-        self.num_buckets = _positive_int("num_buckets", num_buckets)
-        self.max_distance = _positive_int("max_distance", max_distance)
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.num_buckets = positive_int("num_buckets", num_buckets)
+        self.max_distance = positive_int("max_distance", max_distance)
         self.bidirectional = bool(bidirectional)
         relative_position_bucket(np.zeros(1, dtype=np.int64), bidirectional=self.bidirectional,
                                  num_buckets=self.num_buckets, max_distance=self.max_distance)

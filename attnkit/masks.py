@@ -23,16 +23,42 @@ Causal alignment when the query length ``L`` differs from the key length ``S``::
 
 For ``L == S`` the two alignments coincide. Bottom-right is what decoding with a
 KV cache needs: the last query is the newest token and sees every key.
+
+Sliding windows and sinks (``window=(left, right)``, ``sinks=N``) are aligned
+bottom-right, as FlashAttention's ``window_size``: query ``i`` stands at key
+position ``i' = i + S - L`` and sees the keys ``i' - left <= j <= i' + right``;
+``None`` on a side leaves it unbounded. The first ``sinks`` keys are exempt from
+the left bound (not from the right bound, ``causal`` or ``mask``)::
+
+    window=(2, 0), L = S = 6            window=(2, 0), sinks=1
+        1 0 0 0 0 0                         1 0 0 0 0 0
+        1 1 0 0 0 0                         1 1 0 0 0 0
+        1 1 1 0 0 0                         1 1 1 0 0 0
+        0 1 1 1 0 0                         1 1 1 1 0 0
+        0 0 1 1 1 0                         1 0 1 1 1 0
+        0 0 0 1 1 1                         1 0 0 1 1 1
+
+    window=(1, 1), L = 2, S = 5         window=(0, 0), L = 4, S = 2
+        0 0 1 1 1                           0 0      <- i' = -2: empty window
+        0 0 0 1 1                           0 0      <- i' = -1: empty window
+                                            1 0
+                                            0 1
+
+Every rule (boolean mask, causal, window with sinks) is combined by AND. The
+causal mask and the window both bound ``j`` by ``i`` plus a constant, so together
+they form a :class:`Band`: the tiled engines use it to skip tiles that no query
+of a block can see, so that windowed attention costs ``O(L * (left + right))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._validate import Alignment, normalise_causal
+from ._validate import Alignment, Window, choice, integer, normalise_causal
 
 
 def causal_offset(L: int, S: int, alignment: Alignment = "top-left") -> int:
@@ -40,11 +66,8 @@ def causal_offset(L: int, S: int, alignment: Alignment = "top-left") -> int:
 
     ``o = 0`` for top-left alignment and ``o = S - L`` for bottom-right.
     """
-    if alignment == "top-left":
-        return 0
-    if alignment == "bottom-right":
-        return S - L
-    raise ValueError(f"alignment must be 'top-left' or 'bottom-right'; got {alignment!r}")
+    choice("alignment", alignment, ("top-left", "bottom-right"))
+    return 0 if alignment == "top-left" else S - L
 
 
 def causal_mask(L: int, S: int | None = None, *, alignment: Alignment = "top-left") -> np.ndarray:
@@ -66,9 +89,7 @@ def causal_mask(L: int, S: int | None = None, *, alignment: Alignment = "top-lef
                [1, 1, 1]])
     """
     S = L if S is None else S
-    for name, n in (("L", L), ("S", S)):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"{name} must be a non-negative integer; got {n!r}")
+    L, S = integer("L", L, minimum=0), integer("S", S, minimum=0)
     alignment = normalise_causal(alignment) or "top-left"
     o = causal_offset(int(L), int(S), alignment)
     i = np.arange(L)[:, None]
@@ -95,8 +116,7 @@ def key_padding_mask(lengths: Sequence[int] | np.ndarray, S: int) -> np.ndarray:
         raise ValueError(
             f"lengths must be a 1-D sequence of integers; got {lengths!r} with shape {lens.shape}"
         )
-    if isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S < 0:
-        raise ValueError(f"S must be a non-negative integer; got {S!r}")
+    S = integer("S", S, minimum=0)
     if np.any(lens < 0) or np.any(lens > S):
         raise ValueError(f"every entry of lengths must lie in [0, S={S}]; got {lens.tolist()}")
     return (np.arange(S)[None, :] < lens[:, None])[:, None, :]
@@ -133,21 +153,128 @@ def softmax(x: Any, axis: int = -1) -> np.ndarray:
     return e / np.where(z > 0, z, 1.0)
 
 
-def combined_bool_mask(mask: Any, causal: Alignment | None, L: int, S: int, xp: str = "numpy"):
-    """The boolean part of the masking: a boolean ``mask`` AND the causal mask.
+@dataclass(frozen=True)
+class Band:
+    """The keys each query may see under ``causal``, ``window`` and ``sinks``.
+
+    Query ``i`` sees key ``j`` (``0 <= j < S``) iff ``j <= i + hi`` (when ``hi`` is
+    not ``None``) and (``j >= i + lo`` when ``lo`` is not ``None``, or ``j < sinks``).
+    ``hi`` is the tighter of the causal offset and the window's right bound,
+    ``lo`` the window's left bound, both as offsets from ``i``.
+
+    Example:
+        >>> band = Band.of(4, 4, causal=None, window=(1, 0), sinks=0)
+        >>> band.mask(np.arange(4)[:, None], np.arange(4)[None, :]).astype(int)
+        array([[1, 0, 0, 0],
+               [1, 1, 0, 0],
+               [0, 1, 1, 0],
+               [0, 0, 1, 1]])
+    """
+
+    L: int
+    S: int
+    hi: int | None
+    lo: int | None
+    sinks: int
+
+    @classmethod
+    def of(cls, L: int, S: int, causal: Alignment | None, window: Window | None,
+           sinks: int = 0) -> Band:
+        """The band of a call with these lengths, causal alignment, window and sinks."""
+        his = [] if causal is None else [causal_offset(L, S, causal)]
+        lo = None
+        if window is not None:
+            left, right = window
+            if right is not None:
+                his.append(S - L + right)
+            if left is not None:
+                lo = S - L - left
+        return cls(L, S, min(his) if his else None, lo, sinks if lo is not None else 0)
+
+    @property
+    def bounded(self) -> bool:
+        """True when some key is hidden from some query by the band."""
+        return self.hi is not None or self.lo is not None
+
+    def mask(self, rows: Any, cols: Any) -> Any:
+        """Boolean visibility for broadcastable index arrays (NumPy or torch)."""
+        ok = None
+        if self.hi is not None:
+            ok = cols <= rows + self.hi
+        if self.lo is not None:
+            low = cols >= rows + self.lo
+            if self.sinks:
+                low = low | (cols < self.sinks)
+            ok = low if ok is None else (ok & low)
+        if ok is None:
+            return (rows >= 0) | (cols >= 0)  # all True, broadcast
+        return ok
+
+    def spans(self, i0: int, i1: int) -> list[tuple[int, int]]:
+        """Key ranges ``[j0, j1)`` that some query of ``[i0, i1)`` sees (sinks first).
+
+        Tiles outside these ranges are hidden from every query of the block, so a
+        tiled engine skips them.
+        """
+        stop = self.S if self.hi is None else max(0, min(self.S, i1 - 1 + self.hi + 1))
+        start = 0 if self.lo is None else max(0, min(stop, i0 + self.lo))
+        out = []
+        if self.sinks and start > 0:
+            out.append((0, min(self.sinks, start, stop)))
+        if stop > start:
+            out.append((start, stop))
+        return [(a, b) for a, b in out if b > a]
+
+    def full(self, i0: int, i1: int, j0: int, j1: int) -> bool:
+        """True when every query of ``[i0, i1)`` sees every key of ``[j0, j1)``."""
+        if self.hi is not None and j1 - 1 > i0 + self.hi:
+            return False
+        if self.lo is not None and j0 < i1 - 1 + self.lo and j1 > self.sinks:
+            return False
+        return True
+
+    def tiles(self, i0: int, i1: int, block_k: int) -> list[tuple[int, int, bool]]:
+        """The key tiles ``(j0, j1, full)`` that a block of queries ``[i0, i1)`` visits."""
+        out = []
+        for a, b in self.spans(i0, i1):
+            for j0 in range(a, b, block_k):
+                j1 = min(j0 + block_k, b)
+                out.append((j0, j1, self.full(i0, i1, j0, j1)))
+        return out
+
+
+def visible_mask(L: int, S: int, causal: Alignment | None = None, window: Window | None = None,
+                 sinks: int = 0) -> np.ndarray | None:
+    """Boolean ``(L, S)`` mask of what ``causal``, ``window`` and ``sinks`` let each query see.
+
+    Returns ``None`` when neither a causal mask nor a window is given.
+
+    Example:
+        >>> visible_mask(3, 3, window=(0, 0)).astype(int)
+        array([[1, 0, 0],
+               [0, 1, 0],
+               [0, 0, 1]])
+    """
+    band = Band.of(L, S, causal, window, sinks)
+    if not band.bounded:
+        return None
+    return band.mask(np.arange(L)[:, None], np.arange(S)[None, :])
+
+
+def combined_bool_mask(mask: Any, causal: Alignment | None, L: int, S: int, xp: str = "numpy",
+                       window: Window | None = None, sinks: int = 0) -> Any:
+    """The boolean part of the masking: a boolean ``mask`` AND the causal mask AND the window.
 
     Returns ``None`` when nothing is masked by a boolean rule. A floating mask is not
     included (engines add it to the scores). ``xp`` is ``"numpy"`` or ``"torch"``;
     for torch the result lives on ``mask``'s device (CPU when there is no mask).
     """
-    allowed = None
-    if causal is not None:
-        allowed = causal_mask(L, S, alignment=causal)
-        if xp == "torch":
-            import torch
+    allowed = visible_mask(L, S, causal, window, sinks)
+    if allowed is not None and xp == "torch":
+        import torch
 
-            device = mask.device if mask is not None else None
-            allowed = torch.from_numpy(allowed).to(device)
+        device = mask.device if mask is not None else None
+        allowed = torch.from_numpy(allowed).to(device)
     if mask is not None and str(mask.dtype).endswith("bool"):
         allowed = mask if allowed is None else (allowed & mask)
     return allowed

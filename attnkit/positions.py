@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._arrays import array_kind
+from ._validate import integer, real
 
 __all__ = [
     "alibi_bias",
@@ -36,20 +37,6 @@ __all__ = [
     "rope_angles",
     "sinusoidal_positions",
 ]
-
-
-def _check_count(name: str, n: Any, *, minimum: int = 0) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {n!r}")
-    return int(n)
-
-
-def _check_base(base: Any) -> float:
-    if isinstance(base, bool) or not isinstance(base, (int, float, np.floating, np.integer)):
-        raise TypeError(f"base must be a real number; got {base!r} of type {type(base).__name__}")
-    if not math.isfinite(float(base)) or base <= 1:
-        raise ValueError(f"base must be a finite number > 1; got {base!r}")
-    return float(base)
 
 
 def sinusoidal_positions(n_positions: int, dim: int, *, base: float = 10000.0) -> np.ndarray:
@@ -82,8 +69,8 @@ def sinusoidal_positions(n_positions: int, dim: int, *, base: float = 10000.0) -
         array([[0.    , 1.    , 0.    , 1.    ],
                [0.8415, 0.5403, 0.01  , 1.    ]])
     """
-    n = _check_count("n_positions", n_positions)
-    d = _check_count("dim", dim, minimum=2)
+    n = integer("n_positions", n_positions, minimum=0)
+    d = integer("dim", dim, minimum=2)
     if d % 2:
         raise ValueError(f"dim must be even (sine/cosine pairs); got {dim}")
     angles = rope_angles(np.arange(n), d, base=base)  # (n, d/2)
@@ -117,10 +104,10 @@ def rope_angles(positions: Any, dim: int, *, base: float = 10000.0) -> np.ndarra
         array([[0.  , 0.  ],
                [1.  , 0.01]])
     """
-    d = _check_count("dim", dim, minimum=2)
+    d = integer("dim", dim, minimum=2)
     if d % 2:
         raise ValueError(f"dim must be even (RoPE rotates pairs); got {dim}")
-    b = _check_base(base)
+    b = real("base", base, above=1.0)
     if array_kind(positions) == "torch":
         positions = positions.detach().cpu().numpy()
     pos = np.asarray(positions, dtype=np.float64)
@@ -219,7 +206,7 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
         >>> alibi_slopes(4) * 256
         array([64., 16.,  4.,  1.])
     """
-    H = _check_count("num_heads", num_heads, minimum=1)
+    H = integer("num_heads", num_heads, minimum=1)
 
     def power_of_two(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)
@@ -258,8 +245,8 @@ def alibi_bias(num_heads: int, L: int, S: int | None = None) -> np.ndarray:
                [-1. , -0.5,  0. ]])
     """
     slopes = alibi_slopes(num_heads)
-    L = _check_count("L", L)
-    S = L if S is None else _check_count("S", S)
+    L = integer("L", L, minimum=0)
+    S = L if S is None else integer("S", S, minimum=0)
     m = np.arange(L)[:, None] + (S - L)  # (L, 1) query positions
     n = np.arange(S)[None, :]  # (1, S) key positions
     dist = np.abs(m - n)[None]  # (1, L, S)
@@ -293,7 +280,7 @@ def relative_position_bucket(
         >>> relative_position_bucket(np.arange(-3, 4), num_buckets=8, max_distance=8)
         array([2, 2, 1, 0, 5, 6, 6])
     """
-    nb = _check_count("num_buckets", num_buckets, minimum=4 if bidirectional else 2)
+    nb = integer("num_buckets", num_buckets, minimum=4 if bidirectional else 2)
     rel = np.asarray(relative_position)
     if not np.issubdtype(rel.dtype, np.integer):
         raise ValueError(f"relative_position must hold integers; got dtype {rel.dtype}")
@@ -306,7 +293,7 @@ def relative_position_bucket(
     else:
         n = np.maximum(n, 0)
     max_exact = nb // 2
-    md = _check_count("max_distance", max_distance, minimum=max_exact + 1)
+    md = integer("max_distance", max_distance, minimum=max_exact + 1)
     n_safe = np.maximum(n, 1).astype(np.float64)  # log(0) is never used below
     large = max_exact + (
         np.log(n_safe / max_exact) / math.log(md / max_exact) * (nb - max_exact)

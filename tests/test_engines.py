@@ -1,7 +1,8 @@
 """Every engine against the NumPy reference (float64), and against PyTorch's own SDPA.
 
 One parametrised suite: a new engine in the registry is checked here without a new
-test. Engines with documented limits declare them in ``CAPS``.
+test. What each engine is tested for comes from its own declaration
+(``attnkit.engines.capabilities(name)``), never from a list kept here.
 """
 
 from __future__ import annotations
@@ -18,20 +19,16 @@ from hypothesis import strategies as st
 
 import attnkit
 from attnkit import attention
+from attnkit.engines import capabilities
 
 BACKENDS = attnkit.backends()
 OTHERS = [b for b in BACKENDS if b != "numpy"]
 
-#: What each engine supports on this machine, where narrower than the reference's.
-#: "key" masks are key-padding masks, shaped (..., 1, S).
-CAPS: dict[str, dict] = {
-    "triton": {"dtypes": ("float32",), "masks": "key", "examples": 8},
-}
-
-
 def caps(backend: str) -> dict:
-    return {"dtypes": ("float64", "float32"), "masks": "any", "examples": None,
-            **CAPS.get(backend, {})}
+    """The engine's declared capabilities, as this suite uses them."""
+    c = capabilities(backend)
+    return {"dtypes": tuple(d for d in ("float64", "float32") if d in c.dtypes),
+            "masks": c.mask_rows, "examples": c.test_examples, "decl": c}
 
 
 @st.composite
@@ -103,7 +100,7 @@ def test_against_reference(backend: str, tensors: bool) -> None:
     check()
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in ("numpy", "torch")])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if capabilities(b).weights])
 def test_weights_against_reference(backend: str) -> None:
     @given(p=problems())
     def check(p: dict) -> None:
@@ -165,7 +162,7 @@ def test_fully_masked_rows_are_zero(backend: str) -> None:
                     causal="bottom-right", backend=backend)
     np.testing.assert_array_equal(out[:3], 0.0)
     assert np.abs(out[3:]).sum() > 0
-    if backend in ("numpy", "torch"):
+    if capabilities(backend).weights:
         _, w = attention(q, k, v, mask=mask, backend=backend, return_weights=True)
         np.testing.assert_array_equal(w[1], 0.0)
     if "float64" in caps(backend)["dtypes"]:
@@ -197,7 +194,7 @@ def test_huge_logits(backend: str) -> None:
         np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if "float16" in capabilities(b).dtypes])
 def test_float16_scores_do_not_overflow(backend: str) -> None:
     """q.k reaches ~1e5 > float16's max 65504; the scaled scores (/8) fit."""
     rng = np.random.default_rng(3)
@@ -217,7 +214,8 @@ def test_float16_scores_do_not_overflow(backend: str) -> None:
         np.testing.assert_allclose(out.astype(np.float64), ref, atol=2e-2)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in ("torch", "sdpa", "flash")])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if capabilities(b).gradients
+                                     and "float64" in capabilities(b).dtypes])
 def test_gradcheck(backend: str) -> None:
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(2, 4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
@@ -236,7 +234,7 @@ def test_gradcheck(backend: str) -> None:
     assert (q.grad[1, 2] == 0).all()
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+@pytest.mark.parametrize("backend", [b for b in OTHERS if capabilities(b).gradients])
 def test_gradients_match_torch_engine(backend: str) -> None:
     if backend == "torch":
         pytest.skip("the torch engine is the reference for gradients")
@@ -258,11 +256,15 @@ def test_gradients_match_torch_engine(backend: str) -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in ("numpy",)])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS
+                                     if "cuda" in capabilities(b).devices])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_cuda(backend: str, dtype: torch.dtype) -> None:
-    """On a GPU: outputs on the input's device; error at most ~2x a plain same-precision
-    implementation's error, both against a float64 reference (STYLE.md's rule)."""
+    """On a GPU: outputs on the input's device, error within the plain code's.
+
+    The error is at most ~2x a plain same-precision
+    implementation's error, both against a float64 reference (STYLE.md's rule).
+    """
     gen = torch.Generator(device="cuda").manual_seed(6)
     B, H, L, S, E = 2, 4, 300, 300, 64
     q, k, v = (torch.randn(B, H, n, E, device="cuda", generator=gen) for n in (L, S, S))

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 import attnkit
 from attnkit import attention
-from attnkit.engines import flash
-from attnkit.engines.flash import flash_attention_numpy, flash_attention_torch
+from attnkit.engines import _online as flash
+from attnkit.engines.flash_numpy import flash_attention_numpy
+from attnkit.engines.flash_torch import flash_attention_torch
 
 
 def _problem(rng: np.random.Generator, L: int, S: int, E: int = 8, Ev: int = 5,

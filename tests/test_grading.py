@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from attnkit.grading import check, check_choice, check_shape, quiet
+from attnkit.grading._plan import assigned_names, build_plan
+from attnkit.grading._sandbox import SandboxUnavailable, probe
 from attnkit.grading.cli import main as grade_main
-from attnkit.grading.grader import grade, restore_missing_cells, student_name
+from attnkit.grading.grader import grade, restore_missing_cells, slug, student_name
 from attnkit.grading.leaks import find_leaks, published_text, secrets
 from attnkit.grading.release import release
 from attnkit.grading.sets import MARKERS, exercise_sets, grade_ids
@@ -46,16 +48,29 @@ SPY = '''import json, os, tempfile
 from pathlib import Path
 
 _found = []
-for _d in Path(tempfile.gettempdir()).glob("attnkit-*"):
-    for _p in _d.rglob("*.ipynb"):
+for _d in [Path(tempfile.gettempdir()), Path("/tmp"), Path.cwd().parent]:
+    for _p in _d.rglob("*"):
         try:
-            if "HIDDEN" + " TESTS" in _p.read_text(errors="ignore"):
+            if _p.is_file() and "HIDDEN" + " TESTS" in _p.read_text(errors="ignore"):
                 _found.append(str(_p))
         except OSError:
             pass
-Path(REPORT).write_text(json.dumps({"cwd": os.getcwd(), "listing": os.listdir("."), "found": _found}))
+print("SPY" + json.dumps({"cwd": os.getcwd(), "listing": os.listdir("."), "found": _found}))
 masked_score = -np.inf
 '''
+
+
+def _sandbox_works() -> bool:
+    try:
+        probe()
+    except SandboxUnavailable:
+        return False
+    return True
+
+
+#: The samples are graded in the sandbox where bubblewrap runs (tests/test_grading_hostile.py
+#: covers the sandbox itself); elsewhere without it, so that these tests still run.
+SANDBOX = _sandbox_works()
 
 
 def _sample_files() -> list[Path]:
@@ -70,18 +85,17 @@ def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int]]:
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Grade every sample (plus a spying one) once: ``{"results", "out", "before", "report"}``."""
     tmp = tmp_path_factory.mktemp("grading")
-    report = tmp / "spy-report.json"
     alice = nbformat.read(SAMPLES / "alice_ch05.ipynb", as_version=4)
     for cell in alice.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "ch05-masked-score":
-            cell.source = SPY.replace("REPORT", repr(str(report)))
+            cell.source = SPY
     spy = tmp / "spy_ch05.ipynb"
     nbformat.write(alice, spy)
     files = _sample_files() + [spy]
     before = _snapshot(files)
     out = tmp / "graded"
-    results = grade("ch05", files, out, timeout=2)
-    return {"results": results, "out": out, "before": before, "report": report}
+    results = grade("ch05", files, out, timeout=2, sandbox=SANDBOX)
+    return {"results": results, "out": out, "before": before}
 
 
 def test_sample_points_and_status(batch: dict) -> None:
@@ -143,19 +157,21 @@ def test_submissions_are_not_modified(batch: dict) -> None:
 
 
 def test_hidden_tests_are_not_on_disk_where_student_code_runs(batch: dict) -> None:
-    report = json.loads(batch["report"].read_text())
+    text = (batch["out"] / "feedback" / "spy-ch05.txt").read_text()
+    report = json.loads(text.split("SPY", 1)[1].splitlines()[0])
     assert report["listing"] == []                       # an empty scratch directory
-    assert "attnkit-kernel-" in report["cwd"]
-    assert report["found"] == []                         # no notebook with hidden tests
+    assert "attnkit-student-" in report["cwd"]
+    assert report["found"] == []                         # no file with hidden tests
 
 
 def test_cli_prints_a_table_and_names_rejected_files(tmp_path: Path, capsys) -> None:
     files = [SAMPLES / "alice_ch05.ipynb", SAMPLES / "grace_ch05.ipynb"]
     rc = grade_main(["ch05", *map(str, files), "--out", str(tmp_path), "--no-html",
-                     "--student", "Ann Lee", "--student", "gus", "--timeout", "5"])
+                     "--student", "Ann Lee", "--student", "gus", "--timeout", "5"]
+                    + ([] if SANDBOX else ["--no-sandbox"]))
     out = capsys.readouterr().out
     assert rc == 0
-    assert re.search(r"^Ann_Lee\s+ch05\s+12\s+12\s+graded$", out, re.M), out
+    assert re.search(r"^Ann Lee\s+ch05\s+12\s+12\s+graded$", out, re.M), out
     assert re.search(r"^gus\s+ch05\s+0\s+12\s+not a notebook: grace_ch05.ipynb", out, re.M), out
     assert (tmp_path / "gradebook.csv").exists() and not list(tmp_path.glob("feedback/*.html"))
 
@@ -189,12 +205,20 @@ def test_grade_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: str)
         ("ch05_alice.ipynb", "alice"),
         ("alice.ipynb", "alice"),
         ("alice/ch05.ipynb", "alice"),
-        ("Jo Ann (2).ipynb", "Jo_Ann_2"),
+        ("Jo Ann (2).ipynb", "Jo Ann (2)"),
+        ("Zoë Smith_ch05.ipynb", "Zoë Smith"),
+        ("sub/Zoë  Smith/ch05.ipynb", "Zoë Smith"),
         ("notes.txt", "notes"),
     ],
 )
 def test_student_name_conventions(path: str, name: str) -> None:
     assert student_name(path, "ch05") == name
+
+
+def test_slugs_are_file_names() -> None:
+    assert slug("Zoë Smith") == "Zoe_Smith"
+    assert slug("../../etc/passwd") == "etc_passwd"
+    assert slug("李") == "student"
 
 
 def test_restore_missing_cells_puts_cells_back_in_place() -> None:
@@ -235,13 +259,36 @@ def test_every_set_has_public_and_hidden_tests(name: str) -> None:
     assert sum(c.metadata["nbgrader"]["points"] for c in tests) >= 7
     for cell in _released_set(name).cells:  # every released cell is valid Python
         if cell.cell_type == "code":
-            compile(cell.source, f"{name}:{cell.metadata['nbgrader']['grade_id']}", "exec")
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id", "set-up")
+            compile(cell.source, f"{name}:{gid}", "exec")
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_check_reads_names_that_answers_define(name: str) -> None:
+    """Each name a check reads is defined by an answer cell.
+
+    The grader copies what a check reads out of the student's kernel, so a name
+    that no answer cell defines means the inference is wrong.
+    """
+    src = nbformat.read(SOURCES / f"{name}.ipynb", as_version=4)
+    plan = build_plan(name, src)
+    answers: set[str] = set()
+    for c in src.cells:
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"):
+            answers |= assigned_names(c.source)
+    checks = [c for c in plan.cells.values() if c.kind == "check"]
+    assert checks and plan.max_points >= 7
+    for c in checks:
+        assert c.reads, c.grade_id
+        assert set(c.reads) <= answers, (c.grade_id, set(c.reads) - answers)
 
 
 def test_student_notebooks_are_up_to_date(tmp_path: Path) -> None:
     fresh = release(tmp_path)
-    assert [p.name for p in fresh] == [f"{s}.ipynb" for s in SETS]
-    stale = [p.name for p in fresh if p.read_bytes() != (STUDENT / p.name).read_bytes()]
+    assert [str(p.relative_to(tmp_path)) for p in fresh] == [
+        f for s in SETS for f in (f"{s}.ipynb", f"solutions/{s}.md")]
+    stale = [str(p.relative_to(tmp_path)) for p in fresh
+             if p.read_bytes() != (STUDENT / p.relative_to(tmp_path)).read_bytes()]
     assert not stale, f"run `make student-notebooks`: {stale} differ from exercises/source"
 
 
@@ -256,6 +303,11 @@ def test_student_notebooks_contain_no_solution_or_hidden_test() -> None:
         for s in SETS:
             leaks = find_leaks(published_text(STUDENT / f"{s}.ipynb"), secret)
             assert leaks == [], (s, name, leaks)
+    for name in SETS:  # the worked solutions: solution code, never a hidden test
+        text = (STUDENT / "solutions" / f"{name}.md").read_text()
+        src = nbformat.read(SOURCES / f"{name}.ipynb", as_version=4)
+        assert find_leaks(text, secrets(src, released, hidden_only=True)) == []
+        assert find_leaks(text, secrets(src, released)), name
     for nb in released:
         assert nb.metadata["mystnb"] == {"execution_mode": "off"}
         text = nbformat.writes(nb)
@@ -317,3 +369,18 @@ def test_quiet_silences_warnings_and_stderr(capfd) -> None:
     assert "to stderr" not in capfd.readouterr().err
     with pytest.raises(AssertionError), quiet():
         check("x", 1.0, 2.0)
+
+
+def test_sources_need_a_checkout_or_an_explicit_directory(tmp_path: Path, monkeypatch) -> None:
+    from attnkit.grading import sets
+
+    monkeypatch.delenv("ATTNKIT_EXERCISES", raising=False)
+    monkeypatch.chdir(tmp_path)                              # outside any checkout
+    monkeypatch.setattr(sets, "_editable_project", lambda: None)   # as from a wheel
+    with pytest.raises(ValueError, match="pass --source DIR .* or set ATTNKIT_EXERCISES"):
+        sets.default_source_dir()
+    monkeypatch.setenv("ATTNKIT_EXERCISES", str(SOURCES))
+    assert sets.default_source_dir() == SOURCES
+    monkeypatch.delenv("ATTNKIT_EXERCISES")
+    monkeypatch.chdir(ROOT / "tests")                        # inside the checkout
+    assert sets.default_source_dir() == SOURCES

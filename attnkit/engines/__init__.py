@@ -1,20 +1,24 @@
 """The engine registry: adding an engine is one module and one line here.
 
-Each engine module provides::
+Each engine module provides (see :mod:`attnkit.engines.base`)::
 
-    ARRAY: "numpy" | "torch" | "any"   # the array kind its run() takes
-    RETURNS_WEIGHTS: bool              # whether it can return the weights
+    CAPS: Capabilities                 # what it supports: arrays, dtypes, masks,
+                                       # weights, gradients, devices, variants
     available() -> (bool, str)         # usable here? and why not
     run(q, k, v, mask, spec) -> (out, weights or None)
 
-Modules are imported only when an engine is used, so importing attnkit needs
-neither torch nor Triton.
+A module is imported on the engine's first use, and is itself the lazy boundary:
+a module that needs torch (or Triton) imports it at its top, so importing
+attnkit needs neither.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+from .._validate import choice
+from .base import FEATURES, Capabilities
 
 ENGINES: dict[str, str] = {
     "numpy": "attnkit.engines.numpy_ref",
@@ -24,16 +28,40 @@ ENGINES: dict[str, str] = {
     "triton": "attnkit.engines.triton_flash",
 }
 
+__all__ = ["ENGINES", "FEATURES", "Capabilities", "backends", "capabilities", "load"]
+
 
 def load(name: str) -> ModuleType:
-    """Import the module of engine ``name`` (a key of :data:`ENGINES`)."""
-    if not isinstance(name, str) or name not in ENGINES:
-        raise ValueError(f"backend must be one of {sorted(ENGINES)}; got {name!r}")
+    """Import the module of engine ``name`` (a key of :data:`ENGINES`).
+
+    Raises:
+        ValueError: an unknown name.
+
+    Example:
+        >>> load("numpy").CAPS.weights
+        True
+    """
+    choice("backend", name, sorted(ENGINES))
     return importlib.import_module(ENGINES[name])
 
 
+def capabilities(name: str) -> Capabilities:
+    """The declared :class:`Capabilities` of engine ``name`` (imports its module).
+
+    Example:
+        >>> sorted(capabilities("numpy").features)
+        ['enable_gqa', 'score_mod', 'sinks', 'softcap', 'window']
+    """
+    return load(name).CAPS
+
+
 def backends() -> list[str]:
-    """Names of the engines usable on this machine, in registry order."""
+    """Names of the engines usable on this machine, in registry order.
+
+    Example:
+        >>> backends()[0]
+        'numpy'
+    """
     usable = []
     for name in ENGINES:
         try:

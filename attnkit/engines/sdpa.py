@@ -3,7 +3,9 @@
 What this wrapper adds to the fused kernel:
 
 * bottom-right causal alignment (``is_causal`` is top-left only), built as a mask;
-* a combined mask when both ``mask`` and ``causal`` are given;
+* a combined mask when ``mask``, ``causal`` and ``window``/``sinks`` are given
+  (a window becomes a boolean mask: SDPA has no window argument, so it computes
+  every tile);
 * zero output rows (and finite gradients) for queries whose every key is masked:
   such rows are given one visible key for the kernel and zeroed afterwards, so no
   backend's NaN can leak into the forward or the backward;
@@ -11,26 +13,30 @@ What this wrapper adds to the fused kernel:
   inputs are viewed as 4-D (otherwise PyTorch quietly falls back to its math path).
 
 The fused kernels do not materialise the weights, so ``return_weights=True`` is an
-error here (use ``backend="torch"``).
+error here (use ``backend="torch"``); they have no soft-capping or score modifier
+(use ``backend="torch"`` or ``"flash"``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from .._validate import AttentionSpec
 from ..masks import combined_bool_mask
+from .base import Capabilities
 
-ARRAY = "torch"
-RETURNS_WEIGHTS = False
+CAPS = Capabilities(
+    native="torch", gradients=True, devices=("cpu", "cuda"),
+    features=frozenset({"window", "sinks", "enable_gqa"}),
+    notes="PyTorch's fused kernel; a window is a boolean mask",
+)
 
 
 def available() -> tuple[bool, str]:
     """Available when torch provides ``F.scaled_dot_product_attention``."""
-    try:
-        import torch.nn.functional as F
-    except ImportError as exc:  # pragma: no cover
-        return False, f"torch is not installed ({exc})"
     if not hasattr(F, "scaled_dot_product_attention"):  # pragma: no cover
         return False, "this torch has no scaled_dot_product_attention"
     return True, "PyTorch fused SDPA"
@@ -38,13 +44,10 @@ def available() -> tuple[bool, str]:
 
 def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, None]:
     """Attention through ``F.scaled_dot_product_attention``; returns ``(out, None)``."""
-    import torch
-    import torch.nn.functional as F
-
     q = _as_4d(q.expand(*spec.batch, spec.L, spec.E))
     k = _as_4d(k.expand(*spec.batch, spec.S, spec.E))
     v = _as_4d(v.expand(*spec.batch, spec.S, spec.Ev))
-    if mask is None and spec.causal in (None, "top-left"):
+    if mask is None and spec.causal in (None, "top-left") and spec.window is None:
         # The fast path: no mask to build. Top-left rows always see key 0 when S > 0,
         # so no row is fully masked.
         out = F.scaled_dot_product_attention(
@@ -54,7 +57,8 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, No
     if mask is not None:
         mask = _as_4d(mask.expand(*spec.batch, spec.L, spec.S))
 
-    allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch")
+    allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch",
+                                 window=spec.window, sinks=spec.sinks)
     bias = mask.to(q.dtype) if spec.mask_kind == "float" else None
     visible = allowed
     if bias is not None:

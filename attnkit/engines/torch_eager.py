@@ -1,34 +1,41 @@
 """The PyTorch engine: the reference formula written with torch operations.
 
-Runs on any device (the device of ``q``), supports autograd, and keeps the same
-semantics as the NumPy reference. Half-precision inputs are computed in float32
-and cast back, so float16 scores cannot overflow.
+Runs on any device (the device of ``q``), supports autograd (through every
+variant, ``score_mod`` included), and keeps the same semantics as the NumPy
+reference. Half-precision inputs are computed in float32 and cast back, so
+float16 scores cannot overflow.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .._validate import AttentionSpec
 from ..masks import combined_bool_mask
+from .base import FEATURES, Capabilities
+from .mods import apply_score_mods
 
-ARRAY = "torch"
-RETURNS_WEIGHTS = True
+CAPS = Capabilities(
+    native="torch", weights=True, gradients=True, devices=("cpu", "cuda"),
+    features=frozenset(FEATURES), notes="the formula in torch operations; autograd",
+)
 
 
 def available() -> tuple[bool, str]:
-    """Available when torch imports."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - torch is a book requirement
-        return False, f"torch is not installed ({exc})"
+    """Available whenever this module imports (torch is installed)."""
     return True, "PyTorch eager"
 
 
-def stable_softmax(scores: Any) -> Any:
-    """Softmax over the last dimension; a row of all ``-inf`` gives zeros, not NaN."""
-    import torch
+def stable_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension; a row of all ``-inf`` gives zeros, not NaN.
 
+    Example:
+        >>> stable_softmax(torch.tensor([[0.0, float("-inf")], [float("-inf")] * 2]))
+        tensor([[1., 0.],
+                [0., 0.]])
+    """
     m = scores.detach().amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     e = torch.exp(scores - m)
@@ -38,15 +45,15 @@ def stable_softmax(scores: Any) -> Any:
 
 def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, Any]:
     """Attention on validated tensors; returns ``(out, weights)``."""
-    import torch
-
     out_dtype = q.dtype
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     q, k, v = q.to(work), k.to(work), v.to(work)
     scores = torch.matmul(q, k.transpose(-2, -1)) * spec.scale  # (..., L, E) x (..., E, S)
+    scores = apply_score_mods(scores, spec, 0, spec.L, 0, spec.S)
     if spec.mask_kind == "float":
         scores = scores + mask.to(work)
-    allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch")
+    allowed = combined_bool_mask(mask, spec.causal, spec.L, spec.S, xp="torch",
+                                 window=spec.window, sinks=spec.sinks)
     if allowed is not None:
         scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
     weights = stable_softmax(scores)  # (..., L, S)

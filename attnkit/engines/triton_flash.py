@@ -2,13 +2,15 @@
 
 The kernels live in :mod:`attnkit.kernels.triton_attention`; this module checks
 what they support, lays the tensors out for them, picks block sizes and wraps
-them in a ``torch.autograd.Function``. Triton is imported only inside functions,
-so importing attnkit needs neither Triton nor a GPU.
+them in a ``torch.autograd.Function``. This module imports torch and Triton at
+its top: the registry imports it only when the engine is used, so importing
+attnkit needs neither Triton nor a GPU.
 
 Supported: CUDA tensors of dtype float16, bfloat16 or float32 (float32 uses
 exact IEEE products, not TF32; float64 is a ``TypeError``); any lengths; any widths (padded with zeros
 to a power of two of at least 16 for the kernels); causal masks of both
-alignments; **key masks**, i.e. masks that depend on the key only, of shape
+alignments; sliding windows with sinks and soft-capping (forward and backward; only
+the key blocks a window leaves are visited); **key masks**, i.e. masks that depend on the key only, of shape
 ``(..., 1, S)`` (or ``(S,)``): boolean key-padding masks, or floating per-key
 biases. Masks that differ between queries raise ``ValueError`` (use
 ``backend="flash"`` or ``"sdpa"`` for those, or ``causal=`` for causal masks).
@@ -26,16 +28,24 @@ import math
 import os
 from typing import Any
 
-from .._validate import AttentionSpec, CausalArg, check_attention_args
-from ..masks import causal_offset
+import torch
+import torch.nn.functional as F
+import triton
 
-ARRAY = "torch"
-RETURNS_WEIGHTS = False
-#: The masks these kernels take: key masks of shape (..., 1, S) (plus ``causal``).
-MASKS = "key"
+from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
+from ..kernels import triton_attention as ka
+from ..masks import Band
+from ._online import LN2, LOG2E
+from .base import Capabilities
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+#: Key masks only (shape (..., 1, S)), no float64, no score_mod (a Python function cannot
+#: run inside a kernel); enable_gqa through broadcast heads.
+CAPS = Capabilities(
+    native="torch", dtypes=("float16", "bfloat16", "float32"), mask_rows="key",
+    gradients=True, devices=("cuda",),
+    features=frozenset({"window", "sinks", "softcap", "enable_gqa"}), tiled=True,
+    test_examples=8, notes="Triton kernels (CUDA; CPU interpreter for tests)",
+)
 
 
 def interpreting() -> bool:
@@ -45,11 +55,6 @@ def interpreting() -> bool:
 
 def available() -> tuple[bool, str]:
     """Available when Triton imports and CUDA is present, or the interpreter is on."""
-    try:
-        import torch
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return False, f"triton or torch is not installed ({exc})"
     if torch.cuda.is_available():
         return True, "Triton kernels on CUDA"
     if interpreting():
@@ -80,18 +85,11 @@ def key_bias(mask: Any, spec: AttentionSpec) -> Any:
 
     Raises:
         ValueError: a mask that is not the same for every query (its query axis,
-            the second-to-last, is longer than 1).
+            the second-to-last, is longer than 1), from :meth:`Capabilities.refuse`.
     """
-    import torch
-
     if mask is None:
         return None
-    if mask.dim() >= 2 and mask.shape[-2] != 1 and spec.L != 1:
-        raise ValueError(
-            "backend 'triton' takes key masks only, of shape (..., 1, S): the same keys "
-            f"hidden (or biased) for every query; got mask shape {tuple(mask.shape)} for "
-            f"L={spec.L}, S={spec.S} (use backend='flash' or 'sdpa', or causal=)"
-        )
+    CAPS.refuse("triton", spec, mask)
     mask = mask.expand(*spec.batch, 1, spec.S).reshape(-1, spec.S)  # (B, S)
     if spec.mask_kind == "bool":
         zero = torch.zeros((), dtype=torch.float32, device=mask.device)
@@ -107,6 +105,9 @@ def flash_attention_triton(
     mask: Any = None,
     causal: CausalArg = False,
     scale: float | None = None,
+    window: Window | None = None,
+    sinks: int = 0,
+    softcap: float | None = None,
     return_lse: bool = False,
     spec: AttentionSpec | None = None,
 ) -> Any:
@@ -124,6 +125,8 @@ def flash_attention_triton(
         mask: a key mask (boolean key padding, or a floating per-key bias), or ``None``.
         causal: ``False``, ``True``/``"top-left"`` or ``"bottom-right"``.
         scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
+        window, sinks, softcap: as :func:`attnkit.attention`; the kernels visit only the
+            key blocks that the window and the causal mask leave.
         return_lse: also return the natural log-sum-exp of each row of scores
             (``-inf`` where every key is masked).
         spec: an already validated description of the call (skips validation).
@@ -143,7 +146,8 @@ def flash_attention_triton(
         torch.Size([2, 4, 1024, 64])
     """
     if spec is None:
-        spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale)
+        spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale,
+                                    window=window, sinks=sinks, softcap=softcap)
         if spec.kind != "torch":
             raise TypeError(f"flash_attention_triton takes torch tensors; got q of kind {spec.kind}")
     if q.device.type != "cuda" and not interpreting():
@@ -154,11 +158,7 @@ def flash_attention_triton(
     if spec.L == 0 or spec.S == 0:
         raise ValueError(f"the Triton kernels need L > 0 and S > 0; got L={spec.L}, "
                          f"S={spec.S} (attnkit.attention handles empty inputs)")
-    if spec.dtype not in ("float16", "bfloat16", "float32"):
-        raise TypeError(
-            f"backend 'triton' takes float16, bfloat16 or float32 tensors; got {spec.dtype} "
-            "(use backend='flash' for float64)"
-        )
+    CAPS.refuse("triton", spec)  # dtypes and variants: the one place that says no
     if math.prod(spec.batch) > 65535:
         raise ValueError(
             f"the Triton kernels launch one program row per batch entry, at most 65535; got "
@@ -172,7 +172,7 @@ def flash_attention_triton(
     bias = key_bias(mask, spec)
     if bias is not None:
         bias = bias.to(q.device)
-    out, lse = _function().apply(q, k, v, bias, spec)
+    out, lse = TritonFlashFunction.apply(q, k, v, bias, spec)
     if return_lse:
         return out, (lse * LN2).masked_fill(lse == float("inf"), float("-inf"))
     return out
@@ -188,8 +188,6 @@ def _width(n: int) -> int:
 
 def _flat(x: Any, batch: tuple[int, ...], length: int, width: int) -> Any:
     """``x (..., length, w)`` -> ``(B, length, width)``: batch expanded, zero-padded, contiguous."""
-    import torch.nn.functional as F
-
     x = x.expand(*batch, length, x.shape[-1]).reshape(-1, length, x.shape[-1])
     if x.shape[-1] != width:
         x = F.pad(x, (0, width - x.shape[-1]))
@@ -235,17 +233,13 @@ _TUNED: dict[str, Any] = {}
 
 def _kernel(name: str) -> Any:
     """Kernel ``name``: plain, or wrapped in ``triton.autotune`` when autotuning."""
-    import triton
-
-    from ..kernels import triton_attention as ka
-
     raw = getattr(ka, name)
     if not autotuning():
         return raw
     if name not in _TUNED:
         configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
                    for m, n, w, s in AUTOTUNE_CONFIGS[name]]
-        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE"]
+        key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE", "WINDOW", "SOFTCAP"]
         _TUNED[name] = triton.autotune(configs=configs, key=key)(raw)
     return _TUNED[name]
 
@@ -256,8 +250,6 @@ def tuned_configs() -> dict[str, str]:
 
 
 def _launch(name: str, grid_rows: int, B: int, *args: Any, **meta: Any) -> None:
-    import triton
-
     kernel = _kernel(name)
     along = "BLOCK_N" if name == "attn_bwd_dkdv" else "BLOCK_M"
     if autotuning():
@@ -269,90 +261,86 @@ def _launch(name: str, grid_rows: int, B: int, *args: Any, **meta: Any) -> None:
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> tuple[Any, Any]:
     """Run ``attn_fwd`` on ``(B, L, E)`` tensors; returns ``out (B, L, EV)``, ``lse (B, L)`` base 2."""
-    import torch
-
     B, L, E = q.shape
     S, EV = k.shape[1], v.shape[2]
     out = torch.empty((B, L, EV), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, L), device=q.device, dtype=torch.float32)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
-    offset = 0 if spec.causal is None else causal_offset(L, S, spec.causal)
+    band, meta = _band(spec, L, S)
     _launch(
         "attn_fwd", L, B, q, k, v, dummy, out, lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), 0 if bias is None else bias.stride(0),
-        L, S, spec.scale * LOG2E, offset,
-        E=E, EV=EV, CAUSAL=spec.causal is not None, HAS_BIAS=bias is not None,
-        IEEE=q.dtype == torch.float32,
+        L, S, spec.scale * LOG2E, *band,
+        E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, **meta,
     )
     return out, lse
+
+
+def _band(spec: AttentionSpec, L: int, S: int) -> tuple[tuple[int, int, int, float, float], dict]:
+    """The kernels' ``(offset, lo_off, sinks, cap_in, cap_out)`` and the causal/window/softcap flags.
+
+    Soft-capping on base-2 scores ``s``: ``cap_out * tanh(s * cap_in)`` with
+    ``cap_in = ln 2 / c`` and ``cap_out = c * log2(e)``.
+    """
+    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    c = spec.softcap
+    values = (0 if band.hi is None else band.hi, 0 if band.lo is None else band.lo, band.sinks,
+              1.0 if c is None else LN2 / c, 1.0 if c is None else c * LOG2E)
+    flags = dict(CAUSAL=band.hi is not None, WINDOW=band.lo is not None,
+                 SOFTCAP=spec.softcap is not None)
+    return values, flags
 
 
 def _backward(q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, d_out: Any,
               spec: AttentionSpec) -> tuple[Any, Any, Any]:
     """Run the two backward kernels; returns ``dq, dk, dv`` in the layout of the inputs."""
-    import torch
-
     B, L, E = q.shape
     S, EV = k.shape[1], v.shape[2]
     d_out = d_out.contiguous()
     delta = (d_out.float() * out.float()).sum(-1).contiguous()  # D = rowsum(dO * O), (B, L)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
-    offset = 0 if spec.causal is None else causal_offset(L, S, spec.causal)
+    band, flags = _band(spec, L, S)
     common = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
               d_out.stride(0), d_out.stride(1), 0 if bias is None else bias.stride(0),
-              L, S, spec.scale * LOG2E, spec.scale, offset)
-    meta = dict(E=E, EV=EV, CAUSAL=spec.causal is not None, HAS_BIAS=bias is not None,
-                IEEE=q.dtype == torch.float32)
+              L, S, spec.scale * LOG2E, spec.scale, *band)
+    meta = dict(E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, **flags)
     _launch("attn_bwd_dkdv", S, B, q, k, v, dummy, d_out, lse, delta, dk, dv, *common, **meta)
     _launch("attn_bwd_dq", L, B, q, k, v, dummy, d_out, lse, delta, dq, *common, **meta)
     return dq, dk, dv
 
 
-def _autograd_function() -> Any:
-    import torch
+class TritonFlashFunction(torch.autograd.Function):
+    """Forward and backward through the Triton kernels; saves ``out`` and ``lse``."""
 
-    class TritonFlashFunction(torch.autograd.Function):
-        """Forward and backward through the Triton kernels; saves ``out`` and ``lse``."""
+    @staticmethod
+    def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> Any:
+        """Lay the inputs out for the kernels, run the forward kernel, save for backward."""
+        we, wev = _width(spec.E), _width(spec.Ev)
+        qf = _flat(q, spec.batch, spec.L, we)
+        kf = _flat(k, spec.batch, spec.S, we)
+        vf = _flat(v, spec.batch, spec.S, wev)
+        out, lse = _forward(qf, kf, vf, bias, spec)
+        ctx.save_for_backward(qf, kf, vf, out, lse)
+        ctx.bias, ctx.spec = bias, spec
+        ctx.shapes = (q.shape, k.shape, v.shape)
+        ctx.mark_non_differentiable(lse)
+        result = out[..., : spec.Ev].reshape(spec.out_shape)
+        return result, lse.reshape(*spec.batch, spec.L)
 
-        @staticmethod
-        def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> Any:
-            we, wev = _width(spec.E), _width(spec.Ev)
-            qf = _flat(q, spec.batch, spec.L, we)
-            kf = _flat(k, spec.batch, spec.S, we)
-            vf = _flat(v, spec.batch, spec.S, wev)
-            out, lse = _forward(qf, kf, vf, bias, spec)
-            ctx.save_for_backward(qf, kf, vf, out, lse)
-            ctx.bias, ctx.spec = bias, spec
-            ctx.shapes = (q.shape, k.shape, v.shape)
-            ctx.mark_non_differentiable(lse)
-            result = out[..., : spec.Ev].reshape(spec.out_shape)
-            return result, lse.reshape(*spec.batch, spec.L)
-
-        @staticmethod
-        def backward(ctx: Any, d_out: Any, _d_lse: Any) -> tuple[Any, ...]:
-            qf, kf, vf, out, lse = ctx.saved_tensors
-            spec = ctx.spec
-            do = _flat(d_out, spec.batch, spec.L, vf.shape[-1])
-            dq, dk, dv = _backward(qf, kf, vf, ctx.bias, out, lse, do, spec)
-            grads = []
-            for g, shape, length, width in zip(
-                (dq, dk, dv), ctx.shapes, (spec.L, spec.S, spec.S), (spec.E, spec.E, spec.Ev),
-                strict=True,
-            ):
-                g = g[..., :width].reshape(*spec.batch, length, width)
-                grads.append(g.sum_to_size(shape))  # broadcast batch: sum over the copies
-            return (*grads, None, None)
-
-    return TritonFlashFunction
-
-
-_FUNCTION: Any = None
-
-
-def _function() -> Any:
-    global _FUNCTION
-    if _FUNCTION is None:
-        _FUNCTION = _autograd_function()
-    return _FUNCTION
+    @staticmethod
+    def backward(ctx: Any, d_out: Any, _d_lse: Any) -> tuple[Any, ...]:
+        """Run the two backward kernels; sum gradients over broadcast batch copies."""
+        qf, kf, vf, out, lse = ctx.saved_tensors
+        spec = ctx.spec
+        do = _flat(d_out, spec.batch, spec.L, vf.shape[-1])
+        dq, dk, dv = _backward(qf, kf, vf, ctx.bias, out, lse, do, spec)
+        grads = []
+        for g, shape, length, width in zip(
+            (dq, dk, dv), ctx.shapes, (spec.L, spec.S, spec.S), (spec.E, spec.E, spec.Ev),
+            strict=True,
+        ):
+            g = g[..., :width].reshape(*spec.batch, length, width)
+            grads.append(g.sum_to_size(shape))  # broadcast batch: sum over the copies
+        return (*grads, None, None)

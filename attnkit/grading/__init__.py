@@ -8,14 +8,14 @@ nbgrader source notebooks with solutions and hidden tests):
   says what was expected and what was got. Importing this package needs only NumPy.
 * **Release**: ``python -m attnkit.grading release --out DIR`` (``make
   student-notebooks``) writes the student notebooks with nbgrader.
-* **Instructors**: ``attnkit grade ch05 submissions/*.ipynb --out graded/`` runs
-  nbgrader's autograder on copies of the submissions and writes a CSV gradebook
-  and per-student feedback (:mod:`attnkit.grading.cli`).
+* **Instructors**: ``attnkit grade ch05 submissions/*.ipynb --out graded/`` runs each
+  submission in a sandboxed kernel, decides every check in the grader's own process
+  and writes a CSV gradebook and per-student feedback (:mod:`attnkit.grading.cli`).
 
 >>> from attnkit.grading import check
 >>> check("weight_pos1", 0.24473, 0.2447)
 """
 
-from .checks import ATOL, check, check_choice, check_shape, quiet
+from .checks import ATOL, check, check_choice, check_expr, check_shape, quiet
 
-__all__ = ["ATOL", "check", "check_choice", "check_shape", "quiet"]
+__all__ = ["ATOL", "check", "check_choice", "check_expr", "check_shape", "quiet"]

@@ -5,6 +5,8 @@
   differ from a fresh release (used by the tests and CI).
 * ``grade ...``: the same as ``attnkit grade`` (see :mod:`attnkit.grading.cli`).
 * ``list``: the exercise sets found in the source directory.
+* ``plan SET [--source DIR]``: each grader and check cell of a set, its points and the
+  student names it reads (what the grader copies out of the student's kernel).
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ def _release(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m attnkit.grading release",
                                 description="Write the student notebooks (nbgrader release).")
     p.add_argument("sets", nargs="*", metavar="SET", help="exercise sets (default: all)")
-    p.add_argument("--out", default=str(default_source_dir().parents[1] / "book" / "exercises"),
-                   help="output directory (default: book/exercises)")
+    p.add_argument("--out", help="output directory (default: book/exercises of the checkout)")
     p.add_argument("--source", help="directory of the source notebooks")
     p.add_argument("--check", action="store_true",
                    help="compare DIR with a fresh release instead of writing it")
@@ -33,6 +34,9 @@ def _release(argv: Sequence[str]) -> int:
     from .release import release
 
     try:
+        if args.out is None:
+            src = Path(args.source) if args.source else default_source_dir()
+            args.out = str(src.resolve().parents[1] / "book" / "exercises")
         if not args.check:
             for path in release(args.out, args.sets, args.source):
                 print(f"wrote {path}")
@@ -40,7 +44,7 @@ def _release(argv: Sequence[str]) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             stale = []
             for fresh in release(tmp, args.sets, args.source):
-                old = Path(args.out) / fresh.name
+                old = Path(args.out) / fresh.relative_to(tmp)
                 if not old.exists() or old.read_bytes() != fresh.read_bytes():
                     stale.append(str(old))
     except (TypeError, ValueError) as exc:
@@ -66,6 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli import main as grade_main
 
         return grade_main(rest)
+    if command == "plan":
+        p = argparse.ArgumentParser(prog="python -m attnkit.grading plan")
+        p.add_argument("exercise_set", metavar="SET")
+        p.add_argument("--source", help="directory of the source notebooks")
+        a = p.parse_args(rest)
+        import nbformat
+
+        from ._plan import build_plan, plan_text
+        from .sets import source_notebook
+
+        try:
+            nb = nbformat.read(source_notebook(a.exercise_set, a.source), as_version=4)
+            print(plan_text(build_plan(a.exercise_set, nb)))
+        except (TypeError, ValueError) as exc:
+            print(f"plan: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if command == "list":
         print("\n".join(exercise_sets()))
         return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check", "check_choice", "check_shape", "quiet"]
+__all__ = ["check", "check_choice", "check_expr", "check_shape", "quiet"]
 
 #: Absolute tolerance of numeric checks: answers are compared to 4 decimal places.
 ATOL = 1e-4
@@ -204,6 +204,51 @@ def check_choice(name: str, got: Any, choices: Iterable[str]) -> None:
         raise AssertionError(
             f"{name}: expected one of {', '.join(repr(c) for c in options)}, got {_fmt(got)}"
         )
+
+
+def check_expr(name: str, got: Any, expected: Any, *, subs: dict | None = None) -> None:
+    """Check a derived expression (SymPy) against the right one, symbolically.
+
+    Symbols are matched by name (their assumptions, such as ``positive=True``, are
+    ignored), ``subs`` (e.g. ``{p0: exp(z0) / (exp(z0) + exp(z1))}``) is applied to both
+    sides, and the difference must simplify to zero. Needs SymPy.
+
+    Args:
+        name: the answer's name, as the student wrote it.
+        got: the student's expression (a SymPy expression or a number).
+        expected: the right expression.
+        subs: substitutions applied to both sides before comparing.
+
+    Raises:
+        AssertionError: no answer, not an expression, or not equal to ``expected``
+            (the message shows both).
+
+    Example:
+        >>> import sympy
+        >>> d_k, sigma = sympy.symbols("d_k sigma", positive=True)
+        >>> check_expr("var_qk", d_k * sigma**2 * sigma**2, d_k * sigma**4)
+    """
+    import sympy
+
+    _unanswered(name, got)
+    if not isinstance(got, (sympy.Basic, int, float)) or isinstance(got, bool):
+        raise AssertionError(
+            f"{name}: expected a SymPy expression like {expected}, got {type(got).__name__} "
+            f"{_fmt(got)}"
+        )
+
+    def plain(e: Any) -> Any:
+        e = sympy.sympify(e)
+        e = e.xreplace({s: sympy.Symbol(s.name) for s in e.free_symbols})
+        if subs:
+            e = e.xreplace({sympy.Symbol(str(k)): sympy.sympify(v).xreplace(
+                {s: sympy.Symbol(s.name) for s in sympy.sympify(v).free_symbols})
+                for k, v in subs.items()})
+        return e
+
+    g, e = plain(got), plain(expected)
+    if sympy.simplify(g - e) != 0:
+        raise AssertionError(f"{name}: expected an expression equal to {expected}, got {got}")
 
 
 @contextlib.contextmanager

@@ -6,12 +6,21 @@ NotImplementedError()``, hidden tests and outputs removed, the grader's cells lo
 The book publishes exactly these files (``book/exercises``), so what the website
 shows and offers for download is what a student gets. The notebooks carry
 ``"mystnb": {"execution_mode": "off"}``: the book shows them unexecuted.
+
+The same command writes the worked solutions, one page per set
+(``book/exercises/solutions/chNN.md``): each exercise's question as an ``{exercise}``
+and the code of its solution cells as a ``{solution}`` (sphinx-exercise). The book's
+one switch, ``hide_solutions`` in ``_config.yml``, decides whether the website shows
+them (``false``, for readers who learn alone) or drops every solution from the pages
+(``true``, for an instructor's copy). Hidden tests are never on these pages.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +29,7 @@ import nbformat
 from ._course import Course
 from .sets import MARKERS, default_source_dir, exercise_sets, source_notebook
 
-__all__ = ["release", "student_notebook"]
+__all__ = ["release", "solutions_page", "student_notebook"]
 
 
 def student_notebook(
@@ -59,6 +68,62 @@ def student_notebook(
     return nb
 
 
+def _solution_code(source: str) -> str:
+    out, inside = [], False
+    for line in source.splitlines():
+        if "BEGIN SOLUTION" in line:
+            inside = True
+        elif "END SOLUTION" in line:
+            inside = False
+        elif inside:
+            out.append(line)
+    return textwrap.dedent("\n".join(out)).strip("\n")
+
+
+def solutions_page(exercise_set: str, source_dir: str | os.PathLike[str] | None = None) -> str:
+    """The worked-solutions page of ``exercise_set`` (MyST markdown).
+
+    Each section of the source (a markdown cell starting with ``## ``) becomes an
+    ``{exercise}`` with that text; the solution regions of the code cells that follow
+    it become its ``{solution}``. Check cells (and their hidden tests) are left out.
+
+    Raises:
+        ValueError: unknown exercise set.
+
+    Example:
+        >>> text = solutions_page("ch05")   # doctest: +SKIP
+    """
+    source = source_notebook(exercise_set, source_dir)
+    nb = nbformat.read(source, as_version=4)
+    title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells
+                  if c.cell_type == "markdown" and c.source.startswith("# ")), exercise_set)
+    title = title.replace("Exercises for", "Worked solutions:")
+    parts = [f"# {title}", "",
+             f"The worked solutions of [exercise set {exercise_set}](../{exercise_set}.ipynb). "
+             "Try each exercise first and run its check cell; then compare.", ""]
+    sections: list[tuple[str, list[str]]] = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {}) or {}
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            sections.append((cell.source, []))
+        elif cell.cell_type == "code" and meta.get("solution") and sections:
+            code = _solution_code(cell.source)
+            if code:
+                sections[-1][1].append(code)
+    for i, (question, codes) in enumerate(sections, start=1):
+        if not codes:
+            continue
+        label = f"{exercise_set}-solution-{i}"
+        heading, _, body = question.partition("\n")
+        name = re.sub(r"^\d+\.\s*", "", heading.lstrip("# ").strip())
+        parts += [f"::::{{exercise}} {name}", f":label: {label}", "",
+                  body.strip(), "::::", "", f"::::{{solution}} {label}", ":class: dropdown", ""]
+        for code in codes:
+            parts += ["```python", code, "```", ""]
+        parts += ["::::", ""]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
 def release(
     out: str | os.PathLike[str],
     sets: Sequence[str] | None = None,
@@ -72,7 +137,7 @@ def release(
         source_dir: the source notebooks (default :func:`default_source_dir`).
 
     Returns:
-        The paths written.
+        The paths written: ``out/chNN.ipynb`` and ``out/solutions/chNN.md`` per set.
 
     Example:
         >>> paths = release("/tmp/student", ["ch05"])   # doctest: +SKIP
@@ -88,4 +153,8 @@ def release(
             path = out_dir / f"{name}.ipynb"
             nbformat.write(nb, path)
             written.append(path)
+            sol = out_dir / "solutions" / f"{name}.md"
+            sol.parent.mkdir(exist_ok=True)
+            sol.write_text(solutions_page(name, src), encoding="utf-8")
+            written.append(sol)
     return written

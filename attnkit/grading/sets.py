@@ -1,10 +1,11 @@
 """Exercise sets on disk: where the sources live, their names, their nbgrader cells.
 
 An exercise set ``chNN`` is one nbgrader *source* notebook ``chNN.ipynb`` (solutions
-and hidden tests included) in the source directory, by default ``exercises/source``
-of the repository that attnkit is installed from (``pip install -e .``); an
-instructor with private sources passes their own directory (``--source DIR``) or sets
-``ATTNKIT_EXERCISES``.
+and hidden tests included) in the source directory. The sources are not part of the
+installed package (a wheel carries no hidden tests, and the grader's sandbox shows the
+package to student code): the directory is ``--source DIR``, or ``$ATTNKIT_EXERCISES``,
+or ``exercises/source`` of the repository checkout that the current directory is in
+(or that attnkit was installed from with ``pip install -e``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,52 @@ MARKERS = (
 )
 
 
+def _is_checkout(d: Path) -> bool:
+    return (d / "exercises" / "source").is_dir() and (d / "attnkit" / "__init__.py").is_file()
+
+
+def _editable_project() -> Path | None:
+    """The project directory of an editable install of attnkit (pip's ``direct_url.json``)."""
+    import json
+    from importlib import metadata
+
+    try:
+        text = metadata.distribution("attnkit").read_text("direct_url.json")
+        info = json.loads(text or "{}")
+    except (metadata.PackageNotFoundError, ValueError, OSError):
+        return None
+    url = str(info.get("url", ""))
+    if info.get("dir_info", {}).get("editable") and url.startswith("file://"):
+        return Path(url[len("file://"):])
+    return None
+
+
 def default_source_dir() -> Path:
-    """The directory of the source notebooks: ``$ATTNKIT_EXERCISES`` or ``exercises/source``."""
+    """The directory of the source notebooks.
+
+    In order: ``$ATTNKIT_EXERCISES``; ``exercises/source`` of the repository checkout
+    that contains the current directory; that of the checkout attnkit was installed
+    from in editable mode.
+
+    Raises:
+        ValueError: none of these exists (attnkit installed from a wheel, outside a
+            checkout); the message says to pass ``--source`` or set the variable.
+    """
     env = os.environ.get("ATTNKIT_EXERCISES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "exercises" / "source"
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if _is_checkout(d):
+            return d / "exercises" / "source"
+    project = _editable_project()
+    if project is not None and _is_checkout(project):
+        return project / "exercises" / "source"
+    raise ValueError(
+        "source_dir: no exercise sources found: pass --source DIR (a directory of chNN.ipynb "
+        "source notebooks) or set ATTNKIT_EXERCISES, or run from a checkout of the book's "
+        "repository (its exercises/source)"
+    )
 
 
 def exercise_sets(source_dir: str | os.PathLike[str] | None = None) -> list[str]:

@@ -1,2 +1,4 @@
-"""GPU kernels (Triton). Imported only by the engines that run them: importing
-attnkit never imports Triton."""
+"""GPU kernels (Triton).
+
+Imported only by the engines that run them: importing attnkit never imports Triton.
+"""

@@ -1,7 +1,7 @@
 """Triton kernels for FlashAttention: a forward pass and a recomputing backward pass.
 
 This module imports Triton at the top, so it is imported only when the Triton
-engine runs (``attnkit.engines.triton_flash`` imports it lazily).
+engine runs (``attnkit.engines.triton_flash`` imports it, and the registry imports that module on first use).
 
 Layout: every tensor is flattened to ``(B, length, width)`` with a contiguous last
 dimension; ``B`` is all batch and head dimensions together. One program handles
@@ -21,6 +21,13 @@ mask ``BIAS`` (one float32 per key and batch entry, already in base-2 units:
 what a key-padding mask becomes. A row whose every key is masked gets ``l_i = 0``: its output is 0 and its
 stored ``lse`` is ``+inf``, so that the backward's ``exp2(s - lse)`` is 0 there.
 
+Sliding windows (``WINDOW``): query ``i`` also needs ``j >= i + lo_off`` unless
+``j < sinks`` (the causal offset ``o`` then carries the window's right bound as well,
+see :class:`attnkit.masks.Band`). Only the key blocks a query block can see are
+visited: the sink blocks, then the band; every visited block is masked. Soft-capping
+(``SOFTCAP``): scores become ``c * tanh(s / c)`` before masking, and the backward
+multiplies ``dS`` by ``1 - tanh^2``.
+
 FLOP count (for the TFLOP/s figures of the benchmark): the forward does two
 matrix products of ``2 * L * S * E`` flops each, ``4 * B * L * S * E`` in all
 (about half of that with a causal mask when ``L == S``); the backward does five
@@ -34,10 +41,17 @@ import triton.language as tl
 
 
 @triton.jit
+def _tanh(x):
+    """``tanh(x)`` as ``2 * sigmoid(2x) - 1`` (the interpreter and every GPU have sigmoid)."""
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n, offs_e,
-               offs_ev, lo, hi, S, qk_scale, offset,
+               offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-               HAS_BIAS: tl.constexpr, IEEE: tl.constexpr):
+               HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, WINDOW: tl.constexpr,
+               SOFTCAP: tl.constexpr):
     """Fold the key blocks ``[lo, hi)`` into the running state ``(acc, l_i, m_i)``.
 
     ``MASKED`` blocks may cross the causal diagonal or the end of the keys;
@@ -56,10 +70,15 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
         else:
             s = tl.dot(q, tl.trans(k)) * qk_scale
+        if SOFTCAP:  # c * tanh(s / c) in natural units: cap_in = ln 2 / c, cap_out = c log2 e
+            s = cap_out * _tanh(s * cap_in)
         if MASKED:
             visible = cols[None, :] < S
             if CAUSAL:
                 visible = visible & (cols[None, :] <= offs_m[:, None] + offset)
+            if WINDOW:
+                visible = visible & ((cols[None, :] >= offs_m[:, None] + lo_off)
+                                     | (cols[None, :] < sinks))
             s = tl.where(visible, s, float("-inf"))
         if HAS_BIAS:
             s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
@@ -87,9 +106,10 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
 def attn_fwd(Q, K, V, BIAS, Out, LSE,
              stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
              stride_ob, stride_om, stride_bias,
-             L, S, qk_scale, offset,
+             L, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
              E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-             CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr):
+             CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2)."""
     start_m = tl.program_id(0) * BLOCK_M
     b = tl.program_id(1).to(tl.int64)
@@ -116,12 +136,21 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
         hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
         # the first row sees keys j <= start_m + offset: whole blocks below that are full
         full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
+    first_stop = full
+    second_start = full
+    if WINDOW:
+        # the first row sees keys j >= start_m + lo_off (and the sinks): skip the blocks
+        # before that, visit the sink blocks, then the band, all masked
+        second_start = (tl.maximum(start_m + lo_off, 0) // BLOCK_N) * BLOCK_N
+        first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
-                               offs_m, offs_n, offs_e, offs_ev, 0, full, S, qk_scale, offset,
-                               BLOCK_N, False, CAUSAL, HAS_BIAS, IEEE)
+                               offs_m, offs_n, offs_e, offs_ev, 0, first_stop, S, qk_scale,
+                               offset, lo_off, sinks, cap_in, cap_out,
+                               BLOCK_N, WINDOW, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
-                               offs_m, offs_n, offs_e, offs_ev, full, hi, S, qk_scale, offset,
-                               BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE)
+                               offs_m, offs_n, offs_e, offs_ev, second_start, hi, S, qk_scale,
+                               offset, lo_off, sinks, cap_in, cap_out,
+                               BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
 
     alive = l_i > 0.0  # False where every key of the row is masked
     l_safe = tl.where(alive, l_i, 1.0)
@@ -136,10 +165,10 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
 def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
                   stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
                   stride_ob, stride_om, stride_bias,
-                  L, S, qk_scale, scale, offset,
+                  L, S, qk_scale, scale, offset, lo_off, sinks, cap_in, cap_out,
                   E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  IEEE: tl.constexpr):
+                  IEEE: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     """``dK`` and ``dV`` for one block of ``BLOCK_N`` keys, looping over the query blocks.
 
     Works on transposed tiles (keys as rows): ``pT = exp2(k q^T * qk_scale - lse)``,
@@ -175,11 +204,18 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
         lo = (tl.maximum(start_n - offset, 0) // BLOCK_M) * BLOCK_M
         mid = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - offset, 0), BLOCK_M) * BLOCK_M
         mid = tl.maximum(mid, lo)
+    last = L
+    if WINDOW:
+        # rows i with j >= i + lo_off for a key j of this block: i < start_n + BLOCK_N - lo_off,
+        # unless the block holds a sink (seen by every later row); every block is masked
+        if start_n >= sinks:
+            last = tl.minimum(L, tl.maximum(start_n + BLOCK_N - lo_off, 0))
+        mid = tl.maximum(last, lo)
     for stage in tl.static_range(2):
         if stage == 0:
-            start, stop = lo, tl.minimum(mid, L)  # blocks crossing the diagonal
+            start, stop = lo, tl.minimum(mid, L)  # blocks crossing the diagonal (or band)
         else:
-            start, stop = tl.maximum(mid, lo), L  # blocks that see the whole key block
+            start, stop = tl.maximum(mid, lo), last  # blocks that see the whole key block
         for start_m in range(start, stop, BLOCK_M):
             rows = start_m + offs_m  # query indices
             q = tl.load(Q + rows[:, None] * stride_qm + offs_e[None, :],
@@ -193,11 +229,17 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
                 sT = tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale
             else:
                 sT = tl.dot(k, tl.trans(q)) * qk_scale
+            if SOFTCAP:
+                tT = _tanh(sT * cap_in)
+                sT = cap_out * tT
             if HAS_BIAS:
                 sT += bias[:, None]
             pT = tl.exp2(sT - lse[None, :])  # the weights of this tile, transposed
             if CAUSAL and stage == 0:
                 pT = tl.where(cols[:, None] <= rows[None, :] + offset, pT, 0.0)
+            if WINDOW:
+                pT = tl.where((cols[:, None] >= rows[None, :] + lo_off) | (cols[:, None] < sinks),
+                              pT, 0.0)
             if IEEE:
                 dv = tl.dot(pT.to(do.dtype), do, dv, input_precision="ieee")
                 dpT = tl.dot(v, tl.trans(do), input_precision="ieee")  # (BLOCK_N, BLOCK_M)
@@ -205,6 +247,8 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
                 dv = tl.dot(pT.to(do.dtype), do, dv)
                 dpT = tl.dot(v, tl.trans(do))
             dsT = pT * (dpT - delta[None, :])  # softmax backward, transposed
+            if SOFTCAP:
+                dsT = dsT * (1.0 - tT * tT)  # back through c * tanh(s / c)
             if IEEE:
                 dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision="ieee")
             else:
@@ -220,10 +264,10 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
 def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
                 stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
                 stride_ob, stride_om, stride_bias,
-                L, S, qk_scale, scale, offset,
+                L, S, qk_scale, scale, offset, lo_off, sinks, cap_in, cap_out,
                 E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                IEEE: tl.constexpr):
+                IEEE: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     """``dQ`` for one block of ``BLOCK_M`` queries, looping over the key blocks.
 
     ``p = exp2(q k^T * qk_scale - lse)``, ``dp = dO v^T``, ``ds = p * (dp - Delta)``,
@@ -251,11 +295,16 @@ def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
     if CAUSAL:
         hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
         full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
+    first_stop = full
+    second_start = full
+    if WINDOW:  # the sink blocks, then the band (as the forward)
+        second_start = (tl.maximum(start_m + lo_off, 0) // BLOCK_N) * BLOCK_N
+        first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
     for stage in tl.static_range(2):
         if stage == 0:
-            start, stop = 0, full  # fully visible key blocks
+            start, stop = 0, first_stop  # fully visible key blocks (sink blocks: masked)
         else:
-            start, stop = full, hi  # blocks that cross the diagonal or the end
+            start, stop = second_start, hi  # blocks that cross the diagonal or the end
         for start_n in range(start, stop, BLOCK_N):
             cols = start_n + offs_n
             k = tl.load(K + cols[:, None] * stride_kn + offs_e[None, :],
@@ -268,15 +317,23 @@ def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
             else:
                 s = tl.dot(q, tl.trans(k)) * qk_scale
                 dp = tl.dot(do, tl.trans(v))
+            if SOFTCAP:
+                t = _tanh(s * cap_in)
+                s = cap_out * t
             if HAS_BIAS:
                 s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
             p = tl.exp2(s - lse[:, None])  # (BLOCK_M, BLOCK_N)
-            if stage == 1:
+            if stage == 1 or WINDOW:
                 visible = cols[None, :] < S
                 if CAUSAL:
                     visible = visible & (cols[None, :] <= rows[:, None] + offset)
+                if WINDOW:
+                    visible = visible & ((cols[None, :] >= rows[:, None] + lo_off)
+                                         | (cols[None, :] < sinks))
                 p = tl.where(visible, p, 0.0)
             ds = p * (dp - delta[:, None])
+            if SOFTCAP:
+                ds = ds * (1.0 - t * t)  # back through c * tanh(s / c)
             if IEEE:
                 dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
             else:

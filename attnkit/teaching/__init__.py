@@ -10,9 +10,14 @@ from .glued import glue, portable
 from .html import heatmap_html, html_table
 from .numbers import sci
 from .plotting import figure, style
+from .primitives import agree, draw_weights, fmt_num, fmt_vec, superscript_power
 
 __all__ = [
+    "agree",
+    "draw_weights",
     "figure",
+    "fmt_num",
+    "fmt_vec",
     "glue",
     "heatmap_html",
     "html_table",
@@ -21,4 +26,5 @@ __all__ = [
     "stepper",
     "stepper2d",
     "style",
+    "superscript_power",
 ]

@@ -25,14 +25,18 @@ from __future__ import annotations
 import html as _html
 import math
 import time
-import tracemalloc
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
+from .._validate import choice, positive_int
+from ..bench.measure import peak_memory
+from ..bench.results import fitted_slope as loglog_slope
 from .html import html_table
+from .primitives import fmt_num
 
 __all__ = [
     "MODELS",
@@ -84,12 +88,6 @@ class StepCost:
     memory: int
 
 
-def _check_size(name: str, x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise ValueError(f"{name} must be a positive integer; got {x!r}")
-    return int(x)
-
-
 def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
     """The closed-form cost of each step of self-attention over ``n`` tokens.
 
@@ -115,8 +113,8 @@ def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
         >>> [c.time for c in step_costs(3, 4)]
         [36, 9, 9, 36]
     """
-    n, d = _check_size("n", n), _check_size("d", d)
-    d_v = d if d_v is None else _check_size("d_v", d_v)
+    n, d = positive_int("n", n), positive_int("d", d)
+    d_v = d if d_v is None else positive_int("d_v", d_v)
     return [
         StepCost("compare", "S = Q Kᵀ", "multiply-adds", "n²·d", n * n * d,
                  "n²", n * n),
@@ -147,8 +145,8 @@ def total_ops(n: int, d: int, d_v: int | None = None) -> dict[str, dict[str, int
         >>> total_ops(2, 3)["normalise"]
         {'max': 2, 'subtract': 4, 'exp': 4, 'add': 2, 'divide': 4}
     """
-    n, d = _check_size("n", n), _check_size("d", d)
-    d_v = d if d_v is None else _check_size("d_v", d_v)
+    n, d = positive_int("n", n), positive_int("d", d)
+    d_v = d if d_v is None else positive_int("d_v", d_v)
     return {
         "compare": {"multiply-add": n * n * d},
         "scale": {"multiply": n * n},
@@ -165,8 +163,8 @@ def score_entries(n: int, *, heads: int = 1, layers: int = 1) -> int:
         >>> score_entries(8192, heads=32, layers=32)
         68719476736
     """
-    n = _check_size("n", n)
-    return _check_size("heads", heads) * _check_size("layers", layers) * n * n
+    n = positive_int("n", n)
+    return positive_int("heads", heads) * positive_int("layers", layers) * n * n
 
 
 # --------------------------------------------------------------------------- exact trace
@@ -283,8 +281,8 @@ def trace_attention(
 # --------------------------------------------------------------------------- explorer views
 
 
-def _num(x: float) -> str:
-    return f"{x:.4g}" if abs(x - round(x)) > 1e-12 else str(int(round(x)))
+#: Numbers in the walkthrough: integers without decimals, others to 4 digits.
+_num = partial(fmt_num, compact=True)
 
 
 def _grid(a: np.ndarray, filled: np.ndarray) -> list[list[str]]:
@@ -539,16 +537,18 @@ def measure_scaling(
     from ..core import attention
 
     clocks = {"cpu": time.process_time, "wall": time.perf_counter}
-    if clock not in clocks:
-        raise ValueError(f"clock must be 'cpu' or 'wall'; got {clock!r}")
+    choice("clock", clock, list(clocks))
     now = clocks[clock]
     rng = np.random.default_rng(seed)
-    ns = [_check_size("n", n) for n in ns]
+    ns = [positive_int("n", n) for n in ns]
+    from ..engines import capabilities
+
+    numpy_native = {b: capabilities(b).native == "numpy" for b in backends}
     inputs: dict[tuple[str, int], tuple] = {}
     for n in ns:
         arrays = tuple(rng.standard_normal((n, d)).astype(dtype) for _ in range(3))
         for backend in backends:
-            if backend == "numpy":
+            if numpy_native[backend]:
                 inputs[backend, n] = arrays
             else:
                 import torch
@@ -556,7 +556,7 @@ def measure_scaling(
                 inputs[backend, n] = tuple(torch.from_numpy(x) for x in arrays)
 
     saved_threads = None
-    if torch_threads is not None and any(b != "numpy" for b in backends):
+    if torch_threads is not None and not all(numpy_native.values()):
         import torch
 
         saved_threads = torch.get_num_threads()
@@ -572,30 +572,12 @@ def measure_scaling(
                 best[key] = min(best[key], now() - t0)
         peaks: dict[tuple[str, int], int | None] = dict.fromkeys(inputs)
         for key, (q, k, v) in inputs.items():
-            if key[0] != "numpy":
+            if not numpy_native[key[0]]:  # tracemalloc sees NumPy's allocations only
                 continue
-            tracemalloc.start()
-            try:
-                attention(q, k, v, backend=key[0])
-                peaks[key] = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+            peaks[key] = peak_memory(lambda q=q, k=k, v=v, b=key[0]: attention(q, k, v, backend=b))
     finally:
         if saved_threads is not None:
             import torch
 
             torch.set_num_threads(saved_threads)
     return [Measurement(b, n, d, best[b, n], clock, peaks[b, n]) for b in backends for n in ns]
-
-
-def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x``: the exponent ``p`` of ``y ~ x^p``.
-
-    Example:
-        >>> round(loglog_slope([1, 2, 4], [3, 12, 48]), 6)
-        2.0
-    """
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    if lx.size < 2:
-        raise ValueError(f"need at least two points; got {lx.size}")
-    return float(np.polyfit(lx, ly, 1)[0])

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._validate import choice
+
 
 def _widgets() -> Any:
     import ipywidgets as widgets
@@ -22,6 +24,7 @@ def _widgets() -> Any:
 
 
 def _control(labels: Sequence[str], description: str, kind: str) -> Any:
+    choice("kind", kind, ("buttons", "slider"))
     widgets = _widgets()
     if kind == "buttons":
         return widgets.ToggleButtons(
@@ -30,16 +33,14 @@ def _control(labels: Sequence[str], description: str, kind: str) -> Any:
             description=description,
             style={"button_width": "auto", "description_width": "initial"},
         )
-    if kind == "slider":
-        return widgets.SelectionSlider(
-            options=[(str(lab), i) for i, lab in enumerate(labels)],
-            value=0,
-            description=description,
-            continuous_update=True,
-            style={"description_width": "initial"},
-            layout=widgets.Layout(width="32em"),
-        )
-    raise ValueError(f"kind must be 'buttons' or 'slider'; got {kind!r}")
+    return widgets.SelectionSlider(
+        options=[(str(lab), i) for i, lab in enumerate(labels)],
+        value=0,
+        description=description,
+        continuous_update=True,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="32em"),
+    )
 
 
 def _box(children: list, classes: tuple[str, ...] = ("attnkit-explorer",)) -> Any:

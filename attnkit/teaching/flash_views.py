@@ -5,9 +5,9 @@
 * :func:`tile_stepper` turns that trace into precomputed HTML views behind a
   client-side control (:func:`attnkit.teaching.stepper`), so that it works on the
   static website;
-* :func:`peak_memory` measures an engine's peak allocation with ``tracemalloc``;
-* :func:`load_results`, :func:`plot_cpu_results` and :func:`plot_gpu_results` read
-  and draw the files written by ``python -m attnkit.bench``.
+* :func:`peak_memory`, :func:`load_results`, :func:`plot_cpu_results` and
+  :func:`plot_gpu_results` live in :mod:`attnkit.bench` (measurement, reading and
+  drawing the files written by ``python -m attnkit.bench``) and are re-exported here.
 
 The trace uses natural ``exp`` to match the chapter's equations; the engine folds
 ``log2(e)`` into the scale and uses ``exp2``, which gives the same numbers.
@@ -16,20 +16,24 @@ The trace uses natural ``exp`` to match the chapter's equations; the engine fold
 from __future__ import annotations
 
 import html as _html
-import json
 import math
-import tracemalloc
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..bench.measure import peak_memory as _peak_memory
+from ..bench.results import load_results, plot_cpu_results, plot_gpu_results
+
+__all__ = ["load_results", "peak_memory", "plot_cpu_results", "plot_gpu_results", "tile_stepper",
+           "tile_trace", "tile_view"]
 from ..masks import causal_offset
 from .html import _CELL_STYLE, _TABLE_STYLE, html_table
+from .primitives import fmt_num, fmt_vec
 
-#: Where ``python -m attnkit.bench`` writes its results (the repository's benchmarks/).
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+#: Moved to :mod:`attnkit.bench` (measurement, loading and drawing results); kept
+#: here under their old names for the chapters that call them.
+peak_memory = _peak_memory
 
 
 def tile_trace(
@@ -136,14 +140,6 @@ def _grid_html(steps: list[dict[str, Any]], current: int, tokens: Sequence[str])
     return (f'<div style="margin-bottom:0.4em">{caption}</div>' + "".join(out))
 
 
-def _vec(x: np.ndarray) -> str:
-    return "[" + ", ".join("-inf" if np.isneginf(a) else f"{a:.4f}" for a in x) + "]"
-
-
-def _num(x: float) -> str:
-    return "-inf" if np.isneginf(x) else f"{x:.4f}"
-
-
 def tile_view(steps: list[dict[str, Any]], current: int, tokens: Sequence[str],
               final: np.ndarray) -> str:
     """HTML for step ``current``: the tile grid and the state of the tile's query rows."""
@@ -151,9 +147,9 @@ def tile_view(steps: list[dict[str, Any]], current: int, tokens: Sequence[str],
     (i0, i1), j1 = s["rows"], s["cols"][1]
     rows = []
     for r, i in enumerate(range(i0, i1)):
-        rows.append([tokens[i], _num(s["m_old"][r]), _num(s["m_i"][r]), _num(s["alpha"][r]),
-                     _num(s["l_i"][r]), _vec(s["acc"][r]), _vec(s["estimate"][r]),
-                     _vec(final[i])])
+        rows.append([tokens[i], fmt_num(s["m_old"][r]), fmt_num(s["m_i"][r]), fmt_num(s["alpha"][r]),
+                     fmt_num(s["l_i"][r]), fmt_vec(s["acc"][r]), fmt_vec(s["estimate"][r]),
+                     fmt_vec(final[i])])
     table = html_table(
         rows,
         col_labels=["query", "m_i before", "m_i after", "alpha = exp(m_old - m_new)",
@@ -211,86 +207,3 @@ def tile_stepper(
     box.add_class("attnkit-flash-tiles")
     box.children[-1].add_class("attnkit-stack")
     return box
-
-
-def peak_memory(fn: Any) -> int:
-    """Peak bytes allocated (``tracemalloc``) while ``fn()`` runs, beyond what existed before.
-
-    NumPy reports its buffers to ``tracemalloc``; torch's CPU allocator does not,
-    so use this for NumPy engines only.
-    """
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-
-
-def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] | None:
-    """The results file ``results-<kind>.json`` of ``python -m attnkit.bench``, or ``None``."""
-    path = Path(folder or BENCHMARKS) / f"results-{kind}.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
-_CPU_STYLE = {
-    "numpy": ("naive NumPy (forms the n x n matrix)", "#D55E00", "s"),
-    "torch": ("naive PyTorch", "#CC79A7", "v"),
-    "sdpa": ("PyTorch SDPA (fused)", "#000000", "o"),
-    "flash-numpy": ("attnkit flash, NumPy", "#0072B2", "^"),
-    "flash-torch": ("attnkit flash, torch", "#009E73", "D"),
-}
-
-
-def plot_cpu_results(result: dict[str, Any], axes: Sequence[Any]) -> None:
-    """Draw time (left axis) and peak memory (right axis) against n from a CPU results dict."""
-    ax_t, ax_m = axes
-    for engine, (label, colour, marker) in _CPU_STYLE.items():
-        rows = sorted((r for r in result["rows"] if r["engine"] == engine and "error" not in r),
-                      key=lambda r: r["n"])
-        if not rows:
-            continue
-        n = [r["n"] for r in rows]
-        ax_t.loglog(n, [r["time_best_s"] * 1e3 for r in rows], marker=marker, color=colour,
-                    label=label)
-        # the resident set grows in whole pages; draw growth under 0.1 MiB at 0.1 MiB
-        mem = [max(r["peak_rss_growth_bytes"] / 2**20, 0.1) for r in rows]
-        ax_m.loglog(n, mem, marker=marker, color=colour, label=label)
-    ax_t.set_xlabel("sequence length n (tokens)")
-    ax_t.set_ylabel("time per call (ms, best of repeats)")
-    ax_m.set_xlabel("sequence length n (tokens)")
-    ax_m.set_ylabel("peak memory growth (MiB)")
-    ax_t.legend(fontsize=10)
-    for ax in axes:
-        ax.set_xticks(result["settings"]["sizes"], [str(s) for s in result["settings"]["sizes"]])
-        ax.minorticks_off()
-
-
-def plot_gpu_results(result: dict[str, Any], axes: Sequence[Any], *, pass_: str = "fwd") -> None:
-    """Draw TFLOP/s against n for the Triton engine and SDPA, one axis per head width."""
-    peak = result["matmul_peak"].get("tflops")
-    for ax, d in zip(axes, result["settings"]["dims"], strict=False):
-        for engine, colour in (("triton", "#0072B2"), ("sdpa-flash", "#000000")):
-            for causal, style in ((False, "-"), (True, "--")):
-                rows = sorted((r for r in result["rows"] if r["engine"] == engine
-                               and r["d"] == d and r["causal"] == causal and "error" not in r),
-                              key=lambda r: r["n"])
-                if rows:
-                    name = "Triton (attnkit)" if engine == "triton" else "SDPA FlashAttention"
-                    ax.semilogx([r["n"] for r in rows], [r[f"{pass_}_tflops"] for r in rows],
-                                style, marker="o", color=colour,
-                                label=f"{name}{', causal' if causal else ''}")
-        if peak:
-            ax.axhline(peak, color="#E69F00", lw=1, label="measured bf16 matmul peak")
-        sizes = result["settings"]["sizes"]
-        ax.set_xticks(sizes, [f"{s // 1024}k" if s >= 1024 else str(s) for s in sizes])
-        ax.minorticks_off()
-        ax.set_ylim(0, (peak or 800) * 1.08)
-        ax.set_xlabel("sequence length n (tokens)")
-        ax.set_ylabel("TFLOP/s")
-        ax.set_title(f"head width d = {d}")
-    axes[0].legend(fontsize=10, loc="lower right")

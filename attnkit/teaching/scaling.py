@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import positive_int, real
 from ..masks import softmax
 
 __all__ = [
@@ -51,20 +52,6 @@ __all__ = [
 
 #: Samples are drawn in blocks of at most this many numbers per matrix (memory bound).
 _BLOCK_NUMBERS = 1 << 20
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    if not (math.isfinite(float(value)) and float(value) > 0):
-        raise ValueError(f"{name} must be a finite positive number; got {value!r}")
-    return float(value)
 
 
 def softmax_jacobian(p: Any) -> np.ndarray:
@@ -196,9 +183,9 @@ def dot_product_samples(
         >>> dot_product_samples(4, 3, rng=0).shape
         (3,)
     """
-    d_k = _positive_int("d_k", d_k)
-    n_samples = _positive_int("n_samples", n_samples)
-    sigma = _positive_float("sigma", sigma)
+    d_k = positive_int("d_k", d_k)
+    n_samples = positive_int("n_samples", n_samples)
+    sigma = real("sigma", sigma, positive=True)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     return _dot_samples(d_k, n_samples, sigma, gen)
 
@@ -243,11 +230,11 @@ def dot_product_stats(
         >>> abs(st.var - 64) < 4 * st.se_var
         True
     """
-    d_k = _positive_int("d_k", d_k)
-    n_samples = _positive_int("n_samples", n_samples)
+    d_k = positive_int("d_k", d_k)
+    n_samples = positive_int("n_samples", n_samples)
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2 to estimate a variance; got {n_samples}")
-    sigma = _positive_float("sigma", sigma)
+    sigma = real("sigma", sigma, positive=True)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     s = _dot_samples(d_k, n_samples, sigma, gen)
     mean = float(s.mean())
@@ -312,8 +299,8 @@ def random_score_row(
         >>> bool(np.allclose(random_score_row(16, 4), a / 4))
         True
     """
-    d_k = _positive_int("d_k", d_k)
-    n_keys = _positive_int("n_keys", n_keys)
+    d_k = positive_int("d_k", d_k)
+    n_keys = positive_int("n_keys", n_keys)
     rng = np.random.default_rng([seed, d_k])
     q = rng.standard_normal(d_k)  # (d_k,)
     keys = rng.standard_normal((n_keys, d_k))  # (n_keys, d_k)
@@ -374,9 +361,9 @@ def saturation_stats(
         >>> hot.jacobian_norm < cool.jacobian_norm
         True
     """
-    d_k = _positive_int("d_k", d_k)
-    n_keys = _positive_int("n_keys", n_keys)
-    n_draws = _positive_int("n_draws", n_draws)
+    d_k = positive_int("d_k", d_k)
+    n_keys = positive_int("n_keys", n_keys)
+    n_draws = positive_int("n_draws", n_draws)
     rng = np.random.default_rng([seed, d_k])
     q = rng.standard_normal((n_draws, 1, d_k))  # (D, 1, d_k)
     keys = rng.standard_normal((n_draws, n_keys, d_k))  # (D, n, d_k)
@@ -489,13 +476,13 @@ def scaling_explorer_views(
     """
     if not dims:
         raise ValueError("dims must name at least one width d_k; got an empty sequence")
-    n_keys = _positive_int("n_keys", n_keys)
+    n_keys = positive_int("n_keys", n_keys)
     labels = [f"k{j + 1}" for j in range(n_keys)]
     views: list[list[str]] = []
     for scaled in (True, False):
         row = []
         for d in dims:
-            d = _positive_int("d_k", d)
+            d = positive_int("d_k", d)
             scores = random_score_row(d, n_keys, scaled=scaled, seed=seed)
             p = softmax(scores)
             h = float(entropy(p))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,14 +19,14 @@ from ..core import attention
 from ..masks import softmax
 from .explorers import stepper2d
 from .html import heatmap_html, html_table
+from .primitives import fmt_num, fmt_vec
+
+#: Numbers in the worked example: integers without decimals, others to 4 d.p.
+_num = partial(fmt_num, compact=True)
+_vec = partial(fmt_vec, compact=True)
 
 #: The four operations of attention, in order.
 STAGES = ("1 compare", "2 scale", "3 normalise", "4 aggregate")
-
-
-def _num(x: float) -> str:
-    """A compact number: integers without decimals, others to 4 d.p."""
-    return str(int(round(x))) if abs(x - round(x)) < 1e-12 else f"{x:.4f}".rstrip("0")
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,6 @@ def row_steps(
     return RowSteps(i=i, token=tokens[i], tokens=tuple(tokens), q=Q[i], K=K, V=V, scale=scale,
                     raw=raw, scaled=scaled, exps=exps, weights=weights[i],
                     weighted=weights[i][:, None] * V, out=out[i])
-
-
-def _vec(x: np.ndarray) -> str:
-    return "[" + ", ".join(_num(float(a)) for a in x) + "]"
 
 
 def stage_rows(s: RowSteps, stage: int) -> tuple[list[list[object]], list[str], str]:

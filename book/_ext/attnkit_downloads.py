@@ -40,6 +40,7 @@ def _set_source(app: Sphinx, pagename: str, templatename: str, context: dict, do
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
+    """Register the extension with Sphinx."""
     # Before sphinx-book-theme builds its header buttons (priority 501).
     app.connect("html-page-context", _set_source, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1.0"}

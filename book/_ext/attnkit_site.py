@@ -178,6 +178,7 @@ def _register_bibtex_style() -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
+    """Register the extension with Sphinx (see the module docstring for what it does)."""
     _register_bibtex_style()
     app.config.mathjax_path = "mathjax/startup.js"
     app.connect("builder-inited", _builder_inited)

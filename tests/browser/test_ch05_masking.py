@@ -1,5 +1,7 @@
-"""Chapter 5 (masking) in headless Chromium, offline: the mask explorer switches
-views without a kernel, its cells explain themselves, math and figures render."""
+"""Chapter 5 (masking) in headless Chromium, offline.
+
+The mask explorer switches views without a kernel, its cells explain themselves, math and figures render.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Chapter 6 (complexity) in headless Chromium, offline: the operation counter works
-without a kernel, the math is typeset and the figure has loaded."""
+"""Chapter 6 (complexity) in headless Chromium, offline.
+
+The operation counter works without a kernel, the math is typeset and the figure has loaded.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""The built website publishes the exercises without solutions or hidden tests.
+"""The built website never publishes hidden tests; solutions only where the switch allows.
 
 Runs after the site build (``make test``); needs no browser. Every text file under
 the site (pages, sources, downloads, scripts) is searched for nbgrader's markers and
-for the hidden tests of every exercise set; the files that belong to the exercises
-are also searched for every line of the solutions.
+for the hidden tests of every exercise set. The worked-solutions pages
+(``book/exercises/solutions``) show the solutions when ``hide_solutions`` in
+``_config.yml`` is false, and none when it is true; every other exercise file (the
+exercise pages, the notebooks offered for download) holds no line of a solution.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def _published(site: Path) -> list[Path]:
     return [p for p in site.rglob("*") if p.is_file() and p.suffix in TEXT]
 
 
+def _solutions_published() -> bool:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    return not cfg.get("sphinx", {}).get("config", {}).get("hide_solutions", False)
+
+
+def _is_solutions_page(path: Path) -> bool:
+    return "solutions" in path.parts and "exercises" in path.parts
+
+
 def _is_exercise_file(path: Path) -> bool:
     return "exercises" in path.parts or re.fullmatch(r"ch\d\d\.ipynb", path.name) is not None
 
@@ -68,7 +81,8 @@ def test_no_hidden_test_anywhere_on_the_site(site: Path, released: list) -> None
 
 def test_no_solution_in_the_published_exercises(site: Path, released: list) -> None:
     secret = set().union(*(secrets(src, released) for src in _sources()))
-    files = [p for p in _published(site) if _is_exercise_file(p)]
+    files = [p for p in _published(site) if _is_exercise_file(p)
+             and not (_solutions_published() and _is_solutions_page(p))]
     assert len(files) >= 2 * len(SETS)  # the pages and the notebooks offered for download
     leaks = {}
     for path in files:
@@ -94,3 +108,15 @@ def test_each_chapter_links_to_its_exercises(site: Path, number: int) -> None:
     html = pages[0].read_text(encoding="utf-8")
     article = html[html.find("<article"):html.rfind("</article>")]  # not the navigation
     assert f'href="exercises/ch{number:02d}.html' in article, f"{pages[0].name} does not link its exercises"
+
+
+def test_worked_solutions_follow_the_switch(site: Path, released: list) -> None:
+    pages = site / "book" / "exercises" / "solutions"
+    for s in SETS:
+        page = pages / f"{s}.html"
+        assert page.exists(), s
+        shown = find_leaks(published_text(page), secrets(_sources()[SETS.index(s)], released))
+        if _solutions_published():
+            assert shown, f"{s}: hide_solutions is false but its solutions page shows none"
+        else:
+            assert shown == [], f"{s}: hide_solutions is true but {shown[:3]} are published"

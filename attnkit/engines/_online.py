@@ -1,0 +1,135 @@
+"""What the tiled engines share: the online-softmax constants, block sizes and checks.
+
+The NumPy engine (:mod:`attnkit.engines.flash_numpy`), the torch engine
+(:mod:`attnkit.engines.flash_torch`) and the Triton engine keep their running
+maximum ``m_i`` and log-sum-exp either in natural units (``exp``) or in base-2 units
+(``exp2``: ``log2(e)`` folded into the scale, as GPU kernels do). Which one is
+faster depends on the machine's maths library and vector units, so the NumPy
+engine decides once per process by a short probe (:func:`numpy_exp_base`).
+
+Which tiles a block of queries visits is decided by :class:`attnkit.masks.Band`
+(causal mask, window and sinks): tiles that no query of the block can see are
+skipped, tiles that every query sees entirely are computed without a mask.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import numpy as np
+
+from .._validate import positive_int
+
+#: log2(e): exp(x) = exp2(x * LOG2E).
+LOG2E: float = 1.4426950408889634
+#: ln(2), to turn a base-2 log-sum-exp back into natural units.
+LN2: float = 0.6931471805599453
+
+#: Default query-block height of the NumPy and torch loops (``None``: chosen per
+#: machine by :func:`default_blocks`). Set it to force a block size everywhere.
+BLOCK_Q: int | None = None
+#: Default key-block width (``None``: chosen per machine).
+BLOCK_K: int | None = None
+
+#: Lazy rescaling: the running maximum is only moved when a tile's scores exceed it
+#: by more than this (natural units), so most tiles need no rescaling pass; ``exp``
+#: of at most 8 (about 3000) cannot overflow float32 sums of any tile.
+RESCALE_THRESHOLD: float = 8.0
+
+
+def blocks(block_q: Any, block_k: Any, kind: str = "numpy") -> tuple[int, int]:
+    """The block sizes to use: the arguments if given, else the module's, else tuned ones.
+
+    Raises:
+        ValueError: a block size that is not a positive integer (named in the message).
+
+    Example:
+        >>> blocks(64, 128)
+        (64, 128)
+    """
+    dq, dk = default_blocks(kind)
+    bq = block_q if block_q is not None else (BLOCK_Q if BLOCK_Q is not None else dq)
+    bk = block_k if block_k is not None else (BLOCK_K if BLOCK_K is not None else dk)
+    return positive_int("block_q", bq), positive_int("block_k", bk)
+
+
+def default_blocks(kind: str) -> tuple[int, int]:
+    """The default ``(block_q, block_k)`` for the NumPy or torch loop on this machine.
+
+    512 x 512 float32 tiles (1 MiB) suit a CPU core's L2 cache on the machines
+    measured (``python -m attnkit.bench``): large enough that the per-tile Python
+    overhead is small next to the matrix products at ``n >= 1024``.
+    """
+    del kind  # one default for both loops, measured on AVX2 and AVX-512 machines
+    return 512, 512
+
+
+@functools.cache
+def numpy_exp_base() -> str:
+    """``"exp2"`` or ``"exp"``: whichever NumPy computes faster here, on a float32 tile.
+
+    ``np.exp2`` is two to three times faster than ``np.exp`` on some CPUs and slower
+    on others (its SIMD paths differ by vector ISA and NumPy build), so the NumPy
+    engine measures both once per process (a few milliseconds) and uses the faster.
+    The environment variable ``ATTNKIT_EXP`` (``exp`` or ``exp2``) overrides it.
+    """
+    import os
+
+    forced = os.environ.get("ATTNKIT_EXP")
+    if forced in ("exp", "exp2"):
+        return forced
+    x = np.linspace(-20.0, 0.0, 256 * 512, dtype=np.float32).reshape(256, 512)
+    out = np.empty_like(x)
+    best = {}
+    for name, fn in (("exp", np.exp), ("exp2", np.exp2)):
+        fn(x, out=out)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn(x, out=out)
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    return "exp2" if best["exp2"] < 0.9 * best["exp"] else "exp"
+
+
+@functools.cache
+def torch_exp_base() -> str:
+    """``"exp2"`` or ``"exp"``: whichever torch computes faster here (CPU), probed once.
+
+    The same probe as :func:`numpy_exp_base`, for the torch loop on CPU tensors; the
+    environment variable ``ATTNKIT_EXP`` overrides it too.
+    """
+    import os
+
+    import torch
+
+    forced = os.environ.get("ATTNKIT_EXP")
+    if forced in ("exp", "exp2"):
+        return forced
+    x = torch.linspace(-20.0, 0.0, 256 * 512).reshape(256, 512)
+    best = {}
+    for name in ("exp", "exp2"):
+        fn = getattr(torch, name)
+        out = torch.empty_like(x)
+        fn(x, out=out)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn(x, out=out)
+            times.append(time.perf_counter() - t0)
+        best[name] = min(times)
+    return "exp2" if best["exp2"] < 0.9 * best["exp"] else "exp"
+
+
+def units(base: str) -> float:
+    """Scores are multiplied by this before exponentiating with ``base``: 1 or log2(e)."""
+    return LOG2E if base == "exp2" else 1.0
+
+
+def lse_natural(m: Any, log_l: Any, base: str) -> Any:
+    """``lse = m + log(l)`` in natural units from a running max ``m`` and ``log_base(l)``."""
+    return (m + log_l) * (LN2 if base == "exp2" else 1.0)
+
+

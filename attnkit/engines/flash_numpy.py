@@ -1,0 +1,180 @@
+"""The FlashAttention loop in NumPy: tiled attention with the online softmax.
+
+The same function as the reference engine, computed one ``(block_q, block_k)``
+tile of scores at a time, so that the ``(L, S)`` score matrix never exists::
+
+    for each block of queries q_i                       (block_q rows)
+        m_i = -inf, l_i = 0, acc = 0                    running max, sum, output
+        for each block of keys/values k_j, v_j          (block_k rows; only the
+                                                         tiles the masks leave)
+            scores = q_i @ k_j^T * scale (+ masks)      one tile, (block_q, block_k)
+            m_new  = max(m_i, rowmax(scores))
+            p      = exp(scores - m_new)
+            alpha  = exp(m_i - m_new)                   rescales what came before
+            l_i    = alpha * l_i + rowsum(p)
+            acc    = alpha * acc + p @ v_j
+            m_i    = m_new
+        out_i = acc / l_i          (0 where l_i == 0: every key masked)
+        lse_i = m_i + log(l_i)     (saved for the backward pass)
+
+Three savings on elementwise work, which is what a CPU core spends its time on
+next to the two matrix products:
+
+* the shift ``- m_i`` rides in the first product as an extra column of ``q_i``
+  (``-m_i``) against an extra row of ones under ``k_j^T``, and ``rowsum(p)`` rides
+  in the second as an extra column of ones beside ``v_j``;
+* the running maximum moves lazily: only when a tile's scores exceed it by more
+  than :data:`~attnkit.engines._online.RESCALE_THRESHOLD` (the result is the same:
+  any shift gives the same softmax, as long as ``exp`` cannot overflow);
+* ``exp`` or ``exp2``, whichever this machine computes faster
+  (:func:`~attnkit.engines._online.numpy_exp_base`).
+
+Tiles that the causal mask or a sliding window hide from every query of the
+block are never computed (:class:`attnkit.masks.Band`), so windowed attention
+costs time linear in the sequence length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
+from ..masks import Band
+from . import _online
+from .mods import apply_score_mods
+
+
+def flash_attention_numpy(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    mask: np.ndarray | None = None,
+    causal: CausalArg = False,
+    scale: float | None = None,
+    window: Window | None = None,
+    sinks: int = 0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Tiled attention in NumPy with the online softmax; never forms the ``(L, S)`` matrix.
+
+    Shapes::
+
+        q     (..., L, E)      k (..., S, E)      v (..., S, Ev)
+        mask  broadcastable to (..., L, S)
+        out   (..., L, Ev)     lse (..., L)
+
+    Args:
+        q, k, v: NumPy arrays of one floating dtype (float16 is computed in float32).
+        block_q: queries per tile (default: tuned per machine); any positive integer.
+        block_k: keys per tile (default: tuned per machine); any positive integer.
+        mask: boolean (``True`` = takes part) or floating (added to the scores).
+        causal: ``False``, ``True``/``"top-left"`` or ``"bottom-right"``.
+        scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
+        window, sinks, softcap: as :func:`attnkit.attention`.
+        return_lse: also return the log-sum-exp of each row of scores
+            (``-inf`` for a row whose every key is masked).
+
+    Returns:
+        ``out`` (a row whose every key is masked is zero), or ``(out, lse)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`attnkit.attention`; ``ValueError`` for a
+            block size that is not a positive integer.
+
+    Example:
+        >>> from attnkit import example
+        >>> flash_attention_numpy(example.Q, example.K, example.V, block_q=2, block_k=2)[0].round(4)
+        array([0.2254, 0.4135, 0.2964, 0.2964])
+    """
+    spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale, window=window,
+                                sinks=sinks, softcap=softcap)
+    if spec.kind != "numpy":
+        raise TypeError(f"flash_attention_numpy takes NumPy arrays; got q of kind {spec.kind}")
+    bq, bk = _online.blocks(block_q, block_k, "numpy")
+    out, lse = forward(q, k, v, mask, spec, bq, bk)
+    return (out, lse) if return_lse else out
+
+
+def default_blocks() -> tuple[int, int]:
+    """The ``(block_q, block_k)`` this engine uses when none are given.
+
+    Example:
+        >>> bq, bk = default_blocks()
+        >>> bq > 0 and bk > 0
+        True
+    """
+    return _online.blocks(None, None, "numpy")
+
+
+def forward(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
+    spec: AttentionSpec, block_q: int, block_k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tiled forward pass on validated NumPy inputs; returns ``(out, lse)``."""
+    work = np.float64 if q.dtype == np.float64 else np.float32
+    base = _online.numpy_exp_base()
+    exp = np.exp2 if base == "exp2" else np.exp
+    u = _online.units(base)  # scores are kept in units of the exponential's base
+    thresh = _online.RESCALE_THRESHOLD * u
+    L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
+    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    mods = spec.softcap is not None or spec.score_mod is not None
+
+    # q scaled once (natural units when a modifier needs them, else the base's units)
+    qs = np.broadcast_to(q, (*batch, L, E)).astype(work) * work(spec.scale * (1.0 if mods else u))
+    kt = np.empty((*k.shape[:-2], E + 1, S), dtype=work)  # [k^T; 1]: the shift's row
+    kt[..., :E, :] = np.swapaxes(k, -1, -2)
+    kt[..., E, :] = 1.0
+    va = np.empty((*v.shape[:-2], S, Ev + 1), dtype=work)  # [v, 1]: rowsum(p)'s column
+    va[..., :Ev] = v
+    va[..., Ev] = 1.0
+    if mask is not None:
+        mask = np.broadcast_to(mask, (*batch, L, S))  # a view: tiles are slices of it
+        if spec.mask_kind == "float":
+            mask = mask.astype(work, copy=False) * work(u)  # in the scores' units
+
+    out = np.zeros((*batch, L, Ev), dtype=work)
+    lse = np.full((*batch, L), -np.inf, dtype=work)
+    for i0 in range(0, L, block_q):
+        i1 = min(i0 + block_q, L)
+        qa = np.empty((*batch, i1 - i0, E + 1), dtype=work)  # [q_i, -m_i]
+        qa[..., :E] = qs[..., i0:i1, :]
+        m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
+        acc = np.zeros((*batch, i1 - i0, Ev + 1), dtype=work)  # [output, l_i]
+        for j0, j1, full in band.tiles(i0, i1, block_k):
+            seen = np.isfinite(m_i)
+            qa[..., E:] = np.where(seen, -m_i, 0.0)
+            if mods:  # natural scores -> modifiers -> the base's units, then shift
+                s = apply_score_mods(qa[..., :E] @ kt[..., :E, j0:j1], spec, i0, i1, j0, j1)
+                s = s * work(u) + qa[..., E:]
+            else:
+                s = qa @ kt[..., j0:j1]  # (..., bq, E+1) x (..., E+1, bk): scores - m_i
+            if mask is not None and spec.mask_kind == "float":
+                s += mask[..., i0:i1, j0:j1]
+            if mask is not None and spec.mask_kind == "bool":
+                np.copyto(s, -np.inf, where=~mask[..., i0:i1, j0:j1])
+            if not full:  # the tile crosses the causal diagonal or the window's edge
+                rows = np.arange(i0, i1)[:, None]
+                cols = np.arange(j0, j1)[None, :]
+                np.copyto(s, -np.inf, where=~band.mask(rows, cols))
+            r = s.max(axis=-1, keepdims=True)  # the tile's max, relative to the shift
+            move = (r > thresh) | (~seen & (r > -np.inf))  # lazy: move only when needed
+            if move.any():
+                s -= np.where(move, r, 0.0)
+                m_new = np.where(move, np.where(seen, m_i, 0.0) + r, m_i)
+                acc *= exp(np.where(move, m_i, 0.0) - np.where(move, m_new, 0.0))  # rescale
+                m_i = m_new
+            p = exp(s, out=s)  # (..., bq, bk), in place: no second tile
+            acc += p @ va[..., j0:j1, :]  # (..., bq, bk) x (..., bk, Ev+1): output and l_i
+
+        l_i = acc[..., Ev:]
+        alive = l_i > 0  # False where every key of the row is masked
+        out[..., i0:i1, :] = np.where(alive, acc[..., :Ev] / np.where(alive, l_i, 1.0), 0.0)
+        with np.errstate(divide="ignore"):
+            log_l = np.log2(l_i) if base == "exp2" else np.log(l_i)
+            lse[..., i0:i1] = np.where(alive, _online.lse_natural(m_i, log_l, base), -np.inf)[..., 0]
+    return out.astype(spec.dtype, copy=False), lse

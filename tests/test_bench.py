@@ -1,0 +1,76 @@
+"""The benchmark package: engines from the declarations, clear errors, results files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnkit.bench import fitted_slope, load_results, peak_memory, results_folder
+from attnkit.bench.cli import main
+from attnkit.bench.cpu import CPU_ENGINES, cpu_child
+from attnkit.bench.measure import cpu_description
+from attnkit.bench.report import markdown
+from attnkit.engines import ENGINES, capabilities
+
+
+def test_cpu_engines_come_from_the_declarations() -> None:
+    expected = []
+    for name in ENGINES:
+        try:
+            c = capabilities(name)
+        except ImportError:
+            continue
+        if "cpu" in c.devices:
+            expected += [f"{name}-numpy", f"{name}-torch"] if c.native == "any" else [name]
+    assert list(CPU_ENGINES) == expected
+    assert {"numpy", "sdpa", "flash-numpy", "flash-torch"} <= set(CPU_ENGINES)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--device", "cuda"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "no CUDA GPU" in err and "Traceback" not in err
+
+
+def test_cpu_child_measures_a_windowed_call() -> None:
+    row = cpu_child({"engine": "flash-numpy", "n": 256, "d": 16, "repeats": 1, "window": 32})
+    assert row["window"] == 32 and row["time_best_s"] > 0 and row["tracemalloc_peak_bytes"] > 0
+
+
+def test_fitted_slope_and_its_errors() -> None:
+    assert fitted_slope([1, 2, 4, 8], [5, 10, 20, 40]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="two points"):
+        fitted_slope([1], [1])
+
+
+def test_peak_memory_methods() -> None:
+    import numpy as np
+
+    assert peak_memory(lambda: np.ones(500_000), "tracemalloc") >= 4_000_000
+    with pytest.raises(ValueError, match="how must be one of"):
+        peak_memory(lambda: None, "gpu")
+
+
+def test_machine_description_has_the_vector_isa() -> None:
+    cpu = cpu_description()
+    assert cpu["model"] and "vector_isa" in cpu and isinstance(cpu["avx512"], list)
+
+
+def test_results_are_found_and_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "benchmarks").mkdir()
+    result = {"kind": "cpu", "date": "2026-01-01 00:00 UTC", "command": "x",
+              "machine": {"cpu": "c", "logical_cpus": 1, "platform": "p", "versions": {}},
+              "settings": {"sizes": [1]}, "fitted_slopes": {"sdpa": 2.0}, "rows": []}
+    (tmp_path / "benchmarks" / "results-cpu.json").write_text(json.dumps(result))
+    monkeypatch.delenv("ATTNKIT_BENCHMARKS", raising=False)
+    monkeypatch.chdir(tmp_path / "benchmarks")
+    assert results_folder() == tmp_path / "benchmarks"
+    assert load_results("cpu")["fitted_slopes"] == {"sdpa": 2.0}
+    assert load_results("gpu") is None
+    assert "sdpa 2.00" in markdown(result)

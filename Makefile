@@ -115,6 +115,11 @@ serve:  ## serve the built website on http://127.0.0.1:8000
 student-notebooks: $(STAMP)  ## regenerate the student notebooks book/exercises/chNN.ipynb from exercises/source
 	$(BIN)/python -m attnkit.grading release --out book/exercises
 
+.PHONY: weight
+weight: $(STAMP) browser-deps  ## bytes a reader's browser loads for a text page and a widget page
+	@test -f $(SITE)/index.html || $(MAKE) book
+	$(BIN)/python scripts/page_weight.py $(SITE)
+
 lint: $(STAMP)  ## ruff (code and docstrings) over the library, the tests and book/_ext
 	$(BIN)/python -m ruff check attnkit tests book/_ext
 

@@ -121,7 +121,7 @@ def plot_cpu_results(result: dict[str, Any], axes: Sequence[Any]) -> None:
     ax_t.set_ylabel("time per call (ms, best of repeats)")
     ax_m.set_xlabel("sequence length n (tokens)")
     ax_m.set_ylabel("peak memory growth (MiB)")
-    ax_t.legend(fontsize=8)
+    ax_t.legend(fontsize=10)
     for ax in axes:
         ax.set_xticks(result["settings"]["sizes"], [str(s) for s in result["settings"]["sizes"]])
         ax.minorticks_off()
@@ -150,4 +150,4 @@ def plot_gpu_results(result: dict[str, Any], axes: Sequence[Any], *, pass_: str 
         ax.set_xlabel("sequence length n (tokens)")
         ax.set_ylabel("TFLOP/s")
         ax.set_title(f"head width d = {d}")
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=10, loc="lower right")

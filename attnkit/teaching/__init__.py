@@ -8,6 +8,7 @@ static website with no kernel (precomputed views switched client-side).
 from .explorers import stepper, stepper2d
 from .glued import glue, portable
 from .html import heatmap_html, html_table
+from .numbers import sci
 from .plotting import figure, style
 from .primitives import agree, draw_weights, fmt_num, fmt_vec, superscript_power
 
@@ -21,6 +22,7 @@ __all__ = [
     "heatmap_html",
     "html_table",
     "portable",
+    "sci",
     "stepper",
     "stepper2d",
     "style",

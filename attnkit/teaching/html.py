@@ -1,7 +1,10 @@
 """Plain-HTML tables and heatmaps: they render the same in Jupyter and on a static page.
 
-Tooltips use the HTML ``title`` attribute, so a heatmap cell can explain its own
-computation on hover without JavaScript or a kernel.
+A heatmap cell explains its own computation on a details line under the table when
+it is hovered, clicked, tapped or reached with the Tab key. That needs no JavaScript
+and no kernel: each cell can take focus (``tabindex``), and a small style sheet that
+travels with the table shows the focused cell's explanation. (A ``title`` tooltip
+would do nothing on a touch screen.)
 """
 
 from __future__ import annotations
@@ -37,6 +40,30 @@ _TABLE_STYLE = (
     "background:#ffffff;color:#111111;margin:0.5em 0"
 )
 _CELL_STYLE = "border:1px solid #bbbbbb;padding:3px 8px;text-align:right"
+#: Captions keep dark ink on white in the site's dark mode too (a caption sits
+#: outside the table's own white box).
+_CAPTION_STYLE = "caption-side:top;text-align:left;color:#111111;background:#ffffff;padding:2px 0"
+
+#: The style sheet of a heatmap's details line (scoped by class; emitted with each
+#: heatmap so that it works in Jupyter, in a widget and on the static page).
+_HEATMAP_CSS = (
+    "<style>"
+    ".attnkit-heatmap-box{position:relative;display:inline-block;max-width:100%;"
+    "padding-bottom:8.6em;background:#ffffff;color:#111111}"
+    ".attnkit-heatmap-box td.attnkit-cell{cursor:pointer}"
+    ".attnkit-heatmap-box td.attnkit-cell:hover,.attnkit-heatmap-box td.attnkit-cell:focus"
+    "{outline:3px solid #D55E00;outline-offset:-3px}"
+    ".attnkit-heatmap-box table.attnkit-heatmap{position:relative}"
+    ".attnkit-heatmap-box .attnkit-detail{display:none;position:absolute;left:0;right:0;"
+    "top:calc(100% + 0.5em);height:7.8em;overflow:auto;white-space:pre-line;font-family:monospace;"
+    "font-size:0.85em;line-height:1.25;text-align:left;background:#fff7e0;color:#111111;"
+    "border-left:3px solid #D55E00;padding:2px 6px;box-sizing:border-box}"
+    ".attnkit-heatmap-box .attnkit-hint{position:absolute;left:0;bottom:0.4em;font-size:0.85em;"
+    "color:#333333;padding:2px 0}"
+    ".attnkit-heatmap-box td.attnkit-cell:focus .attnkit-detail{display:block;z-index:2}"
+    ".attnkit-heatmap-box td.attnkit-cell:hover .attnkit-detail{display:block;z-index:3}"
+    "</style>"
+)
 
 
 def html_table(
@@ -64,7 +91,7 @@ def html_table(
     marked = set(highlight)
     out = [f'<table class="attnkit-table" style="{_TABLE_STYLE}">']
     if caption:
-        out.append(f'<caption style="caption-side:top;text-align:left">{_html.escape(caption)}</caption>')
+        out.append(f'<caption style="{_CAPTION_STYLE}">{_html.escape(caption)}</caption>')
     if col_labels is not None:
         out.append("<tr>" + ("<th></th>" if row_labels is not None else ""))
         out += [f'<th style="{_CELL_STYLE}">{_html.escape(str(c))}</th>' for c in col_labels]
@@ -94,13 +121,16 @@ def heatmap_html(
     row_axis: str = "query",
     col_axis: str = "key",
 ) -> str:
-    """A heatmap as an HTML table whose cells explain themselves on hover.
+    """A heatmap as an HTML table whose cells explain themselves on a details line.
+
+    Hovering, clicking, tapping or tabbing to a cell shows ``titles(i, j)`` on a line
+    under the table; the cell gets a visible outline.
 
     Args:
         values: 2-D array, shape ``(rows, cols)``.
         row_labels, col_labels: tick labels.
-        titles: ``titles(i, j)`` returns the tooltip text of cell ``(i, j)``
-            (shown on hover through the ``title`` attribute; newlines allowed).
+        titles: ``titles(i, j)`` returns the explanation of cell ``(i, j)``
+            (newlines allowed). Without it the cells carry no explanation.
         fmt: format of the number printed in each cell.
         vmin, vmax: colour range (default ``vmax = values.max()``).
         caption: optional caption.
@@ -108,15 +138,26 @@ def heatmap_html(
 
     Returns:
         A string of HTML, coloured with the colour-blind-safe viridis map.
+
+    Raises:
+        ValueError: if ``values`` is not 2-D.
+
+    Example:
+        >>> html = heatmap_html(np.eye(2), ["a", "b"], ["a", "b"], titles=lambda i, j: f"{i},{j}")
+        >>> "attnkit-detail" in html
+        True
     """
     values = np.asarray(values, dtype=float)
     if values.ndim != 2:
         raise ValueError(f"values must be 2-D; got shape {values.shape}")
     hi = float(values.max()) if vmax is None else vmax
     span = hi - vmin if hi > vmin else 1.0
-    out = [f'<table class="attnkit-heatmap" style="{_TABLE_STYLE}">']
+    out = []
+    if titles:
+        out += [_HEATMAP_CSS, '<div class="attnkit-heatmap-box">']
+    out.append(f'<table class="attnkit-heatmap" style="{_TABLE_STYLE}">')
     if caption:
-        out.append(f'<caption style="caption-side:top;text-align:left">{_html.escape(caption)}</caption>')
+        out.append(f'<caption style="{_CAPTION_STYLE}">{_html.escape(caption)}</caption>')
     out.append(f'<tr><th style="{_CELL_STYLE};font-size:0.8em">{_html.escape(row_axis)} \\ '
                f"{_html.escape(col_axis)}</th>")
     out += [f'<th style="{_CELL_STYLE}">{_html.escape(c)}</th>' for c in col_labels]
@@ -126,11 +167,18 @@ def heatmap_html(
         for j in range(values.shape[1]):
             r, g, b = _viridis((values[i, j] - vmin) / span)
             ink = "#000000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#ffffff"
-            tip = _html.escape(titles(i, j), quote=True) if titles else ""
-            out.append(
-                f'<td title="{tip}" style="{_CELL_STYLE};background:rgb({r},{g},{b});'
-                f'color:{ink};cursor:help;min-width:3.5em">{format(values[i, j], fmt)}</td>'
-            )
+            cell_style = f"{_CELL_STYLE};background:rgb({r},{g},{b});color:{ink};min-width:3.5em"
+            if titles:
+                detail = _html.escape(titles(i, j))
+                out.append(
+                    f'<td class="attnkit-cell" tabindex="0" style="{cell_style}">'
+                    f'{format(values[i, j], fmt)}<span class="attnkit-detail">{detail}</span></td>'
+                )
+            else:
+                out.append(f'<td style="{cell_style}">{format(values[i, j], fmt)}</td>')
         out.append("</tr>")
     out.append("</table>")
+    if titles:
+        out.append('<span class="attnkit-hint">Hover over, click or tap a cell to see how '
+                   "it is computed.</span></div>")
     return "".join(out)

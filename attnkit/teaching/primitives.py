@@ -109,5 +109,5 @@ def draw_weights(ax: Any, w: np.ndarray, rows: Sequence[str], cols: Sequence[str
         for j in range(w.shape[1]):
             if np.isfinite(w[i, j]):
                 ink = "black" if w[i, j] > 0.6 * vmax else "white"
-                ax.text(j, i, fmt.format(w[i, j]), ha="center", va="center", fontsize=8, color=ink)
+                ax.text(j, i, fmt.format(w[i, j]), ha="center", va="center", fontsize=10, color=ink)
     return im

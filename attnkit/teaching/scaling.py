@@ -428,8 +428,8 @@ def weight_bars_html(
         'color:#111111;font-family:monospace;font-size:0.9em;margin:0.4em 0">'
     ]
     if caption:
-        out.append(f'<caption style="caption-side:top;text-align:left;padding-bottom:4px">'
-                   f"{_html.escape(caption)}</caption>")
+        out.append('<caption style="caption-side:top;text-align:left;padding-bottom:4px;'
+                   f'color:#111111;background:#ffffff">{_html.escape(caption)}</caption>')
     head = ["key"] + (["score"] if s is not None else []) + ["weight", ""]
     out.append("<tr>" + "".join(f'<th style="{cell}">{h}</th>' for h in head) + "</tr>")
     for i, label in enumerate(labels):

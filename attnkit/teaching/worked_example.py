@@ -94,8 +94,12 @@ def stage_rows(s: RowSteps, stage: int) -> tuple[list[list[object]], list[str], 
         rows = [[k, float(s.scaled[j]), float(s.exps[j]), float(s.weights[j])]
                 for j, k in enumerate(keys)]
         return rows, ["key", "scaled", "exp(scaled − max)", "weight"], (
-            f"Normalise: softmax; the exponentials sum to {s.exps.sum():.4f}, "
-            "and each weight is its exponential divided by that sum.")
+            f"Normalise: softmax; the exponentials, shifted by the row maximum "
+            f"{_num(float(s.scaled.max()))}, sum to {s.exps.sum():.4f} (unshifted: "
+            f"{float(np.exp(s.scaled).sum()):.4f}), and each weight is its exponential "
+            "divided by that sum." + (" Tied largest weights are all highlighted."
+                                      if np.isclose(s.weights, s.weights.max(), rtol=0.0,
+                                                    atol=1e-9).sum() > 1 else ""))
     if stage == 3:
         rows = [[k, float(s.weights[j]), *map(float, s.weighted[j])] for j, k in enumerate(keys)]
         rows.append(["output", float(s.weights.sum()), *map(float, s.out)])
@@ -109,9 +113,10 @@ def stage_rows(s: RowSteps, stage: int) -> tuple[list[list[object]], list[str], 
 def stage_html(s: RowSteps, stage: int) -> str:
     """One stage for one query as an HTML table with its explanation."""
     rows, cols, text = stage_rows(s, stage)
-    best = int(np.argmax(s.weights))
-    if stage < 3:  # the winning key's value in the stage's last column
-        mark = [(best, len(cols) - 2)]
+    # Every key with the row's largest weight: a tie highlights all of them.
+    best = np.flatnonzero(np.isclose(s.weights, s.weights.max(), rtol=0.0, atol=1e-9))
+    if stage < 3:  # the winning keys' values in the stage's last column
+        mark = [(int(b), len(cols) - 2) for b in best]
     else:  # the output row
         mark = [(len(rows) - 1, j) for j in range(1, len(cols) - 1)]
     return f"<p style='margin:0.3em 0'><b>{STAGES[stage]}</b> — {text}</p>" + html_table(
@@ -128,23 +133,28 @@ def cell_explanation(i: int, j: int, tokens: tuple[str, ...] = example.tokens,
 def _explain(s: RowSteps, j: int) -> str:
     """How weight ``j`` of the row ``s`` was computed (the text of one tooltip)."""
     terms = " + ".join(f"{_num(a)}·{_num(b)}" for a, b in zip(s.q, s.K[j]))
+    sj, m = float(s.scaled[j]), float(s.scaled.max())
+    plain = float(np.exp(s.scaled).sum())
     return (
         f"{s.token} → {s.tokens[j]}\n"
         f"q·k = {terms} = {_num(float(s.raw[j]))}\n"
-        f"scaled: {_num(float(s.raw[j]))} / √{s.q.shape[0]} = {_num(float(s.scaled[j]))}\n"
-        f"weight = exp({_num(float(s.scaled[j]))}) / Σ_j exp(scaled_j) = {s.weights[j]:.4f}"
+        f"scaled: {_num(float(s.raw[j]))} / √{s.q.shape[0]} = {_num(sj)}\n"
+        f"weight = exp({_num(sj)}) / Σ exp(scaled) = {np.exp(sj):.4f} / {plain:.4f}"
+        f" = {s.weights[j]:.4f}\n"
+        f"(shifted by the row maximum {_num(m)}: {float(s.exps[j]):.4f} / "
+        f"{float(s.exps.sum()):.4f}, the same weight)"
     )
 
 
 def weights_heatmap(Q: np.ndarray = example.Q, K: np.ndarray = example.K,
                     V: np.ndarray = example.V, tokens: tuple[str, ...] = example.tokens) -> str:
-    """The full weight matrix as an HTML heatmap whose cells explain themselves on hover."""
+    """The full weight matrix as an HTML heatmap whose cells explain themselves on hover, click or tap."""
     rows = [row_steps(i, Q, K, V, tokens) for i in range(Q.shape[0])]  # one pass per query
     w = np.stack([s.weights for s in rows])
     return heatmap_html(
         w, tokens, tokens, fmt=".4f", vmin=0.0, vmax=float(w.max()),
         titles=lambda i, j: _explain(rows[i], j),
-        caption="Attention weights: row = query token, column = key token (hover a cell)")
+        caption="Attention weights: row = query token, column = key token (tap or hover a cell)")
 
 
 def explorer(Q: np.ndarray = example.Q, K: np.ndarray = example.K, V: np.ndarray = example.V,

@@ -29,7 +29,9 @@ def _set_source(app: Sphinx, pagename: str, templatename: str, context: dict, do
     if suffix not in (".ipynb", ".md"):
         return
     executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
-    chosen = executed if suffix == ".ipynb" and executed.exists() else src
+    # An exercise page is a student notebook: offer exactly that file (never executed).
+    is_exercise = pagename.startswith("book/exercises/")
+    chosen = executed if suffix == ".ipynb" and executed.exists() and not is_exercise else src
     dest = Path(app.outdir) / "_sources" / f"{pagename}{suffix}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(chosen, dest)

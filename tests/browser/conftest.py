@@ -4,6 +4,10 @@ The site (``_build/html``, made by ``make book``) is served by a thread on a fre
 loopback port. Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright; every
 request that is not for that server is aborted, so the test proves the pages work
 with no network. Screenshots go to ``artifacts/screenshots/``.
+
+Every page a test opens is watched for console errors and uncaught exceptions: a test
+that saw one fails (at its teardown), whatever else it checked. ``page`` is a desktop
+page (1280 x 900); ``make_page`` opens others (a phone, dark mode, touch).
 """
 
 from __future__ import annotations
@@ -66,14 +70,24 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-@pytest.fixture()
-def page(browser: object, site_url: str) -> Iterator[object]:
-    """A fresh page whose requests can reach only the local site server.
+#: A phone (iPhone 12-14 size): the viewport of the phone checks.
+PHONE = {"width": 390, "height": 844}
 
-    ``page.offsite_requests`` lists every request that was blocked.
+
+def _new_page(browser: object, site_url: str, *, viewport: dict | None = None,
+              dark: bool = False, touch: bool = False) -> tuple[object, object]:
+    """A page whose requests reach only the local site; it records console errors.
+
+    ``page.offsite_requests`` lists every request that was blocked and
+    ``page.console_errors`` every console error and uncaught exception.
     """
-    context = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    context = browser.new_context(  # type: ignore[attr-defined]
+        viewport=viewport or {"width": 1280, "height": 900},
+        color_scheme="dark" if dark else "light",
+        has_touch=touch, is_mobile=touch, device_scale_factor=2 if touch else 1,
+    )
     blocked: list[str] = []
+    errors: list[str] = []
 
     def route(r: object) -> None:
         url = r.request.url  # type: ignore[attr-defined]
@@ -85,9 +99,42 @@ def page(browser: object, site_url: str) -> Iterator[object]:
 
     context.route("**/*", route)
     pg = context.new_page()
+    pg.on("console", lambda m: m.type == "error" and errors.append(  # type: ignore[attr-defined]
+        f"{m.text} ({m.location.get('url', '')})"))
+    pg.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))  # type: ignore[attr-defined]
     pg.offsite_requests = blocked  # type: ignore[attr-defined]
+    pg.console_errors = errors  # type: ignore[attr-defined]
+    return context, pg
+
+
+@pytest.fixture()
+def page(browser: object, site_url: str) -> Iterator[object]:
+    """A fresh desktop page (1280 x 900); the test fails if the page logs a console error."""
+    context, pg = _new_page(browser, site_url)
     yield pg
+    errors = list(pg.console_errors)  # type: ignore[attr-defined]
     context.close()
+    assert not errors, f"console errors: {errors}"
+
+
+@pytest.fixture()
+def make_page(browser: object, site_url: str) -> Iterator[object]:
+    """``make_page(viewport=PHONE, dark=True, touch=True)`` opens another kind of page.
+
+    Every page it made fails the test if it logged a console error.
+    """
+    made: list[tuple[object, object]] = []
+
+    def make(**kwargs: object) -> object:
+        context, pg = _new_page(browser, site_url, **kwargs)  # type: ignore[arg-type]
+        made.append((context, pg))
+        return pg
+
+    yield make
+    errors = [e for _, pg in made for e in pg.console_errors]  # type: ignore[attr-defined]
+    for context, _ in made:
+        context.close()  # type: ignore[attr-defined]
+    assert not errors, f"console errors: {errors}"
 
 
 def screenshot(page: object, name: str, **kwargs: object) -> Path:

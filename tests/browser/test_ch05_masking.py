@@ -48,10 +48,15 @@ def test_ch05_mask_explorer_switches_client_side(page, site_url: str) -> None:
     rows = _rows(second)
     assert rows["The"] == ["1.000", "0.000", "0.000", "0.000", "0.000"]
     assert all(float(c) > 0 for c in rows["mat"])  # the last query sees every key
-    # a masked cell explains itself on hover
-    cell = explorer.locator(".attnkit-stack td[title*='query The → key cat']")
+    # a masked cell explains itself on a click (its details line appears)
+    cell = explorer.locator(".attnkit-stack td.attnkit-cell").filter(
+        has=page.locator(".attnkit-detail", has_text="query The → key cat"))
     visible_cells = [cell.nth(i) for i in range(cell.count()) if cell.nth(i).is_visible()]
-    assert visible_cells and "masked" in visible_cells[0].get_attribute("title")
+    assert visible_cells
+    visible_cells[0].click()
+    detail = visible_cells[0].locator(".attnkit-detail")
+    detail.wait_for(state="visible", timeout=3_000)
+    assert "masked" in detail.inner_text()
     screenshot(page, "ch05-masking-causal")
 
     explorer.locator(".widget-toggle-button", has_text="padding").first.click()

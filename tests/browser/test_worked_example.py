@@ -22,12 +22,18 @@ def test_worked_example_renders_offline(page, site_url: str) -> None:
     assert images, "no figure on the page"
     assert all(w > 0 for _, w in images), images
 
-    # The heatmap: 25 cells, each explaining its computation on hover.
+    # The heatmap: 25 cells, each explaining its computation on a details line when
+    # hovered, clicked or tapped (test_reader.py taps one on a phone).
     cells = page.locator("table.attnkit-heatmap td")
     assert cells.count() == 25
-    tip = cells.nth(5).get_attribute("title")  # query "cat", key "The"
+    cat_the = cells.nth(5)  # query "cat", key "The"
+    detail = cat_the.locator(".attnkit-detail")
+    assert not detail.is_visible()
+    cat_the.hover()
+    detail.wait_for(state="visible", timeout=3_000)
+    tip = detail.inner_text()
     assert tip.startswith("cat → The") and "q·k = 0·0 + 2·1 + 0·0 + 1·1 = 3" in tip
-    assert "0.4026" in tip
+    assert "4.4817 / 11.1327 = 0.4026" in tip and "1.0000 / 2.4840" in tip
 
     # The explorer works client-side: change the token, then the stage.
     explorer = page.locator(".attnkit-explorer").first

@@ -44,20 +44,43 @@ EXPECTED = {
     "spy": (12, "graded"),                # right, and looks for the hidden tests on disk
 }
 
+#: A student cell that searches every file it can reach for a line of the hidden tests
+#: (NEEDLE is replaced by one such line) and prints what it found.
 SPY = '''import json, os, tempfile
 from pathlib import Path
 
 _found = []
 for _d in [Path(tempfile.gettempdir()), Path("/tmp"), Path.cwd().parent]:
-    for _p in _d.rglob("*"):
-        try:
-            if _p.is_file() and "HIDDEN" + " TESTS" in _p.read_text(errors="ignore"):
-                _found.append(str(_p))
-        except OSError:
-            pass
+    for _root, _dirs, _files in os.walk(_d):
+        if "pyvenv.cfg" in _files:  # the (read-only) Python environment: no tests in it
+            _dirs[:] = []
+            continue
+        _dirs[:] = [d for d in _dirs if d not in (".git", "__pycache__")]
+        for _f in _files:
+            _p = Path(_root, _f)
+            try:
+                if NEEDLE in _p.read_text(errors="ignore"):
+                    _found.append(str(_p))
+            except OSError:
+                pass
 print("SPY" + json.dumps({"cwd": os.getcwd(), "listing": os.listdir("."), "found": _found}))
 masked_score = -np.inf
 '''
+
+
+def _hidden_line(exercise_set: str) -> str:
+    """A line of code from the first hidden-test block of ``exercise_set``'s source."""
+    src = nbformat.read(SOURCES / f"{exercise_set}.ipynb", as_version=4)
+    for cell in src.cells:
+        inside = False
+        for line in cell.source.splitlines():
+            if "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END HIDDEN TESTS" in line:
+                inside = False
+            elif inside and line.strip() and not line.strip().startswith("#"):
+                return line.strip()
+    raise AssertionError(f"{exercise_set} has no hidden tests")
 
 
 def _sandbox_works() -> bool:
@@ -88,7 +111,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     alice = nbformat.read(SAMPLES / "alice_ch05.ipynb", as_version=4)
     for cell in alice.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "ch05-masked-score":
-            cell.source = SPY
+            cell.source = SPY.replace("NEEDLE", repr(_hidden_line("ch05")))
     spy = tmp / "spy_ch05.ipynb"
     nbformat.write(alice, spy)
     files = _sample_files() + [spy]

@@ -151,14 +151,19 @@ def test_glue_stores_the_rounded_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert repr(seen["x"]) == "0.650717"
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what would make attnkit importable anyway."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 def _fresh_venv_without_attnkit(tmp_path: Path) -> Path:
     """A new virtual environment that sees this one's packages but not attnkit."""
     env_dir = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, env=_clean_env())
     python = env_dir / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=_clean_env(),
     ).stdout.strip()
     # A path line, not a site dir: the editable install's own .pth file is not read,
     # so numpy, torch, matplotlib... are importable and attnkit is not.
@@ -171,15 +176,15 @@ def test_setup_cell_installs_attnkit_in_a_fresh_environment(tmp_path: Path) -> N
     python = _fresh_venv_without_attnkit(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
+    env = _clean_env()
     probe = [str(python), "-c", "import importlib.util as u; print(u.find_spec('attnkit') is None)"]
-    assert subprocess.run(probe, cwd=work, capture_output=True, text=True).stdout.strip() == "True"
+    assert subprocess.run(probe, cwd=work, env=env, capture_output=True, text=True).stdout.strip() == "True"
     # The "repository": a copy of what pip needs from this checkout.
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, checkout / name)
     shutil.copytree(ROOT / "attnkit", checkout / "attnkit", ignore=shutil.ignore_patterns("__pycache__"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["ATTNKIT_SOURCE"] = checkout.as_uri()
     # The cell, then an import in the same process (as the next cell of the notebook).
     program = SETUP_SOURCE + "\nimport attnkit\nprint(attnkit.__file__)\n"

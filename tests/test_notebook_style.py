@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_COLUMNS = 88
 #: Cells with one of these tags do not show their input on the page.
 HIDDEN_INPUT_TAGS = frozenset({"remove-input", "remove-cell", "hide-input", "attnkit-setup"})
-#: Chapters still being written on other branches; checked once they are brought in line.
-PENDING_PREFIXES = ("10-", "11-")
-NOTEBOOKS = sorted(p for p in ROOT.glob("book/*.ipynb") if not p.name.startswith(PENDING_PREFIXES))
+NOTEBOOKS = sorted(ROOT.glob("book/*.ipynb"))
 
 
 def long_lines(path: Path, limit: int = MAX_COLUMNS) -> list[str]:

@@ -191,9 +191,9 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
              spec: AttentionSpec, block_q: int, block_k: int) -> tuple[Any, Any, Any]:
     """FlashAttention-2's backward: recompute every tile of weights from ``lse``.
 
-    ``D = rowsum(dO * O)``; per tile ``P = exp(S - lse)``, ``dV += P^T dO``,
-    ``dP = dO V^T``, ``dS = P * (dP - D)``, ``dQ += dS K * scale``,
-    ``dK += dS^T Q * scale`` (with ``dS`` taken back through softcap/score_mod by
+    ``D = rowsum(dO * O)``; per tile of scaled scores ``Z``: ``P = exp(Z - lse)``,
+    ``dV += P^T dO``, ``dP = dO V^T``, ``dZ = P * (dP - D)``, ``dQ += dZ K * scale``,
+    ``dK += dZ^T Q * scale`` (with ``dZ`` taken back through softcap/score_mod by
     autograd on the tile). Returns ``(dq, dk, dv)`` at the broadcast batch shape.
     """
     L, S, batch = spec.L, spec.S, spec.batch
@@ -209,7 +209,7 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
     q = q.expand(*batch, L, spec.E)
     k = k.expand(*batch, S, spec.E)
     v = v.expand(*batch, S, spec.Ev)
-    # A row whose every key is masked has lse = -inf: make exp(S - lse) = 0 there.
+    # A row whose every key is masked has lse = -inf: make exp(Z - lse) = 0 there.
     lse = lse.masked_fill(lse == float("-inf"), float("inf"))[..., None] * LOG2E  # base 2
     D = (d_out * out).sum(dim=-1, keepdim=True)  # (..., L, 1)
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
@@ -229,11 +229,11 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
             p = scores.sub_(lse[..., i0:i1, :]).exp2_()  # this tile's weights, recomputed
             dv[..., j0:j1, :] += torch.matmul(p.transpose(-2, -1), do_i)  # (..., bk, Ev)
             dp = torch.matmul(do_i, v_j.transpose(-2, -1))  # (..., bq, Ev) x (..., Ev, bk)
-            ds = p.mul_(dp.sub_(D[..., i0:i1, :]))  # softmax backward: P * (dP - D)
+            dz = p.mul_(dp.sub_(D[..., i0:i1, :]))  # softmax backward: P * (dP - D)
             if mods:  # back through the modifiers to the scaled scores
-                ds = torch.autograd.grad(modded, raw, ds)[0]
-            dq[..., i0:i1, :] += torch.matmul(ds, k_j).mul_(spec.scale)  # (..., bq, E)
-            dk[..., j0:j1, :] += torch.matmul(ds.transpose(-2, -1), q_i).mul_(spec.scale)
+                dz = torch.autograd.grad(modded, raw, dz)[0]
+            dq[..., i0:i1, :] += torch.matmul(dz, k_j).mul_(spec.scale)  # (..., bq, E)
+            dk[..., j0:j1, :] += torch.matmul(dz.transpose(-2, -1), q_i).mul_(spec.scale)
     return dq, dk, dv
 
 

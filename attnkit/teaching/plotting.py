@@ -78,7 +78,7 @@ def figure(width: float = 6.0, height: float = 3.6, **kwargs: Any) -> tuple[Any,
 
     Example:
         >>> fig, axes = figure(10.0, 3.6, ncols=2)   # two panels, one above the other
-        >>> len(axes), fig.get_figwidth() <= MAX_WIDTH
+        >>> len(axes), bool(fig.get_figwidth() <= MAX_WIDTH)
         (2, True)
     """
     import matplotlib.pyplot as plt

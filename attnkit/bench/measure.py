@@ -68,6 +68,7 @@ def peak_memory(fn: Callable[[], Any], how: str = "tracemalloc") -> int | None:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current resident set
     except OSError:
+        fn()  # the caller may need the call's effects even where nothing is measured
         return None
     before = _rss_kib("VmRSS")
     fn()

@@ -27,34 +27,16 @@ import torch
 import torch.distributed as dist
 
 from .._machine import describe_machine, machine_line
+from ..bench.measure import peak_memory
 from .launch import launch
 from .layout import shard
 from .ring import all_gather_attention, ring_attention
 
 
-def _rss_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _peak_growth_mib(fn: Any) -> float | None:
     """MiB by which this process's resident-set high-water mark rose during ``fn()`` (Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current resident set
-    except OSError:
-        fn()
-        return None
-    before = _rss_kib("VmRSS")
-    fn()
-    peak = _rss_kib("VmHWM")
-    return None if before is None or peak is None else max(0, peak - before) / 1024
+    grown = peak_memory(fn, "rss")
+    return None if grown is None else grown / 2**20
 
 
 def _measure(cfg: dict[str, Any], rank: int, world_size: int, repeats: int) -> dict[str, Any]:

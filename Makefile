@@ -33,8 +33,8 @@ setup: $(STAMP)  ## create .venv and install everything from requirements.lock (
 # gets installed. Refresh the lock after editing requirements.txt (or to take newer
 # releases: `make lock UPGRADE=1`), then `make test`, then commit both files. Without
 # UPGRADE the pins already in the lock are kept wherever requirements.txt allows them.
-# The CPU build of torch is recorded without its "+cpu" label, so that the pin also resolves where only
-# PyPI is configured; on CPU-only machines with the CPU wheel available it is preferred.
+# The CPU build of torch is recorded without its "+cpu" label, so that the pin also
+# resolves where only PyPI is configured; where the CPU wheel is available it is preferred.
 lock:  ## regenerate requirements.lock from requirements.txt (pip-tools)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)" "pip-tools>=7.4"

@@ -21,7 +21,8 @@ from attnkit.grading.leaks import find_leaks, published_text, secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = Path(os.environ.get("ATTNKIT_SITE", ROOT / "_build" / "html"))
-SETS = [f"ch{i:02d}" for i in range(1, 10)]
+SOURCES = Path(__file__).resolve().parents[2] / "exercises" / "source"
+SETS = sorted(p.stem for p in SOURCES.glob("ch*.ipynb"))
 TEXT = {".html", ".htm", ".ipynb", ".js", ".json", ".txt", ".md", ".css", ".py", ".csv", ".xml",
         ".svg", ".tex"}
 

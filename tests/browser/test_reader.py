@@ -21,6 +21,7 @@ import re
 
 import pytest
 from conftest import PHONE, screenshot, wait_for_math, wait_for_widgets
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_site import RAW_TEX, _pages
 
 CHAPTERS = [p for p in _pages() if re.match(r"book/\d\d-", p)]
@@ -92,6 +93,17 @@ def test_a_citation_link_lands_on_a_highlighted_entry(page, site_url: str) -> No
     assert cite.count(), "chapter 2 cites nothing"
     cite.click()
     page.wait_for_url("**/bibliography.html#*")
+    # The theme scrolls smoothly, and the site scrolls to the target again once MathJax
+    # and the images are done: wait (up to 5 s) for the entry to come on screen.
+    page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise) || null")
+    try:
+        page.wait_for_function(
+            """() => { const t = document.querySelector(':target');
+                       if (!t) return false;
+                       const top = t.getBoundingClientRect().top;
+                       return top >= 60 && top < window.innerHeight - 40; }""", timeout=5_000)
+    except PlaywrightTimeout:
+        pass  # the assertions below say where the entry ended up
     page.wait_for_timeout(300)
     target = page.evaluate(
         """() => { const t = document.querySelector(':target');

@@ -98,6 +98,18 @@
     });
   }
 
+  /* 4. Land on a link's target once the page has settled. The browser scrolls to
+   * #target before MathJax has typeset the formulas above it; typesetting changes their
+   * height and the target drifts (a citation would land below the screen on the
+   * bibliography). Scroll to it again when MathJax is done and when images have loaded. */
+  function rescrollToTarget() {
+    if (!location.hash) return;
+    var el = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (el) el.scrollIntoView({ block: "start" });
+  }
+  whenMathJaxReady(function () { rescrollToTarget(); });
+  window.addEventListener("load", rescrollToTarget);
+
   function onReady() {
     patchSearch();
     linkFigures();

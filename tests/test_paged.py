@@ -24,7 +24,8 @@ def _tokens(rng, H, T, E, dtype=np.float64):
 def test_interleaved_sequences_equal_contiguous_cache(chunks, block_size, L, causal, seed):
     rng = np.random.default_rng(seed)
     H, E = 2, 4
-    cache = PagedKVCache(num_blocks=64, block_size=block_size, num_heads=H, head_dim=E,
+    # enough blocks for the largest draw: 4 sequences of up to 36 tokens, blocks of 1
+    cache = PagedKVCache(num_blocks=4 * 36, block_size=block_size, num_heads=H, head_dim=E,
                          dtype="float64")
     seqs = [cache.new_sequence() for _ in chunks]
     full = {s: ([], []) for s in seqs}

@@ -90,6 +90,31 @@ def test_numpy_broadcast_batch_and_fully_masked_rows() -> None:
     assert np.isneginf(lse[1]).all() and np.isfinite(lse[[0, 2]]).all()
 
 
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_lazy_shift_far_below_zero_after_a_hidden_tile(kind: str) -> None:
+    """A row that sees no key in its first tile, then scores far below zero (float32).
+
+    The running shift starts there from nothing; rescaling the (empty) state must give
+    0, not ``0 * exp(huge) = nan``, and scores of -400 must not underflow to nothing.
+    """
+    rng = np.random.default_rng(0)
+    q = np.full((1, 4, 8), 20.0, dtype=np.float32)
+    k = -np.abs(rng.normal(size=(1, 12, 8))).astype(np.float32) * 10  # scores near -400
+    v = rng.normal(size=(1, 12, 3)).astype(np.float32)
+    mask = np.ones((4, 12), bool)
+    mask[:, :4] = False  # the first key tile is hidden from every query
+    mask[1, 4:8] = False  # query 1 also misses the second tile
+    ref = attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), mask=mask)
+    if kind == "numpy":
+        out = flash_attention_numpy(q, k, v, mask=mask, block_q=4, block_k=4)
+    else:
+        tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+        out = flash_attention_torch(tq, tk, tv, mask=torch.from_numpy(mask),
+                                    block_q=4, block_k=4).numpy()
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_numpy_float16_is_computed_in_float32() -> None:
     """STYLE.md's rule: error at most about twice a plain float16 implementation's."""
     rng = np.random.default_rng(1)
@@ -286,3 +311,25 @@ def test_tile_stepper_has_one_view_per_tile() -> None:
     views = [child.value for child in stack.children]
     assert len(set(views)) == len(views)
     assert "last key block" in views[1] and "Tile: queries The, cat" in views[0]
+
+
+def test_scratch_memory_is_kept_per_thread_and_nested_calls_get_their_own() -> None:
+    flash.release_scratch()
+    with flash.scratch("numpy", (100,), np.float32) as (a,):
+        with flash.scratch("numpy", (100,), np.float32) as (b,):  # nested: fresh memory
+            assert not np.shares_memory(a, b)
+    with flash.scratch("numpy", (50, 30), np.float32) as (c, d):  # the kept buffer again
+        assert np.shares_memory(c, a) or np.shares_memory(c, b)
+        assert not np.shares_memory(c, d) and (d.ctypes.data - c.ctypes.data) % 64 == 0
+    flash.release_scratch()
+    with flash.scratch("numpy", (100,), np.float32) as (e,):
+        assert not np.shares_memory(e, a) and not np.shares_memory(e, b)
+
+
+def test_repeated_calls_reuse_scratch_and_agree() -> None:
+    rng = np.random.default_rng(3)
+    q, k, v = _problem(rng, 40, 50)
+    first = flash_attention_numpy(q, k, v, block_q=16, block_k=16)
+    second = flash_attention_numpy(q, k, v, block_q=16, block_k=16)
+    np.testing.assert_array_equal(first, second)
+    assert not np.shares_memory(first, second)  # outputs are never scratch memory

@@ -18,6 +18,7 @@ import importlib
 from types import ModuleType
 
 from .._validate import choice
+from ._online import release_scratch
 from .base import FEATURES, Capabilities
 
 ENGINES: dict[str, str] = {
@@ -28,7 +29,8 @@ ENGINES: dict[str, str] = {
     "triton": "attnkit.engines.triton_flash",
 }
 
-__all__ = ["ENGINES", "FEATURES", "Capabilities", "backends", "capabilities", "load"]
+__all__ = ["ENGINES", "FEATURES", "Capabilities", "backends", "capabilities", "load",
+           "release_scratch"]
 
 
 def load(name: str) -> ModuleType:

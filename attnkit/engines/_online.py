@@ -14,8 +14,11 @@ skipped, tiles that every query sees entirely are computed without a mask.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -64,6 +67,62 @@ def default_blocks(kind: str) -> tuple[int, int]:
     """
     del kind  # one default for both loops, measured on AVX2 and AVX-512 machines
     return 512, 512
+
+
+#: Scratch memory (a tile of scores, the running state) kept between calls, per
+#: thread, up to this many bytes: a freshly allocated buffer costs a page fault
+#: per 4 KiB page on its first use, which shows in short calls (n around 1024).
+SCRATCH_KEEP_BYTES: int = 16 * 2**20
+
+_scratch_pool = threading.local()
+
+
+@contextlib.contextmanager
+def scratch(kind: str, sizes: tuple[int, ...], dtype: Any, device: Any = None) -> Iterator[list[Any]]:
+    """Flat buffers of the given sizes (in elements), carved from one kept allocation.
+
+    ``kind`` is ``"numpy"`` or ``"torch"`` (then ``dtype`` is a torch dtype and
+    ``device`` a torch device; only CPU memory is kept, CUDA has its own cache).
+    Each buffer starts a multiple of 16 elements after the first (64 bytes for
+    float32). While a call holds the memory, a nested call (a ``score_mod`` that
+    calls attention, say) gets its own.
+
+    Example:
+        >>> import numpy as np
+        >>> with scratch("numpy", (3, 5), np.float32) as (a, b):
+        ...     a.shape, b.shape
+        ((3,), (5,))
+    """
+    align = 16  # elements of at most 4 bytes per 64 bytes; float64: 128 bytes
+    offsets, total = [], 0
+    for n in sizes:
+        offsets.append(total)
+        total += -(-int(n) // align) * align
+    keep = kind == "numpy" or device.type == "cpu"
+    pool = _scratch_pool.__dict__.setdefault(kind, {})
+    key = (dtype, device)
+    buf = pool.pop(key, None) if keep else None
+    if buf is None or buf.shape[0] < total:
+        if kind == "numpy":
+            buf = np.empty(max(total, 1), dtype=dtype)
+        else:
+            import torch
+
+            buf = torch.empty(max(total, 1), dtype=dtype, device=device)
+    try:
+        yield [buf[o:o + int(n)] for o, n in zip(offsets, sizes, strict=True)]
+    finally:
+        if keep and buf.shape[0] * buf.itemsize <= SCRATCH_KEEP_BYTES:
+            pool[key] = buf
+
+
+def release_scratch() -> None:
+    """Free the scratch memory that the tiled engines keep for this thread.
+
+    Example:
+        >>> release_scratch()
+    """
+    _scratch_pool.__dict__.clear()
 
 
 @functools.cache

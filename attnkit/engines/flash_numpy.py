@@ -17,12 +17,18 @@ tile of scores at a time, so that the ``(L, S)`` score matrix never exists::
         out_i = acc / l_i          (0 where l_i == 0: every key masked)
         lse_i = m_i + log(l_i)     (saved for the backward pass)
 
-Three savings on elementwise work, which is what a CPU core spends its time on
-next to the two matrix products:
+Savings on elementwise work, which is what a CPU core spends its time on next to
+the two matrix products:
 
 * the shift ``- m_i`` rides in the first product as an extra column of ``q_i``
-  (``-m_i``) against an extra row of ones under ``k_j^T``, and ``rowsum(p)`` rides
-  in the second as an extra column of ones beside ``v_j``;
+  (``-m_i``) against an extra row of ones under ``k_j^T``, and ``rowsum(p)`` is a
+  matrix-vector product with a vector of ones (a pass that BLAS makes faster than
+  a reduction);
+* one tile of memory is reused by every tile (the products write into it), so
+  no tile allocates; it and the running state are kept between calls, per
+  thread, up to :data:`~attnkit.engines._online.SCRATCH_KEEP_BYTES`
+  (:func:`attnkit.engines.release_scratch` frees them), because fresh memory
+  costs a page fault per 4 KiB page when first written;
 * the running maximum moves lazily: only when a tile's scores exceed it by more
   than :data:`~attnkit.engines._online.RESCALE_THRESHOLD` (the result is the same:
   any shift gives the same softmax, as long as ``exp`` cannot overflow);
@@ -35,6 +41,8 @@ costs time linear in the sequence length.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -124,14 +132,10 @@ def forward(
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
 
-    # q scaled once (natural units when a modifier needs them, else the base's units)
-    qs = np.broadcast_to(q, (*batch, L, E)).astype(work) * work(spec.scale * (1.0 if mods else u))
-    kt = np.empty((*k.shape[:-2], E + 1, S), dtype=work)  # [k^T; 1]: the shift's row
-    kt[..., :E, :] = np.swapaxes(k, -1, -2)
-    kt[..., E, :] = 1.0
-    va = np.empty((*v.shape[:-2], S, Ev + 1), dtype=work)  # [v, 1]: rowsum(p)'s column
-    va[..., :Ev] = v
-    va[..., Ev] = 1.0
+    # q is scaled block by block (natural units when a modifier needs them, else the base's)
+    q_factor = work(spec.scale * (1.0 if mods else u))
+    qb = np.broadcast_to(q, (*batch, L, E))
+    vw = np.ascontiguousarray(v, dtype=work)
     if mask is not None:
         mask = np.broadcast_to(mask, (*batch, L, S))  # a view: tiles are slices of it
         if spec.mask_kind == "float":
@@ -139,42 +143,61 @@ def forward(
 
     out = np.zeros((*batch, L, Ev), dtype=work)
     lse = np.full((*batch, L), -np.inf, dtype=work)
-    for i0 in range(0, L, block_q):
-        i1 = min(i0 + block_q, L)
-        qa = np.empty((*batch, i1 - i0, E + 1), dtype=work)  # [q_i, -m_i]
-        qa[..., :E] = qs[..., i0:i1, :]
-        m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
-        acc = np.zeros((*batch, i1 - i0, Ev + 1), dtype=work)  # [output, l_i]
-        for j0, j1, full in band.tiles(i0, i1, block_k):
-            seen = np.isfinite(m_i)
-            qa[..., E:] = np.where(seen, -m_i, 0.0)
-            if mods:  # natural scores -> modifiers -> the base's units, then shift
-                s = apply_score_mods(qa[..., :E] @ kt[..., :E, j0:j1], spec, i0, i1, j0, j1)
-                s = s * work(u) + qa[..., E:]
-            else:
-                s = qa @ kt[..., j0:j1]  # (..., bq, E+1) x (..., E+1, bk): scores - m_i
-            if mask is not None and spec.mask_kind == "float":
-                s += mask[..., i0:i1, j0:j1]
-            if mask is not None and spec.mask_kind == "bool":
-                np.copyto(s, -np.inf, where=~mask[..., i0:i1, j0:j1])
-            if not full:  # the tile crosses the causal diagonal or the window's edge
-                rows = np.arange(i0, i1)[:, None]
-                cols = np.arange(j0, j1)[None, :]
-                np.copyto(s, -np.inf, where=~band.mask(rows, cols))
-            r = s.max(axis=-1, keepdims=True)  # the tile's max, relative to the shift
-            move = (r > thresh) | (~seen & (r > -np.inf))  # lazy: move only when needed
-            if move.any():
-                s -= np.where(move, r, 0.0)
-                m_new = np.where(move, np.where(seen, m_i, 0.0) + r, m_i)
-                acc *= exp(np.where(move, m_i, 0.0) - np.where(move, m_new, 0.0))  # rescale
-                m_i = m_new
-            p = exp(s, out=s)  # (..., bq, bk), in place: no second tile
-            acc += p @ va[..., j0:j1, :]  # (..., bq, bk) x (..., bk, Ev+1): output and l_i
+    nb, nkb = math.prod(batch), math.prod(k.shape[:-2])
+    bq, bk = min(block_q, L), min(block_k, S)
+    sizes = (nkb * (E + 1) * S, nb * bq * bk, nb * bq * (E + 1), nb * bq * Ev, nb * bq * Ev)
+    with _online.scratch("numpy", sizes, work) as (kt_mem, tile_mem, qa_mem, acc_mem, pv_mem):
+        kt = kt_mem.reshape(*k.shape[:-2], E + 1, S)  # [k^T; 1]: the shift's row
+        kt[..., :E, :] = np.swapaxes(k, -1, -2)
+        kt[..., E, :] = 1.0
+        ones = np.ones((bk, 1), dtype=work)  # row sums as a matrix-vector product
+        for i0 in range(0, L, block_q):
+            i1 = min(i0 + block_q, L)
+            n = nb * (i1 - i0)
+            qa = qa_mem[: n * (E + 1)].reshape(*batch, i1 - i0, E + 1)  # [q_i, -m_i]
+            np.multiply(qb[..., i0:i1, :], q_factor, out=qa[..., :E])
+            qa[..., E] = 0.0
+            m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
+            l_i = np.zeros((*batch, i1 - i0, 1), dtype=work)  # running sum of exponentials
+            acc = acc_mem[: n * Ev].reshape(*batch, i1 - i0, Ev)  # running output
+            acc[...] = 0.0
+            pv = pv_mem[: n * Ev].reshape(acc.shape)
+            for j0, j1, full in band.tiles(i0, i1, block_k):
+                s = tile_mem[: n * (j1 - j0)].reshape(*batch, i1 - i0, j1 - j0)
+                if mods:  # natural scores -> modifiers -> the base's units, then shift
+                    raw = apply_score_mods(qa[..., :E] @ kt[..., :E, j0:j1], spec,
+                                           i0, i1, j0, j1)
+                    np.multiply(raw, work(u), out=s)
+                    s += qa[..., E:]
+                else:  # (..., bq, E+1) x (..., E+1, bk): scores - m_i, into the tile's memory
+                    np.matmul(qa, kt[..., j0:j1], out=s)
+                if mask is not None and spec.mask_kind == "float":
+                    s += mask[..., i0:i1, j0:j1]
+                if mask is not None and spec.mask_kind == "bool":
+                    np.copyto(s, -np.inf, where=~mask[..., i0:i1, j0:j1])
+                if not full:  # the tile crosses the causal diagonal or the window's edge
+                    rows = np.arange(i0, i1)[:, None]
+                    cols = np.arange(j0, j1)[None, :]
+                    np.copyto(s, -np.inf, where=~band.mask(rows, cols))
+                r = s.max(axis=-1, keepdims=True)  # the tile's max, relative to the shift
+                seen = np.isfinite(m_i)
+                move = (r > thresh) | (~seen & (r > -np.inf))  # lazy: move only when needed
+                if move.any():
+                    s -= np.where(move, r, 0.0)
+                    m_new = np.where(move, np.where(seen, m_i, 0.0) + r, m_i)
+                    alpha = exp(np.where(move, m_i, 0.0) - np.where(move, m_new, 0.0))
+                    acc *= alpha  # rescale what came before
+                    l_i *= alpha
+                    m_i = m_new
+                    qa[..., E:] = np.where(np.isfinite(m_i), -m_i, 0.0)
+                p = exp(s, out=s)  # (..., bq, bk), in place: no second tile
+                l_i += p @ ones[: j1 - j0]  # rowsum(p)
+                acc += np.matmul(p, vw[..., j0:j1, :], out=pv)  # (..., bq, bk) x (..., bk, Ev)
 
-        l_i = acc[..., Ev:]
-        alive = l_i > 0  # False where every key of the row is masked
-        out[..., i0:i1, :] = np.where(alive, acc[..., :Ev] / np.where(alive, l_i, 1.0), 0.0)
-        with np.errstate(divide="ignore"):
-            log_l = np.log2(l_i) if base == "exp2" else np.log(l_i)
-            lse[..., i0:i1] = np.where(alive, _online.lse_natural(m_i, log_l, base), -np.inf)[..., 0]
+            alive = l_i > 0  # False where every key of the row is masked
+            np.divide(acc, l_i, out=out[..., i0:i1, :], where=alive)  # (out is 0 elsewhere)
+            with np.errstate(divide="ignore"):
+                log_l = np.log2(l_i) if base == "exp2" else np.log(l_i)
+                lse[..., i0:i1] = np.where(alive, _online.lse_natural(m_i, log_l, base),
+                                           -np.inf)[..., 0]
     return out.astype(spec.dtype, copy=False), lse

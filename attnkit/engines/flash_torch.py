@@ -133,9 +133,13 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     """The tiled forward on float32/float64 tensors; returns ``(out, lse)``, lse natural.
 
     The loop is kept lean, because in torch each small operation has a fixed cost:
-    no guard against ``-inf`` maxima until a tile has been masked, the first tile
-    starts the running state instead of rescaling an empty one, and every update is
-    in place.
+    the products write into one tile of memory that every tile reuses (kept between
+    calls on the CPU, as in the NumPy engine); the first
+    tile starts the running state instead of rescaling an empty one; the running
+    maximum moves lazily, only when a tile's scores exceed it by more than
+    :data:`~attnkit.engines._online.RESCALE_THRESHOLD` (so most tiles skip the
+    rescaling); no guard against ``-inf`` maxima until a tile has been masked; and
+    every update is in place.
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
     flat = _flat_spec(q, k, v, mask, spec)
@@ -147,44 +151,80 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
     u = _online.units(base)  # scores in units of the exponential's base
-    exp_ = torch.Tensor.exp2_ if base == "exp2" else torch.Tensor.exp_
-    qs = q.expand(*batch, L, E) * (spec.scale * (1.0 if mods else u))
+    q_factor = spec.scale * (1.0 if mods else u)
+    qb = q.expand(*batch, L, E)
     k_t = k.transpose(-2, -1)  # (..., E, S), a view
     out = q.new_zeros((*batch, L, Ev))
     lse = q.new_full((*batch, L), float("-inf"))
+    nb = math.prod(batch)
+    bq, bk = min(block_q, L), min(block_k, S)
+    sizes = (nb * bq * bk, nb * bq * E, nb * bq * Ev, nb * bq * Ev)
+    with _online.scratch("torch", sizes, q.dtype, q.device) as mem:
+        _forward_blocks(qb, q_factor, k_t, v, mask, spec, band, mods, u, base,
+                        block_q, block_k, out, lse, *mem)
+    return out, lse
+
+
+def _forward_blocks(qb: Any, q_factor: float, k_t: Any, v: Any, mask: Any, spec: AttentionSpec,
+                    band: Band, mods: bool, u: float, base: str, block_q: int, block_k: int,
+                    out: Any, lse: Any, tile_mem: Any, q_mem: Any, acc_mem: Any,
+                    pv_mem: Any) -> None:
+    """The loop of :func:`forward` over query blocks; fills ``out`` and ``lse`` in place."""
+    L, E, Ev, batch = spec.L, spec.E, spec.Ev, spec.batch
+    nb = math.prod(batch)
+    thresh = _online.RESCALE_THRESHOLD * u
+    exp_ = torch.Tensor.exp2_ if base == "exp2" else torch.Tensor.exp_
+    k_tiles: dict[tuple[int, int], tuple[Any, Any]] = {}  # (j0, j1) -> slices of k_t, v
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)
-        q_i = qs[..., i0:i1, :]  # (..., bq, E)
-        m_i = l_i = acc = None  # running max, sum of exp and output: set by the first tile
+        q_i = q_mem[: nb * (i1 - i0) * E].view(*batch, i1 - i0, E)  # (..., bq, E), scaled
+        torch.mul(qb[..., i0:i1, :], q_factor, out=q_i)
+        pv = pv_mem[: nb * (i1 - i0) * Ev].view(*batch, i1 - i0, Ev)
+        acc = acc_mem[: nb * (i1 - i0) * Ev].view(*batch, i1 - i0, Ev)  # running output
+        m_i = l_i = shift = bound = None  # running max, sum, output: set by tile one
         guarded = mask is not None  # may a row's maximum be -inf (every key so far hidden)?
         for j0, j1, full in band.tiles(i0, i1, block_k):
+            if (j0, j1) not in k_tiles:
+                k_tiles[j0, j1] = (k_t[..., j0:j1], v[..., j0:j1, :])
+            k_j, v_j = k_tiles[j0, j1]
             if mods:
-                s = _mods(q_i, k_t[..., j0:j1], spec, i0, i1, j0, j1, u)
-            else:
-                s = torch.matmul(q_i, k_t[..., j0:j1])  # (..., bq, E) x (..., E, bk)
+                s = _mods(q_i, k_j, spec, i0, i1, j0, j1, u)
+            else:  # (..., bq, E) x (..., E, bk), into the tile's memory
+                s = tile_mem[: nb * (i1 - i0) * (j1 - j0)].view(*batch, i1 - i0, j1 - j0)
+                torch.matmul(q_i, k_j, out=s)
             if mask is not None or not full:
                 _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1, u)
                 guarded = True
             r = s.amax(dim=-1, keepdim=True)
-            m_new = r if m_i is None else torch.maximum(m_i, r)
-            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0) if guarded else m_new
-            p = exp_(s.sub_(m_safe))  # (..., bq, bk), in place
-            pv = torch.matmul(p, v[..., j0:j1, :])  # (..., bq, bk) x (..., bk, Ev)
-            if m_i is None:
-                l_i, acc = p.sum(dim=-1, keepdim=True), pv
-            else:
-                alpha = exp_(m_i - m_safe)  # rescales what came before
-                l_i.mul_(alpha).add_(p.sum(dim=-1, keepdim=True))
-                acc.mul_(alpha).add_(pv)
-            m_i = m_new
+            if m_i is None:  # the first tile: its maximum is the shift
+                m_i = r
+                shift = m_i.masked_fill(m_i == float("-inf"), 0.0) if guarded else m_i
+                bound = m_i + thresh
+                p = exp_(s.sub_(shift))
+                l_i = p.sum(dim=-1, keepdim=True)
+                torch.matmul(p, v_j, out=acc)
+                continue
+            if bool((r > bound).any()):  # lazy: move the shift only when needed
+                m_new = torch.maximum(m_i, r)
+                shift = m_new.masked_fill(m_new == float("-inf"), 0.0) if guarded else m_new
+                alpha = exp_(m_i - shift)  # rescales what came before (0 where m_i = -inf)
+                m_i, bound = m_new, m_new + thresh
+                l_i.mul_(alpha)
+                acc.mul_(alpha)
+            p = exp_(s.sub_(shift))  # (..., bq, bk), in place
+            l_i.add_(p.sum(dim=-1, keepdim=True))
+            acc.add_(torch.matmul(p, v_j, out=pv))  # (..., bq, bk) x (..., bk, Ev)
         if m_i is None:  # no tile visible: every key hidden from this block
             continue
-        alive = l_i > 0  # False where every key of the row is masked
-        out[..., i0:i1, :] = torch.where(alive, acc / torch.where(alive, l_i, 1.0), 0.0)
+        o = out[..., i0:i1, :]
+        torch.div(acc, l_i, out=o)
         log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
-        lse[..., i0:i1] = torch.where(alive, _online.lse_natural(m_i, log_l, base),
-                                      float("-inf"))[..., 0]
-    return out, lse
+        lse_i = _online.lse_natural(shift, log_l, base)  # -inf where l_i = 0
+        if guarded:  # a row whose every key is masked: l_i = 0, a zero output and lse -inf
+            dead = l_i == 0
+            o.masked_fill_(dead, 0.0)
+            lse_i.masked_fill_(dead, float("-inf"))
+        lse[..., i0:i1] = lse_i[..., 0]
 
 
 def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
@@ -245,7 +285,7 @@ class FlashAttentionFunction(torch.autograd.Function):
                 block_q: int, block_k: int) -> tuple[Any, Any]:
         """Run the tiled forward in float32 (float64 for float64 inputs); save for backward."""
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
-        qw, kw, vw = (x.to(work) for x in (q, k, v))
+        qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
         if mask is not None:
             mask = mask.to(qw.device).expand(*spec.batch, spec.L, spec.S)
         out, lse = forward(qw, kw, vw, mask, spec, block_q, block_k)

@@ -11,7 +11,8 @@ import torch
 from attnkit.bench import fitted_slope, load_results, peak_memory, results_folder
 from attnkit.bench.cli import main
 from attnkit.bench.cpu import CPU_ENGINES, cpu_child
-from attnkit.bench.measure import cpu_description
+from attnkit.bench.decoding import main as decoding_main
+from attnkit.bench.measure import best_and_median, cpu_description
 from attnkit.bench.report import markdown
 from attnkit.engines import ENGINES, capabilities
 
@@ -74,3 +75,30 @@ def test_results_are_found_and_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert load_results("cpu")["fitted_slopes"] == {"sdpa": 2.0}
     assert load_results("gpu") is None
     assert "sdpa 2.00" in markdown(result)
+
+
+def test_best_and_median_keeps_calling_for_min_time() -> None:
+    calls = []
+    best, median = best_and_median(lambda: calls.append(1), 2, min_time=0.01)
+    assert len(calls) > 3 and 0 <= best <= median  # one warm-up, then at least 10 ms of calls
+    with pytest.raises(ValueError, match="min_time must be a number >= 0"):
+        best_and_median(lambda: None, 2, min_time=-1)
+
+
+def test_decoding_benchmark_writes_ratios_against_one_pass(tmp_path: Path) -> None:
+    assert decoding_main(["--sizes", "64", "--heads", "2", "--dim", "8", "--splits", "2",
+                          "--workers", "1", "--repeats", "1", "--min-time", "0",
+                          "--arrays", "numpy", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results-decoding-cpu.json").read_text())
+    rows = {(r["method"], r["splits"]): r for r in result["rows"]}
+    assert rows["one-pass", 1]["ratio"] == 1.0
+    split = rows["split-KV", 2]
+    assert split["ratio"] == pytest.approx(split["best_ms"] / rows["one-pass", 1]["best_ms"])
+    assert split["max_abs_diff"] < 1e-5
+    assert "python -m attnkit.bench.decoding" in (tmp_path / "results-decoding-cpu.md").read_text()
+
+
+def test_decoding_benchmark_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        decoding_main(["--min-time", "-1"])
+    assert "--min-time must be a number of seconds >= 0" in capsys.readouterr().err

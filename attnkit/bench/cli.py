@@ -11,9 +11,11 @@ reference, forms the n x n matrix), ``torch`` (naive, eager), ``sdpa`` (PyTorch'
 fused kernel), ``flash-numpy`` and ``flash-torch`` (attnkit's tiled engine on
 NumPy and on torch input). Measured per call:
 
-* time: the best (minimum) and the median of ``--repeats`` calls after one
-  warm-up call, and over ``--rounds`` interleaved rounds the minimum of the
-  best times; ratios are best time over SDPA's best time at the same ``n``;
+* time: the best (minimum) and the median of at least ``--repeats`` calls, and
+  of at least ``--min-time`` seconds of calls, after one warm-up call; over
+  ``--rounds`` interleaved rounds the minimum of the best times; ratios are best
+  time over SDPA's best time at the same ``n``. The machine's load average before
+  and after is recorded with the results;
 * peak memory: the growth of the child's resident set during one call (Linux:
   reset the high-water mark through ``/proc/self/clear_refs``, read ``VmHWM``
   afterwards; the inputs already exist), and for NumPy engines also the peak of
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=16384, help="GPU: batch * n")
     parser.add_argument("--repeats", type=int, default=5, help="CPU: timed calls per child")
     parser.add_argument("--rounds", type=int, default=1, help="CPU: interleaved rounds")
+    parser.add_argument("--min-time", type=float, default=0.5,
+                        help="CPU: keep calling until this many seconds of calls (default 0.5)")
     parser.add_argument("--window", type=int, default=None,
                         help="CPU: causal sliding window (W, 0) instead of full attention; "
                              "writes results-cpu-window.*")
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         i = given.index("--out")
         del given[i:i + 2]
     command = "python -m attnkit.bench " + " ".join(given)
+    if args.min_time < 0:
+        parser.error(f"--min-time must be a number of seconds >= 0; got {args.min_time}")
     if args.window is not None and args.window < 0:
         parser.error(f"--window must be a non-negative integer; got {args.window}")
     if device == "cpu":

@@ -39,8 +39,6 @@ def _engine_call(engine: str) -> tuple[str, str]:
     return backend, kind
 
 
-
-
 def _cpu_call(engine: str, n: int, d: int, window: int | None = None) -> Any:
     """A zero-argument function that runs ``engine`` once on seeded ``(1, 1, n, d)`` inputs."""
     import numpy as np
@@ -78,21 +76,28 @@ def cpu_child(cfg: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"engine": engine, "n": n, "d": d}
     if window is not None:
         row["window"] = window
-    row["peak_rss_growth_bytes"] = peak_memory(call, "rss")
+    row["peak_rss_growth_bytes"] = peak_memory(call, "rss")  # scratch freed first
     if numpy_in:
         row["tracemalloc_peak_bytes"] = peak_memory(call, "tracemalloc")
-    row["time_best_s"], row["time_median_s"] = best_and_median(call, repeats)
+    if engine.startswith("flash-"):  # which exponential the one-time probe chose here
+        from ..engines import _online
+
+        row["exp_base"] = (_online.numpy_exp_base() if numpy_in else _online.torch_exp_base())
+    row["time_best_s"], row["time_median_s"] = best_and_median(call, repeats,
+                                                               cfg.get("min_time", 0.0))
     return row
 
 
 def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     """All CPU configurations, ``args.rounds`` interleaved rounds; returns the results."""
     best: dict[tuple[str, int], dict[str, Any]] = {}
+    load_before = _load_average()
     for r in range(args.rounds):
         for n in args.sizes:
             for engine in args.engines:
                 cfg = {"mode": "cpu", "engine": engine, "n": n, "d": args.d,
-                       "repeats": args.repeats, "window": args.window}
+                       "repeats": args.repeats, "min_time": args.min_time,
+                       "window": args.window}
                 row = spawn(cfg, threads_one=True)
                 if "error" in row:
                     row = {"engine": engine, "n": n, "d": args.d, **row}
@@ -131,11 +136,13 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "window": None if args.window is None else
             f"causal=True, window=({args.window}, 0): each query sees at most {args.window + 1} keys",
-            "shared_machine": "the machine was shared with other work while measuring: "
-                              "timings are noisy; ratios come from one interleaved run",
+            "load_average": f"{load_before} before, {_load_average()} after (1-minute "
+                            "load of the whole machine; the benchmark itself adds about 1)",
             "d": args.d, "dtype": "float32", "shape": "(1, 1, n, d)", "threads": 1,
-            "repeats": args.repeats, "rounds": args.rounds, "sizes": list(args.sizes),
-            "time": "best of the repeats, minimum over rounds; ratio = engine / sdpa",
+            "repeats": args.repeats, "min_time_s": args.min_time, "rounds": args.rounds,
+            "sizes": list(args.sizes),
+            "time": "best of at least `repeats` calls and at least `min_time_s` seconds of "
+                    "calls, minimum over rounds; ratio = engine / sdpa",
             "memory": "growth of the child's resident-set high-water mark during one call "
                       "(VmHWM after clear_refs); tracemalloc peak for NumPy engines",
             "flash_blocks": _flash_blocks(),
@@ -144,14 +151,23 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _load_average() -> str:
+    """The machine's 1-minute load average, rounded (``"unknown"`` where the OS has none)."""
+    import os
+
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def _flash_blocks() -> dict[str, Any]:
     from ..engines import _online
 
     bq, bk = _online.blocks(None, None)
-    return {"block_q": bq, "block_k": bk, "numpy_exp": _online.numpy_exp_base(),
+    return {"block_q": bq, "block_k": bk,
+            "exp": "exp or exp2, probed in each measuring process: the rows' exp_base",
             "rescale_threshold": _online.RESCALE_THRESHOLD}
-
-
 
 
 CPU_ENGINES = cpu_engines()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._validate import choice, positive_int
+from .._validate import choice, positive_int, real
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
@@ -25,6 +25,10 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 def peak_memory(fn: Callable[[], Any], how: str = "tracemalloc") -> int | None:
     """Bytes by which memory in use peaked above its level before ``fn()`` ran.
+
+    The tiled engines' scratch memory, which they keep between calls, is freed first
+    (:func:`attnkit.engines.release_scratch`), so that the call measured allocates
+    what it needs as a first call would.
 
     Args:
         fn: the call to measure (its inputs should already exist).
@@ -44,6 +48,9 @@ def peak_memory(fn: Callable[[], Any], how: str = "tracemalloc") -> int | None:
         True
     """
     choice("how", how, ("tracemalloc", "rss", "cuda"))
+    from ..engines import release_scratch
+
+    release_scratch()
     if how == "tracemalloc":
         import tracemalloc
 
@@ -89,8 +96,16 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
-def best_and_median(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """Seconds of the fastest and the median of ``repeats`` calls, after one warm-up call.
+def best_and_median(fn: Callable[[], Any], repeats: int,
+                    min_time: float = 0.0) -> tuple[float, float]:
+    """Seconds of the fastest and the median call, after one warm-up call.
+
+    Calls ``fn`` at least ``repeats`` times and, beyond that, until ``min_time``
+    seconds of calls have passed (at most 1000 calls), so that a short call is
+    sampled as often as a long one is sampled long.
+
+    Raises:
+        ValueError: ``repeats`` not a positive integer, or ``min_time`` negative.
 
     Example:
         >>> best, median = best_and_median(lambda: sum(range(100)), 3)
@@ -98,9 +113,12 @@ def best_and_median(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
         True
     """
     repeats = positive_int("repeats", repeats)
+    min_time = real("min_time", min_time)
+    if min_time < 0:
+        raise ValueError(f"min_time must be a number >= 0 (seconds); got {min_time!r}")
     fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_time and len(times) < 1000):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

@@ -87,6 +87,14 @@ def flash_attention_torch(
     if spec.L == 0 or spec.S == 0:
         raise ValueError(f"flash_attention_torch needs L > 0 and S > 0; got L={spec.L}, "
                          f"S={spec.S} (attnkit.attention handles empty inputs)")
+    if not return_lse and not (torch.is_grad_enabled()
+                               and any(x.requires_grad for x in (q, k, v))):
+        # Inference: no graph to record and no log-sum-exp to keep for a backward pass.
+        work = torch.float64 if q.dtype == torch.float64 else torch.float32
+        qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
+        if mask is not None:
+            mask = mask.to(qw.device).expand(*spec.batch, spec.L, spec.S)
+        return forward(qw, kw, vw, mask, spec, bq, bk, need_lse=False)[0].to(q.dtype)
     out, lse = FlashAttentionFunction.apply(q, k, v, mask, spec, bq, bk)
     return (out, lse) if return_lse else out
 
@@ -113,8 +121,8 @@ def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1
     return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * u
 
 
-def _flat_spec(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> AttentionSpec | None:
-    """The call with its batch dimensions merged into one, when that costs no copy.
+def _flat_batch(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> bool:
+    """Whether the call's batch dimensions can be merged into one without a copy.
 
     ``torch.matmul`` on more than three dimensions reshapes its operands, which copies
     a transposed slice of ``k`` on every tile; three-dimensional operands go to
@@ -122,15 +130,16 @@ def _flat_spec(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> Attent
     ``score_mod`` (whose head index depends on the batch shape).
     """
     if len(spec.batch) == 1 or mask is not None or spec.score_mod is not None:
-        return None
-    if not all(tuple(x.shape[:-2]) == spec.batch for x in (q, k, v)):
-        return None
-    return dataclasses.replace(spec, batch=(math.prod(spec.batch),))
+        return False
+    return all(tuple(x.shape[:-2]) == spec.batch for x in (q, k, v))
 
 
 def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
-            block_q: int, block_k: int) -> tuple[Any, Any]:
+            block_q: int, block_k: int, need_lse: bool = True) -> tuple[Any, Any]:
     """The tiled forward on float32/float64 tensors; returns ``(out, lse)``, lse natural.
+
+    With ``need_lse=False`` (inference) the log-sum-exp is not computed and ``lse``
+    is ``None``.
 
     The loop is kept lean, because in torch each small operation has a fixed cost:
     the products write into one tile of memory that every tile reuses (kept between
@@ -142,11 +151,10 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     every update is in place.
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
-    flat = _flat_spec(q, k, v, mask, spec)
-    if flat is not None:  # one batch dimension: plain batched products, no copies
-        out, lse = forward(q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev), None,
-                           flat, block_q, block_k)
-        return out.reshape(*batch, L, Ev), lse.reshape(*batch, L)
+    shape = batch
+    if _flat_batch(q, k, v, mask, spec):  # one batch dimension: plain batched products
+        batch = (math.prod(batch),)
+        q, k, v = q.reshape(*batch, L, E), k.reshape(*batch, S, E), v.reshape(*batch, S, Ev)
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
@@ -155,22 +163,25 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     qb = q.expand(*batch, L, E)
     k_t = k.transpose(-2, -1)  # (..., E, S), a view
     out = q.new_zeros((*batch, L, Ev))
-    lse = q.new_full((*batch, L), float("-inf"))
+    lse = q.new_full((*batch, L), float("-inf")) if need_lse else None
     nb = math.prod(batch)
     bq, bk = min(block_q, L), min(block_k, S)
     sizes = (nb * bq * bk, nb * bq * E, nb * bq * Ev, nb * bq * Ev)
     with _online.scratch("torch", sizes, q.dtype, q.device) as mem:
-        _forward_blocks(qb, q_factor, k_t, v, mask, spec, band, mods, u, base,
+        _forward_blocks(qb, q_factor, k_t, v, mask, spec, batch, band, mods, u, base,
                         block_q, block_k, out, lse, *mem)
+    if batch != shape:
+        out = out.reshape(*shape, L, Ev)
+        lse = None if lse is None else lse.reshape(*shape, L)
     return out, lse
 
 
 def _forward_blocks(qb: Any, q_factor: float, k_t: Any, v: Any, mask: Any, spec: AttentionSpec,
-                    band: Band, mods: bool, u: float, base: str, block_q: int, block_k: int,
-                    out: Any, lse: Any, tile_mem: Any, q_mem: Any, acc_mem: Any,
-                    pv_mem: Any) -> None:
+                    batch: tuple[int, ...], band: Band, mods: bool, u: float, base: str,
+                    block_q: int, block_k: int, out: Any, lse: Any, tile_mem: Any, q_mem: Any,
+                    acc_mem: Any, pv_mem: Any) -> None:
     """The loop of :func:`forward` over query blocks; fills ``out`` and ``lse`` in place."""
-    L, E, Ev, batch = spec.L, spec.E, spec.Ev, spec.batch
+    L, E, Ev = spec.L, spec.E, spec.Ev
     nb = math.prod(batch)
     thresh = _online.RESCALE_THRESHOLD * u
     exp_ = torch.Tensor.exp2_ if base == "exp2" else torch.Tensor.exp_
@@ -218,13 +229,15 @@ def _forward_blocks(qb: Any, q_factor: float, k_t: Any, v: Any, mask: Any, spec:
             continue
         o = out[..., i0:i1, :]
         torch.div(acc, l_i, out=o)
-        log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
-        lse_i = _online.lse_natural(shift, log_l, base)  # -inf where l_i = 0
-        if guarded:  # a row whose every key is masked: l_i = 0, a zero output and lse -inf
-            dead = l_i == 0
+        dead = (l_i == 0) if guarded else None  # rows whose every key is masked
+        if dead is not None:
             o.masked_fill_(dead, 0.0)
-            lse_i.masked_fill_(dead, float("-inf"))
-        lse[..., i0:i1] = lse_i[..., 0]
+        if lse is not None:
+            log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
+            lse_i = _online.lse_natural(shift, log_l, base)  # -inf where l_i = 0
+            if dead is not None:
+                lse_i.masked_fill_(dead, float("-inf"))
+            lse[..., i0:i1] = lse_i[..., 0]
 
 
 def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
@@ -237,8 +250,8 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
     autograd on the tile). Returns ``(dq, dk, dv)`` at the broadcast batch shape.
     """
     L, S, batch = spec.L, spec.S, spec.batch
-    flat = _flat_spec(q, k, v, mask, spec)
-    if flat is not None:  # one batch dimension: plain batched products, no copies
+    if _flat_batch(q, k, v, mask, spec):  # one batch dimension: plain batched products
+        flat = dataclasses.replace(spec, batch=(math.prod(batch),))
         E, Ev = spec.E, spec.Ev
         grads = backward(q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev), None,
                          out.reshape(-1, L, Ev), lse.reshape(-1, L),

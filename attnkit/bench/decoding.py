@@ -5,9 +5,9 @@ head against a cache of ``S`` keys) computed in one pass (the same code with one
 chunk, ``num_splits=1``; :func:`attnkit.attention` is shown beside it) and split
 into chunks (:func:`split_kv_attention`, chunks on 1 or ``workers`` threads), in
 the same run (best and median of at least ``--repeats`` calls and at least
-``--min-time`` seconds of calls), and prints the ratio split / one-pass per cache length. ``--out DIR``
-writes ``results-decoding-cpu.md`` and ``.json`` with the machine named (CPU model,
-family, vector ISA).
+``--min-time`` seconds of calls), and prints the ratio split / one-pass per cache
+length. ``--out DIR`` writes ``results-decoding-cpu.md`` and ``.json`` with the
+machine named (CPU model, family, vector ISA).
 """
 
 from __future__ import annotations

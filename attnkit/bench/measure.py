@@ -101,10 +101,11 @@ def best_and_median(fn: Callable[[], Any], repeats: int,
     """Seconds of the fastest and the median call, after one warm-up call.
 
     Calls ``fn`` at least ``repeats`` times and, beyond that, until ``min_time``
-    seconds of calls have passed (at most 1000 calls), so that a short call is
-    sampled as often as a long one is sampled long.
+    seconds of calls have passed (at most 1000 calls), so that a call of a few
+    milliseconds is sampled many times, not just ``repeats`` times.
 
     Raises:
+        TypeError: ``min_time`` not a real number.
         ValueError: ``repeats`` not a positive integer, or ``min_time`` negative.
 
     Example:

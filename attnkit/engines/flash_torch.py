@@ -143,9 +143,9 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
 
     The loop is kept lean, because in torch each small operation has a fixed cost:
     the products write into one tile of memory that every tile reuses (kept between
-    calls on the CPU, as in the NumPy engine); the first
-    tile starts the running state instead of rescaling an empty one; the running
-    maximum moves lazily, only when a tile's scores exceed it by more than
+    calls on the CPU, as in the NumPy engine); the first tile starts the running
+    state instead of rescaling an empty one; the running maximum moves lazily, only
+    when a tile's scores exceed it by more than
     :data:`~attnkit.engines._online.RESCALE_THRESHOLD` (so most tiles skip the
     rescaling); no guard against ``-inf`` maxima until a tile has been masked; and
     every update is in place.
@@ -192,7 +192,7 @@ def _forward_blocks(qb: Any, q_factor: float, k_t: Any, v: Any, mask: Any, spec:
         torch.mul(qb[..., i0:i1, :], q_factor, out=q_i)
         pv = pv_mem[: nb * (i1 - i0) * Ev].view(*batch, i1 - i0, Ev)
         acc = acc_mem[: nb * (i1 - i0) * Ev].view(*batch, i1 - i0, Ev)  # running output
-        m_i = l_i = shift = bound = None  # running max, sum, output: set by tile one
+        m_i = l_i = shift = bound = None  # running max and sum: set by the first tile
         guarded = mask is not None  # may a row's maximum be -inf (every key so far hidden)?
         for j0, j1, full in band.tiles(i0, i1, block_k):
             if (j0, j1) not in k_tiles:

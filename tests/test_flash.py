@@ -333,3 +333,8 @@ def test_repeated_calls_reuse_scratch_and_agree() -> None:
     second = flash_attention_numpy(q, k, v, block_q=16, block_k=16)
     np.testing.assert_array_equal(first, second)
     assert not np.shares_memory(first, second)  # outputs are never scratch memory
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    t1, t2 = (flash_attention_torch(tq, tk, tv, block_q=16, block_k=16) for _ in range(2))
+    torch.testing.assert_close(t1, t2, rtol=0, atol=0)
+    assert t1.data_ptr() != t2.data_ptr()
+    np.testing.assert_allclose(t1.numpy(), first, atol=1e-12)

@@ -102,3 +102,16 @@ def test_decoding_benchmark_bad_arguments(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         decoding_main(["--min-time", "-1"])
     assert "--min-time must be a number of seconds >= 0" in capsys.readouterr().err
+
+
+def test_distributed_benchmark_writes_its_results(tmp_path: Path) -> None:
+    from attnkit.distributed.bench import main as distributed_main
+
+    assert distributed_main(["--nprocs", "1", "--n", "32", "--repeats", "1",
+                             "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results-distributed-cpu.json").read_text())
+    assert {(r["causal"], r["layout"]) for r in result["rows"]} == {
+        (False, "contiguous"), (True, "contiguous"), (True, "zigzag")}
+    assert result["date"].endswith("UTC")
+    assert "python -m attnkit.distributed.bench" in (
+        tmp_path / "results-distributed-cpu.md").read_text()

@@ -13,8 +13,6 @@ machine named (CPU model, family, vector ISA).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from .._machine import describe_machine, machine_line
 from ..core import attention
 from ..decoding import split_kv_attention
 from .measure import best_and_median
+from .report import save_results, utc_now
 
 
 def run(sizes: list[int], heads: int, dim: int, splits: list[int], workers: int, repeats: int,
@@ -119,14 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--min-time must be a number of seconds >= 0; got {a.min_time}")
     result = run(a.sizes, a.heads, a.dim, a.splits, a.workers, a.repeats, a.arrays, a.min_time)
     result["machine"] = describe_machine()
-    result["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    result["date"] = utc_now()
     command = "python -m attnkit.bench.decoding " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, command.strip())
     print(text)
     if a.out is not None:
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "results-decoding-cpu.md").write_text(text)
-        (a.out / "results-decoding-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
+        save_results(a.out, "results-decoding-cpu", result, text)
     return 0
 
 

@@ -12,21 +12,30 @@ from .measure import machine_info
 MiB = 1024 * 1024
 
 
+def utc_now() -> str:
+    """The date and time stamped on results files, e.g. ``2026-11-30 11:52 UTC``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def save_results(out_dir: Path, stem: str, result: dict[str, Any], text: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (``result``) and ``<stem>.md`` (``text``); return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    jpath.write_text(json.dumps(result, indent=1) + "\n")
+    mpath.write_text(text)
+    return jpath, mpath
+
+
 def write_results(result: dict[str, Any], out_dir: Path, command: str) -> tuple[Path, Path]:
     """Write ``results-<kind>.json`` and ``results-<kind>.md``; return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     kind = result["kind"]
     result = {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "command": command,
         "machine": machine_info("cuda" if kind == "gpu" else "cpu"),
         **result,
     }
-    jpath = out_dir / f"results-{kind}.json"
-    jpath.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
-    mpath = out_dir / f"results-{kind}.md"
-    mpath.write_text(markdown(result))
-    return jpath, mpath
+    return save_results(out_dir, f"results-{kind}", result, markdown(result))
 
 
 def _fmt(x: Any, spec: str) -> str:

@@ -16,8 +16,6 @@ pairs and bytes for the algorithm, the times for this machine.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch.distributed as dist
 
 from .._machine import describe_machine, machine_line
 from ..bench.measure import peak_memory
+from ..bench.report import save_results, utc_now
 from .launch import launch
 from .layout import shard
 from .ring import all_gather_attention, ring_attention
@@ -146,16 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         for per_rank in launch(bench_rank, P, configs, a.repeats, timeout=3600, collective_timeout=600):
             rows.extend(per_rank)
     rows.sort(key=lambda r: (r["n"], r["causal"], r["layout"], r["P"], r["rank"]))
-    result = {"rows": rows, "machine": describe_machine(),
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    result = {"rows": rows, "machine": describe_machine(), "date": utc_now(),
               "settings": {"batch": a.batch, "heads": a.heads, "dim": a.dim, "repeats": a.repeats}}
     command = "python -m attnkit.distributed.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, command.strip())
     print(text)
     if a.out is not None:
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "results-distributed-cpu.md").write_text(text)
-        (a.out / "results-distributed-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
+        save_results(a.out, "results-distributed-cpu", result, text)
     return 0
 
 

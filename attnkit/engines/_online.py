@@ -125,24 +125,19 @@ def release_scratch() -> None:
     _scratch_pool.__dict__.clear()
 
 
-@functools.cache
-def numpy_exp_base() -> str:
-    """``"exp2"`` or ``"exp"``: whichever NumPy computes faster here, on a float32 tile.
+def _faster_base(exp: Any, exp2: Any, x: Any, out: Any) -> str:
+    """``"exp2"`` or ``"exp"``: the faster of two exponentials on ``x`` (best of 5 each).
 
-    ``np.exp2`` is two to three times faster than ``np.exp`` on some CPUs and slower
-    on others (its SIMD paths differ by vector ISA and NumPy build), so the NumPy
-    engine measures both once per process (a few milliseconds) and uses the faster.
-    The environment variable ``ATTNKIT_EXP`` (``exp`` or ``exp2``) overrides it.
+    ``ATTNKIT_EXP`` (``exp`` or ``exp2``) in the environment overrides the probe;
+    ``exp2`` must be at least 10 % faster to be chosen.
     """
     import os
 
     forced = os.environ.get("ATTNKIT_EXP")
     if forced in ("exp", "exp2"):
         return forced
-    x = np.linspace(-20.0, 0.0, 256 * 512, dtype=np.float32).reshape(256, 512)
-    out = np.empty_like(x)
     best = {}
-    for name, fn in (("exp", np.exp), ("exp2", np.exp2)):
+    for name, fn in (("exp", exp), ("exp2", exp2)):
         fn(x, out=out)
         times = []
         for _ in range(5):
@@ -151,6 +146,19 @@ def numpy_exp_base() -> str:
             times.append(time.perf_counter() - t0)
         best[name] = min(times)
     return "exp2" if best["exp2"] < 0.9 * best["exp"] else "exp"
+
+
+@functools.cache
+def numpy_exp_base() -> str:
+    """``"exp2"`` or ``"exp"``: whichever NumPy computes faster here, on a float32 tile.
+
+    ``np.exp2`` is faster than ``np.exp`` on some CPUs and slower on others (its SIMD
+    paths differ by vector ISA and NumPy build), so the NumPy engine measures both
+    once per process (a few milliseconds) and uses the faster. The environment
+    variable ``ATTNKIT_EXP`` (``exp`` or ``exp2``) overrides it.
+    """
+    x = np.linspace(-20.0, 0.0, 256 * 512, dtype=np.float32).reshape(256, 512)
+    return _faster_base(np.exp, np.exp2, x, np.empty_like(x))
 
 
 @functools.cache
@@ -160,26 +168,10 @@ def torch_exp_base() -> str:
     The same probe as :func:`numpy_exp_base`, for the torch loop on CPU tensors; the
     environment variable ``ATTNKIT_EXP`` overrides it too.
     """
-    import os
-
     import torch
 
-    forced = os.environ.get("ATTNKIT_EXP")
-    if forced in ("exp", "exp2"):
-        return forced
     x = torch.linspace(-20.0, 0.0, 256 * 512).reshape(256, 512)
-    best = {}
-    for name in ("exp", "exp2"):
-        fn = getattr(torch, name)
-        out = torch.empty_like(x)
-        fn(x, out=out)
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            fn(x, out=out)
-            times.append(time.perf_counter() - t0)
-        best[name] = min(times)
-    return "exp2" if best["exp2"] < 0.9 * best["exp"] else "exp"
+    return _faster_base(torch.exp, torch.exp2, x, torch.empty_like(x))
 
 
 def units(base: str) -> float:

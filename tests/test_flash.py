@@ -115,6 +115,83 @@ def test_lazy_shift_far_below_zero_after_a_hidden_tile(kind: str) -> None:
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
+def _rising_scores(jump: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 inputs whose scores (scale 1) rise by about ``jump`` from key tile 0 to tile 1."""
+    rng = np.random.default_rng(3)
+    q = np.stack([np.ones(4), rng.normal(size=4) * 0.1], axis=-1)[None]  # (1, 4, 2)
+    k = np.stack([np.repeat([0.0, jump], 4), rng.normal(size=8)], axis=-1)[None]  # (1, 8, 2)
+    v = rng.normal(size=(1, 8, 3))
+    return q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("jump,careful", [(5.0, False), (12.0, True), (100.0, True),
+                                          (1000.0, True)])
+def test_scores_rising_far_above_the_first_tiles_maximum(kind: str, jump: float,
+                                                         careful: bool) -> None:
+    """The first tile's maxima are the shift of an optimistic pass; later tiles may rise.
+
+    A rise of 5 stays within the bound on row sums; a rise of 12 exceeds it without
+    overflowing float32, and 100 or 1000 overflow ``exp``: such a block is computed
+    again, with a running maximum. The torch engine's passes over the block are counted.
+    """
+    q, k, v = _rising_scores(jump)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    ref, ref_lse = attention(q64, k64, v64, scale=1.0), _lse_reference(q64, k64, None, False, 1.0)
+    if kind == "numpy":
+        out, lse = flash_attention_numpy(q, k, v, scale=1.0, block_q=4, block_k=4,
+                                         return_lse=True)
+    else:
+        from attnkit.engines import flash_torch
+
+        passes = []
+        block = flash_torch._Tiles.block
+
+        def counted(self: object, *args: object, careful: bool) -> object:
+            passes.append(careful)
+            return block(self, *args, careful=careful)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(flash_torch._Tiles, "block", counted)
+            tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+            out, lse = (x.numpy() for x in flash_attention_torch(
+                tq, tk, tv, scale=1.0, block_q=4, block_k=4, return_lse=True))
+        assert passes == ([False, True] if careful else [False])
+    assert np.isfinite(out).all() and np.isfinite(lse).all()
+    # float32 scores near `jump` carry absolute rounding errors near 6e-8 * jump
+    np.testing.assert_allclose(out, ref, atol=1e-6 * max(jump, 10.0))
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("limit", [0.0, float("inf")])
+@pytest.mark.parametrize("causal", [False, "top-left", "bottom-right"])
+def test_every_block_optimistic_or_every_block_careful(kind: str, limit: float,
+                                                       causal: object) -> None:
+    """The optimistic pass alone (no limit) and the careful one alone (limit 0) are exact.
+
+    Masks that hide whole rows and whole first tiles, causal alignments that hide
+    every key from some queries, and tiles that do not divide the lengths.
+    """
+    rng = np.random.default_rng(11)
+    q, k, v = _problem(rng, 23, 37)
+    mask = rng.random((2, 23, 37)) < 0.7
+    mask[:, :, :5] = False  # the first key tile is hidden from every query
+    mask[0, 3] = False  # a row that sees no key
+    ref = attention(q, k, v, mask=mask, causal=causal)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flash, "overflow_limit", lambda S: limit)
+        if kind == "numpy":
+            out = flash_attention_numpy(q, k, v, mask=mask, causal=causal, block_q=6,
+                                        block_k=5)
+        else:
+            tq, tk, tv, tm = (torch.from_numpy(x) for x in (q, k, v, mask))
+            out = flash_attention_torch(tq, tk, tv, mask=tm, causal=causal, block_q=6,
+                                        block_k=5).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    np.testing.assert_array_equal(out[0, 3], 0.0)
+
+
 def test_numpy_float16_is_computed_in_float32() -> None:
     """STYLE.md's rule: error at most about twice a plain float16 implementation's."""
     rng = np.random.default_rng(1)

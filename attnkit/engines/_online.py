@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -36,9 +37,10 @@ BLOCK_Q: int | None = None
 #: Default key-block width (``None``: chosen per machine).
 BLOCK_K: int | None = None
 
-#: Lazy rescaling: the running maximum is only moved when a tile's scores exceed it
-#: by more than this (natural units), so most tiles need no rescaling pass; ``exp``
-#: of at most 8 (about 3000) cannot overflow float32 sums of any tile.
+#: Lazy rescaling (the careful pass of the tiled loops): the running maximum is only
+#: moved when a tile's scores exceed it by more than this (natural units), so most
+#: tiles need no rescaling pass; ``exp`` of at most 8 (about 3000) cannot overflow
+#: float32 sums of any tile.
 RESCALE_THRESHOLD: float = 8.0
 
 
@@ -184,3 +186,18 @@ def lse_natural(m: Any, log_l: Any, base: str) -> Any:
     return (m + log_l) * (LN2 if base == "exp2" else 1.0)
 
 
+
+
+def overflow_limit(S: int) -> float:
+    """The largest row sum of exponentials that a tiled loop accepts without a running max.
+
+    ``S * exp(RESCALE_THRESHOLD)``: what a row of ``S`` keys can sum to when every
+    exponential is at most ``exp(RESCALE_THRESHOLD)``, the bound the lazily moved
+    maximum keeps. A row sum below it bounds every exponential of the row, since
+    none is negative.
+
+    Example:
+        >>> round(overflow_limit(1))
+        2981
+    """
+    return S * math.exp(RESCALE_THRESHOLD)

@@ -29,9 +29,14 @@ the two matrix products:
   thread, up to :data:`~attnkit.engines._online.SCRATCH_KEEP_BYTES`
   (:func:`attnkit.engines.release_scratch` frees them), because fresh memory
   costs a page fault per 4 KiB page when first written;
-* the running maximum moves lazily: only when a tile's scores exceed it by more
-  than :data:`~attnkit.engines._online.RESCALE_THRESHOLD` (the result is the same:
-  any shift gives the same softmax, as long as ``exp`` cannot overflow);
+* optimistic shift: any shift gives the same softmax, as long as ``exp`` cannot
+  overflow, so only the first tile of a block of queries computes row maxima (they
+  become the shift) and later tiles compute none; at the block's end its row sums,
+  which bound every exponential, are checked against
+  :func:`~attnkit.engines._online.overflow_limit`, and a block above it (scores
+  that rise far above the first tile's) is computed again carefully, with a
+  running maximum that moves lazily: only when a tile's scores exceed it by more
+  than :data:`~attnkit.engines._online.RESCALE_THRESHOLD`;
 * ``exp`` or ``exp2``, whichever this machine computes faster
   (:func:`~attnkit.engines._online.numpy_exp_base`).
 
@@ -146,53 +151,61 @@ def forward(
     nb, nkb = math.prod(batch), math.prod(k.shape[:-2])
     bq, bk = min(block_q, L), min(block_k, S)
     sizes = (nkb * (E + 1) * S, nb * bq * bk, nb * bq * (E + 1), nb * bq * Ev, nb * bq * Ev)
-    with _online.scratch("numpy", sizes, work) as (kt_mem, tile_mem, qa_mem, acc_mem, pv_mem):
+    with (_online.scratch("numpy", sizes, work) as (kt_mem, tile_mem, qa_mem, acc_mem, pv_mem),
+          np.errstate(over="ignore", invalid="ignore")):  # an optimistic pass may overflow
         kt = kt_mem.reshape(*k.shape[:-2], E + 1, S)  # [k^T; 1]: the shift's row
         kt[..., :E, :] = np.swapaxes(k, -1, -2)
         kt[..., E, :] = 1.0
         ones = np.ones((bk, 1), dtype=work)  # row sums as a matrix-vector product
+        limit = _online.overflow_limit(S)
         for i0 in range(0, L, block_q):
             i1 = min(i0 + block_q, L)
             n = nb * (i1 - i0)
             qa = qa_mem[: n * (E + 1)].reshape(*batch, i1 - i0, E + 1)  # [q_i, -m_i]
             np.multiply(qb[..., i0:i1, :], q_factor, out=qa[..., :E])
-            qa[..., E] = 0.0
-            m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
-            l_i = np.zeros((*batch, i1 - i0, 1), dtype=work)  # running sum of exponentials
             acc = acc_mem[: n * Ev].reshape(*batch, i1 - i0, Ev)  # running output
-            acc[...] = 0.0
             pv = pv_mem[: n * Ev].reshape(acc.shape)
-            for j0, j1, full in band.tiles(i0, i1, block_k):
-                s = tile_mem[: n * (j1 - j0)].reshape(*batch, i1 - i0, j1 - j0)
-                if mods:  # natural scores -> modifiers -> the base's units, then shift
-                    raw = apply_score_mods(qa[..., :E] @ kt[..., :E, j0:j1], spec,
-                                           i0, i1, j0, j1)
-                    np.multiply(raw, work(u), out=s)
-                    s += qa[..., E:]
-                else:  # (..., bq, E+1) x (..., E+1, bk): scores - m_i, into the tile's memory
-                    np.matmul(qa, kt[..., j0:j1], out=s)
-                if mask is not None and spec.mask_kind == "float":
-                    s += mask[..., i0:i1, j0:j1]
-                if mask is not None and spec.mask_kind == "bool":
-                    np.copyto(s, -np.inf, where=~mask[..., i0:i1, j0:j1])
-                if not full:  # the tile crosses the causal diagonal or the window's edge
-                    rows = np.arange(i0, i1)[:, None]
-                    cols = np.arange(j0, j1)[None, :]
-                    np.copyto(s, -np.inf, where=~band.mask(rows, cols))
-                r = s.max(axis=-1, keepdims=True)  # the tile's max, relative to the shift
-                seen = np.isfinite(m_i)
-                move = (r > thresh) | (~seen & (r > -np.inf))  # lazy: move only when needed
-                if move.any():
-                    s -= np.where(move, r, 0.0)
-                    m_new = np.where(move, np.where(seen, m_i, 0.0) + r, m_i)
-                    alpha = exp(np.where(move, m_i, 0.0) - np.where(move, m_new, 0.0))
-                    acc *= alpha  # rescale what came before
-                    l_i *= alpha
-                    m_i = m_new
-                    qa[..., E:] = np.where(np.isfinite(m_i), -m_i, 0.0)
-                p = exp(s, out=s)  # (..., bq, bk), in place: no second tile
-                l_i += p @ ones[: j1 - j0]  # rowsum(p)
-                acc += np.matmul(p, vw[..., j0:j1, :], out=pv)  # (..., bq, bk) x (..., bk, Ev)
+            for careful in (False, True):  # optimistic first; careful if it overflowed
+                qa[..., E] = 0.0
+                m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
+                l_i = np.zeros((*batch, i1 - i0, 1), dtype=work)  # sum of exponentials
+                acc[...] = 0.0
+                track = True  # compute each tile's maximum: until every row has a shift
+                for j0, j1, full in band.tiles(i0, i1, block_k):
+                    s = tile_mem[: n * (j1 - j0)].reshape(*batch, i1 - i0, j1 - j0)
+                    if mods:  # natural scores -> modifiers -> the base's units, then shift
+                        raw = apply_score_mods(qa[..., :E] @ kt[..., :E, j0:j1], spec,
+                                               i0, i1, j0, j1)
+                        np.multiply(raw, work(u), out=s)
+                        s += qa[..., E:]
+                    else:  # (..., bq, E+1) x (..., E+1, bk): scores - m_i, into the tile
+                        np.matmul(qa, kt[..., j0:j1], out=s)
+                    if mask is not None and spec.mask_kind == "float":
+                        s += mask[..., i0:i1, j0:j1]
+                    if mask is not None and spec.mask_kind == "bool":
+                        np.copyto(s, -np.inf, where=~mask[..., i0:i1, j0:j1])
+                    if not full:  # the tile crosses the causal diagonal or the window's edge
+                        rows = np.arange(i0, i1)[:, None]
+                        cols = np.arange(j0, j1)[None, :]
+                        np.copyto(s, -np.inf, where=~band.mask(rows, cols))
+                    if track:
+                        r = s.max(axis=-1, keepdims=True)  # the tile's max, relative to the shift
+                        seen = np.isfinite(m_i)
+                        move = (r > thresh) | (~seen & (r > -np.inf))  # lazy: only when needed
+                        if move.any():
+                            s -= np.where(move, r, 0.0)
+                            m_new = np.where(move, np.where(seen, m_i, 0.0) + r, m_i)
+                            alpha = exp(np.where(move, m_i, 0.0) - np.where(move, m_new, 0.0))
+                            acc *= alpha  # rescale what came before
+                            l_i *= alpha
+                            m_i = m_new
+                            qa[..., E:] = np.where(np.isfinite(m_i), -m_i, 0.0)
+                        track = careful or not np.isfinite(m_i).all()
+                    p = exp(s, out=s)  # (..., bq, bk), in place: no second tile
+                    l_i += p @ ones[: j1 - j0]  # rowsum(p)
+                    acc += np.matmul(p, vw[..., j0:j1, :], out=pv)  # (..., bq, bk) x (..., bk, Ev)
+                if careful or not (l_i > limit).any():  # every exponential <= its row's sum
+                    break
 
             alive = l_i > 0  # False where every key of the row is masked
             np.divide(acc, l_i, out=out[..., i0:i1, :], where=alive)  # (out is 0 elsewhere)

@@ -141,103 +141,187 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     With ``need_lse=False`` (inference) the log-sum-exp is not computed and ``lse``
     is ``None``.
 
-    The loop is kept lean, because in torch each small operation has a fixed cost:
-    the products write into one tile of memory that every tile reuses (kept between
-    calls on the CPU, as in the NumPy engine); the first tile starts the running
-    state instead of rescaling an empty one; the running maximum moves lazily, only
-    when a tile's scores exceed it by more than
-    :data:`~attnkit.engines._online.RESCALE_THRESHOLD` (so most tiles skip the
-    rescaling); no guard against ``-inf`` maxima until a tile has been masked; and
-    every update is in place.
+    The loop is kept lean, because in torch each small operation has a fixed cost
+    and each pass over a tile costs memory traffic:
+
+    * the shift ``-m_i`` rides in the score product, as one more column of ``q_i``
+      against a column of ones beside ``k`` (as in the NumPy engine), and ``p @ v_j``
+      is accumulated by the product itself (``baddbmm_``);
+    * the products write into one tile of memory that every tile reuses (kept
+      between calls on the CPU, as in the NumPy engine);
+    * optimistic shift: the first tile of a block of queries sets the shift to its
+      row maxima, and later tiles compute no maximum at all; the block's row sums,
+      checked once at its end, bound every exponential, and a block where one exceeds
+      :func:`~attnkit.engines._online.overflow_limit` is computed again with a
+      running maximum, moved lazily (``_Tiles.block``);
+    * every update is in place.
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
     shape = batch
     if _flat_batch(q, k, v, mask, spec):  # one batch dimension: plain batched products
         batch = (math.prod(batch),)
         q, k, v = q.reshape(*batch, L, E), k.reshape(*batch, S, E), v.reshape(*batch, S, Ev)
-    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
     u = _online.units(base)  # scores in units of the exponential's base
-    q_factor = spec.scale * (1.0 if mods else u)
     qb = q.expand(*batch, L, E)
-    k_t = k.transpose(-2, -1)  # (..., E, S), a view
     out = q.new_zeros((*batch, L, Ev))
     lse = q.new_full((*batch, L), float("-inf")) if need_lse else None
-    nb = math.prod(batch)
+    nb, k_batch = math.prod(batch), tuple(k.shape[:-2])
     bq, bk = min(block_q, L), min(block_k, S)
-    sizes = (nb * bq * bk, nb * bq * E, nb * bq * Ev, nb * bq * Ev)
-    with _online.scratch("torch", sizes, q.dtype, q.device) as mem:
-        _forward_blocks(qb, q_factor, k_t, v, mask, spec, batch, band, mods, u, base,
-                        block_q, block_k, out, lse, *mem)
+    sizes = (math.prod(k_batch) * S * (E + 1), nb * bq * bk, nb * bq * (E + 1), nb * bq * Ev,
+             nb * bq * Ev)
+    with _online.scratch("torch", sizes, q.dtype, q.device) as (k_mem, tile_mem, q_mem, acc_mem,
+                                                                pv_mem):
+        ka = k_mem.view(*k_batch, S, E + 1)  # [k, 1]: its transpose is [k^T; 1]
+        ka[..., :E].copy_(k)
+        ka[..., E].fill_(1.0)
+        tiles = _Tiles(spec, batch, Band.of(L, S, spec.causal, spec.window, spec.sinks),
+                       ka.transpose(-2, -1), v, mask, mods, u, base, block_k, tile_mem, pv_mem)
+        q_factor = spec.scale * (1.0 if mods else u)
+        for i0 in range(0, L, block_q):
+            i1 = min(i0 + block_q, L)
+            n = nb * (i1 - i0)
+            qa = q_mem[: n * (E + 1)].view(*batch, i1 - i0, E + 1)  # [q_i * scale, -m_i]
+            torch.mul(qb[..., i0:i1, :], q_factor, out=qa[..., :E])
+            acc = acc_mem[: n * Ev].view(*batch, i1 - i0, Ev)  # running output
+            state = tiles.block(qa, acc, i0, i1, careful=False)
+            if state is None:  # an exponential of the optimistic pass went past the limit
+                state = tiles.block(qa, acc, i0, i1, careful=True)
+            if state is not None:  # else no tile is visible: every key hidden from the block
+                _finish_block(acc, *state, base, out, lse, i0, i1)
     if batch != shape:
         out = out.reshape(*shape, L, Ev)
         lse = None if lse is None else lse.reshape(*shape, L)
     return out, lse
 
 
-def _forward_blocks(qb: Any, q_factor: float, k_t: Any, v: Any, mask: Any, spec: AttentionSpec,
-                    batch: tuple[int, ...], band: Band, mods: bool, u: float, base: str,
-                    block_q: int, block_k: int, out: Any, lse: Any, tile_mem: Any, q_mem: Any,
-                    acc_mem: Any, pv_mem: Any) -> None:
-    """The loop of :func:`forward` over query blocks; fills ``out`` and ``lse`` in place."""
-    L, E, Ev = spec.L, spec.E, spec.Ev
-    nb = math.prod(batch)
-    thresh = _online.RESCALE_THRESHOLD * u
-    exp_ = torch.Tensor.exp2_ if base == "exp2" else torch.Tensor.exp_
-    k_tiles: dict[tuple[int, int], tuple[Any, Any]] = {}  # (j0, j1) -> slices of k_t, v
-    for i0 in range(0, L, block_q):
-        i1 = min(i0 + block_q, L)
-        q_i = q_mem[: nb * (i1 - i0) * E].view(*batch, i1 - i0, E)  # (..., bq, E), scaled
-        torch.mul(qb[..., i0:i1, :], q_factor, out=q_i)
-        pv = pv_mem[: nb * (i1 - i0) * Ev].view(*batch, i1 - i0, Ev)
-        acc = acc_mem[: nb * (i1 - i0) * Ev].view(*batch, i1 - i0, Ev)  # running output
-        m_i = l_i = shift = bound = None  # running max and sum: set by the first tile
-        guarded = mask is not None  # may a row's maximum be -inf (every key so far hidden)?
-        for j0, j1, full in band.tiles(i0, i1, block_k):
-            if (j0, j1) not in k_tiles:
-                k_tiles[j0, j1] = (k_t[..., j0:j1], v[..., j0:j1, :])
-            k_j, v_j = k_tiles[j0, j1]
-            if mods:
-                s = _mods(q_i, k_j, spec, i0, i1, j0, j1, u)
-            else:  # (..., bq, E) x (..., E, bk), into the tile's memory
-                s = tile_mem[: nb * (i1 - i0) * (j1 - j0)].view(*batch, i1 - i0, j1 - j0)
-                torch.matmul(q_i, k_j, out=s)
-            if mask is not None or not full:
-                _mask_tile_(s, mask, spec, band, full, i0, i1, j0, j1, u)
-                guarded = True
-            r = s.amax(dim=-1, keepdim=True)
-            if m_i is None:  # the first tile: its maximum is the shift
-                m_i = r
-                shift = m_i.masked_fill(m_i == float("-inf"), 0.0) if guarded else m_i
-                bound = m_i + thresh
+@dataclasses.dataclass
+class _Tiles:
+    """What the blocks of queries of one forward call share, and the loop over key tiles.
+
+    ``kt`` is ``[k^T; 1]`` (``(..., E + 1, S)``): against a block of queries
+    ``[q_i * scale, -m_i]`` its product gives the scores minus the shift.
+    """
+
+    spec: AttentionSpec
+    batch: tuple[int, ...]
+    band: Band
+    kt: Any
+    v: Any
+    mask: Any
+    mods: bool
+    u: float
+    base: str
+    block_k: int
+    tile_mem: Any
+    pv_mem: Any
+    _k_tiles: dict[tuple[int, int], tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+    _views: dict[tuple[int, int], Any] = dataclasses.field(default_factory=dict)
+
+    def scores(self, qa: Any, shift: Any, i0: int, i1: int, j0: int, j1: int,
+               full: bool) -> Any:
+        """One tile of scores, in units ``u``, minus the shift, masked: ``(..., bq, bk)``."""
+        E = self.spec.E
+        if (j0, j1) not in self._k_tiles:
+            self._k_tiles[j0, j1] = (self.kt[..., j0:j1], self.v[..., j0:j1, :])
+        k_j = self._k_tiles[j0, j1][0]
+        if self.mods:  # natural scores through the modifiers, then the shift
+            s = _mods(qa[..., :E], k_j[..., :E, :], self.spec, i0, i1, j0, j1, self.u)
+            if shift is not None:
+                s.sub_(shift)
+        else:  # (..., bq, E + 1) x (..., E + 1, bk), into the tile's memory
+            if (i1 - i0, j1 - j0) not in self._views:
+                n = math.prod(self.batch) * (i1 - i0) * (j1 - j0)
+                self._views[i1 - i0, j1 - j0] = self.tile_mem[:n].view(*self.batch, i1 - i0,
+                                                                        j1 - j0)
+            s = torch.matmul(qa, k_j, out=self._views[i1 - i0, j1 - j0])
+        if self.mask is not None or not full:
+            _mask_tile_(s, self.mask, self.spec, self.band, full, i0, i1, j0, j1, self.u)
+        return s
+
+    def accumulate(self, acc: Any, p: Any, v_j: Any) -> None:
+        """``acc += p @ v_j``: by the product itself where BLAS can (two or three dimensions)."""
+        if acc.dim() == 2:
+            acc.addmm_(p, v_j)
+        elif acc.dim() == 3 and v_j.dim() == 3 and v_j.shape[0] == acc.shape[0]:
+            acc.baddbmm_(p, v_j)
+        else:
+            pv = self.pv_mem[: acc.numel()].view(acc.shape)
+            acc.add_(torch.matmul(p, v_j, out=pv))
+
+    def block(self, qa: Any, acc: Any, i0: int, i1: int,
+              careful: bool) -> tuple[Any, Any, bool] | None:
+        """Fold every visible key tile into ``acc`` for queries ``[i0, i1)``.
+
+        Returns ``(shift, l, guarded)``: the rows' shifts, their sums of exponentials
+        (``l == 0``: every key hidden from the row) and whether any row could have
+        seen nothing in the first tile (a mask, or a tile the band cuts); ``None``
+        when no tile is
+        visible, or when this optimistic pass (``careful=False``) found a row sum
+        above :func:`~attnkit.engines._online.overflow_limit`.
+
+        The first tile sets the shift to its row maxima. A careful pass then tracks
+        the maximum tile by tile, moving the shift only when a tile's scores exceed
+        it by more than :data:`~attnkit.engines._online.RESCALE_THRESHOLD`; an
+        optimistic pass computes no more maxima. A row that sees no key in the
+        first tile makes the rest of the pass careful.
+        """
+        E = self.spec.E
+        exp_ = torch.Tensor.exp2_ if self.base == "exp2" else torch.Tensor.exp_
+        thresh = _online.RESCALE_THRESHOLD * self.u
+        qa[..., E:].zero_()
+        shift = l_i = None
+        guarded = self.mask is not None
+        for j0, j1, full in self.band.tiles(i0, i1, self.block_k):
+            s = self.scores(qa, shift, i0, i1, j0, j1, full)
+            v_j = self._k_tiles[j0, j1][1]
+            if shift is None:  # the first tile: its row maxima become the shift
+                guarded = guarded or not full
+                r = s.amax(dim=-1, keepdim=True)
+                shift = r.masked_fill_(r == float("-inf"), 0.0) if guarded else r
+                torch.neg(shift, out=qa[..., E:])  # later products subtract it
                 p = exp_(s.sub_(shift))
                 l_i = p.sum(dim=-1, keepdim=True)
                 torch.matmul(p, v_j, out=acc)
+                careful = careful or (guarded and bool((l_i == 0).any()))
                 continue
-            if bool((r > bound).any()):  # lazy: move the shift only when needed
-                m_new = torch.maximum(m_i, r)
-                shift = m_new.masked_fill(m_new == float("-inf"), 0.0) if guarded else m_new
-                alpha = exp_(m_i - shift)  # rescales what came before (0 where m_i = -inf)
-                m_i, bound = m_new, m_new + thresh
-                l_i.mul_(alpha)
-                acc.mul_(alpha)
-            p = exp_(s.sub_(shift))  # (..., bq, bk), in place
+            if careful:
+                r = s.amax(dim=-1, keepdim=True)  # relative to the shift
+                move = (r > thresh) | ((l_i == 0) & (r > float("-inf")))
+                if bool(move.any()):  # lazy: move the shift only where needed
+                    delta = torch.where(move, r, 0.0)
+                    s.sub_(delta)
+                    shift.add_(delta)
+                    torch.neg(shift, out=qa[..., E:])
+                    # rescales what came before; 0 for a row that has seen nothing yet
+                    alpha = exp_(torch.where(l_i > 0, -delta, float("-inf")))
+                    l_i.mul_(alpha)
+                    acc.mul_(alpha)
+            p = exp_(s)  # (..., bq, bk), in place
             l_i.add_(p.sum(dim=-1, keepdim=True))
-            acc.add_(torch.matmul(p, v_j, out=pv))  # (..., bq, bk) x (..., bk, Ev)
-        if m_i is None:  # no tile visible: every key hidden from this block
-            continue
-        o = out[..., i0:i1, :]
-        torch.div(acc, l_i, out=o)
-        dead = (l_i == 0) if guarded else None  # rows whose every key is masked
+            self.accumulate(acc, p, v_j)  # (..., bq, bk) x (..., bk, Ev)
+        if shift is None:
+            return None
+        if not careful and bool((l_i > _online.overflow_limit(self.spec.S)).any()):
+            return None
+        return shift, l_i, guarded
+
+
+def _finish_block(acc: Any, shift: Any, l_i: Any, guarded: bool, base: str, out: Any,
+                  lse: Any, i0: int, i1: int) -> None:
+    """Write a block's outputs ``acc / l`` (0 where ``l == 0``) and its log-sum-exp."""
+    o = out[..., i0:i1, :]
+    torch.div(acc, l_i, out=o)
+    dead = (l_i == 0) if guarded else None  # rows whose every key is masked
+    if dead is not None:
+        o.masked_fill_(dead, 0.0)
+    if lse is not None:
+        log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
+        lse_i = _online.lse_natural(shift, log_l, base)  # -inf where l_i = 0
         if dead is not None:
-            o.masked_fill_(dead, 0.0)
-        if lse is not None:
-            log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
-            lse_i = _online.lse_natural(shift, log_l, base)  # -inf where l_i = 0
-            if dead is not None:
-                lse_i.masked_fill_(dead, float("-inf"))
-            lse[..., i0:i1] = lse_i[..., 0]
+            lse_i.masked_fill_(dead, float("-inf"))
+        lse[..., i0:i1] = lse_i[..., 0]
 
 
 def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +35,12 @@ LN2: float = 0.6931471805599453
 BLOCK_Q: int | None = None
 #: Default key-block width (``None``: chosen per machine).
 BLOCK_K: int | None = None
+
+#: Whether the tiled loops try an optimistic pass over each block of queries first:
+#: the first tile's row maxima become the shift, later tiles compute no maximum, and
+#: the block is computed again carefully only if an exponential overflowed (its row
+#: sum or output is then not finite). ``False``: every block is computed carefully.
+OPTIMISTIC: bool = True
 
 #: Lazy rescaling (the careful pass of the tiled loops): the running maximum is only
 #: moved when a tile's scores exceed it by more than this (natural units), so most
@@ -187,17 +192,3 @@ def lse_natural(m: Any, log_l: Any, base: str) -> Any:
 
 
 
-
-def overflow_limit(S: int) -> float:
-    """The largest row sum of exponentials that a tiled loop accepts without a running max.
-
-    ``S * exp(RESCALE_THRESHOLD)``: what a row of ``S`` keys can sum to when every
-    exponential is at most ``exp(RESCALE_THRESHOLD)``, the bound the lazily moved
-    maximum keeps. A row sum below it bounds every exponential of the row, since
-    none is negative.
-
-    Example:
-        >>> round(overflow_limit(1))
-        2981
-    """
-    return S * math.exp(RESCALE_THRESHOLD)

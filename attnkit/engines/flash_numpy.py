@@ -31,12 +31,12 @@ the two matrix products:
   costs a page fault per 4 KiB page when first written;
 * optimistic shift: any shift gives the same softmax, as long as ``exp`` cannot
   overflow, so only the first tile of a block of queries computes row maxima (they
-  become the shift) and later tiles compute none; at the block's end its row sums,
-  which bound every exponential, are checked against
-  :func:`~attnkit.engines._online.overflow_limit`, and a block above it (scores
-  that rise far above the first tile's) is computed again carefully, with a
-  running maximum that moves lazily: only when a tile's scores exceed it by more
-  than :data:`~attnkit.engines._online.RESCALE_THRESHOLD`;
+  become the shift) and later tiles compute none; at the block's end, a row sum or
+  output that is not finite means that an exponential overflowed (scores far above
+  the first tile's), and the block is computed again carefully, with a running
+  maximum that moves lazily: only when a tile's scores exceed it by more than
+  :data:`~attnkit.engines._online.RESCALE_THRESHOLD`
+  (:data:`~attnkit.engines._online.OPTIMISTIC`);
 * ``exp`` or ``exp2``, whichever this machine computes faster
   (:func:`~attnkit.engines._online.numpy_exp_base`).
 
@@ -157,7 +157,6 @@ def forward(
         kt[..., :E, :] = np.swapaxes(k, -1, -2)
         kt[..., E, :] = 1.0
         ones = np.ones((bk, 1), dtype=work)  # row sums as a matrix-vector product
-        limit = _online.overflow_limit(S)
         for i0 in range(0, L, block_q):
             i1 = min(i0 + block_q, L)
             n = nb * (i1 - i0)
@@ -165,7 +164,7 @@ def forward(
             np.multiply(qb[..., i0:i1, :], q_factor, out=qa[..., :E])
             acc = acc_mem[: n * Ev].reshape(*batch, i1 - i0, Ev)  # running output
             pv = pv_mem[: n * Ev].reshape(acc.shape)
-            for careful in (False, True):  # optimistic first; careful if it overflowed
+            for careful in (False, True) if _online.OPTIMISTIC else (True,):
                 qa[..., E] = 0.0
                 m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
                 l_i = np.zeros((*batch, i1 - i0, 1), dtype=work)  # sum of exponentials
@@ -204,8 +203,8 @@ def forward(
                     p = exp(s, out=s)  # (..., bq, bk), in place: no second tile
                     l_i += p @ ones[: j1 - j0]  # rowsum(p)
                     acc += np.matmul(p, vw[..., j0:j1, :], out=pv)  # (..., bq, bk) x (..., bk, Ev)
-                if careful or not (l_i > limit).any():  # every exponential <= its row's sum
-                    break
+                if careful or (np.isfinite(l_i).all() and np.isfinite(acc).all()):
+                    break  # else an exponential overflowed: once more, carefully
 
             alive = l_i > 0  # False where every key of the row is masked
             np.divide(acc, l_i, out=out[..., i0:i1, :], where=alive)  # (out is 0 elsewhere)

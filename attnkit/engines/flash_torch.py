@@ -150,10 +150,10 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     * the products write into one tile of memory that every tile reuses (kept
       between calls on the CPU, as in the NumPy engine);
     * optimistic shift: the first tile of a block of queries sets the shift to its
-      row maxima, and later tiles compute no maximum at all; the block's row sums,
-      checked once at its end, bound every exponential, and a block where one exceeds
-      :func:`~attnkit.engines._online.overflow_limit` is computed again with a
-      running maximum, moved lazily (``_Tiles.block``);
+      row maxima, and later tiles compute no maximum at all; a block whose row sums
+      or outputs are not finite at its end (an exponential overflowed) is computed
+      again with a running maximum, moved lazily (``_Tiles.block``;
+      :data:`~attnkit.engines._online.OPTIMISTIC`);
     * every update is in place.
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
@@ -185,8 +185,8 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
             qa = q_mem[: n * (E + 1)].view(*batch, i1 - i0, E + 1)  # [q_i * scale, -m_i]
             torch.mul(qb[..., i0:i1, :], q_factor, out=qa[..., :E])
             acc = acc_mem[: n * Ev].view(*batch, i1 - i0, Ev)  # running output
-            state = tiles.block(qa, acc, i0, i1, careful=False)
-            if state is None:  # an exponential of the optimistic pass went past the limit
+            state = tiles.block(qa, acc, i0, i1, careful=not _online.OPTIMISTIC)
+            if state is None:  # an exponential of the optimistic pass overflowed
                 state = tiles.block(qa, acc, i0, i1, careful=True)
             if state is not None:  # else no tile is visible: every key hidden from the block
                 _finish_block(acc, *state, base, out, lse, i0, i1)
@@ -257,9 +257,8 @@ class _Tiles:
         Returns ``(shift, l, guarded)``: the rows' shifts, their sums of exponentials
         (``l == 0``: every key hidden from the row) and whether any row could have
         seen nothing in the first tile (a mask, or a tile the band cuts); ``None``
-        when no tile is
-        visible, or when this optimistic pass (``careful=False``) found a row sum
-        above :func:`~attnkit.engines._online.overflow_limit`.
+        when no tile is visible, or when this optimistic pass (``careful=False``) ends
+        with a row sum or an output that is not finite (an exponential overflowed).
 
         The first tile sets the shift to its row maxima. A careful pass then tracks
         the maximum tile by tile, moving the shift only when a tile's scores exceed
@@ -303,7 +302,8 @@ class _Tiles:
             self.accumulate(acc, p, v_j)  # (..., bq, bk) x (..., bk, Ev)
         if shift is None:
             return None
-        if not careful and bool((l_i > _online.overflow_limit(self.spec.S)).any()):
+        if not careful and not (bool(torch.isfinite(l_i).all())
+                                and bool(torch.isfinite(acc).all())):
             return None
         return shift, l_i, guarded
 

@@ -82,8 +82,8 @@ def flash_attention_numpy(
 
     Args:
         q, k, v: NumPy arrays of one floating dtype (float16 is computed in float32).
-        block_q: queries per tile (default: tuned per machine); any positive integer.
-        block_k: keys per tile (default: tuned per machine); any positive integer.
+        block_q: queries per tile (default: :func:`default_blocks`); any positive integer.
+        block_k: keys per tile (default: :func:`default_blocks`); any positive integer.
         mask: boolean (``True`` = takes part) or floating (added to the scores).
         causal: ``False``, ``True``/``"top-left"`` or ``"bottom-right"``.
         scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.

@@ -56,7 +56,8 @@ def flash_attention_torch(
 
     Args:
         q, k, v, mask, causal, scale, window, sinks, softcap: as :func:`attnkit.attention`.
-        block_q, block_k: tile sizes (default: tuned per machine).
+        block_q, block_k: tile sizes (default:
+            :func:`~attnkit.engines._online.default_blocks`).
         return_lse: also return ``lse (..., L)`` in the working precision
             (float32, or float64 for float64 inputs; ``-inf`` on fully masked rows).
         spec: an already validated description of the call (skips validation).

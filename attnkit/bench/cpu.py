@@ -145,7 +145,7 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
                     "calls, minimum over rounds; ratio = engine / sdpa",
             "memory": "growth of the child's resident-set high-water mark during one call "
                       "(VmHWM after clear_refs); tracemalloc peak for NumPy engines",
-            "flash_blocks": _flash_blocks(),
+            "flash_blocks": _flash_blocks(args.window is not None),
         },
         "rows": sorted(rows, key=lambda r: (r["n"], CPU_ENGINES.index(r["engine"]))),
     }
@@ -161,10 +161,10 @@ def _load_average() -> str:
         return "unknown"
 
 
-def _flash_blocks() -> dict[str, Any]:
+def _flash_blocks(banded: bool) -> dict[str, Any]:
     from ..engines import _online
 
-    bq, bk = _online.blocks(None, None)
+    bq, bk = _online.blocks(None, None, "numpy", banded)
     return {"block_q": bq, "block_k": bk,
             "exp": "exp or exp2, probed in each measuring process: the rows' exp_base",
             "rescale_threshold": _online.RESCALE_THRESHOLD}

@@ -49,8 +49,12 @@ OPTIMISTIC: bool = True
 RESCALE_THRESHOLD: float = 8.0
 
 
-def blocks(block_q: Any, block_k: Any, kind: str = "numpy") -> tuple[int, int]:
-    """The block sizes to use: the arguments if given, else the module's, else tuned ones.
+def blocks(block_q: Any, block_k: Any, kind: str = "numpy",
+           banded: bool = False) -> tuple[int, int]:
+    """The block sizes to use: the arguments if given, else the module's, else the defaults.
+
+    ``banded``: a causal mask or a window hides keys from the queries
+    (:func:`default_blocks`).
 
     Raises:
         ValueError: a block size that is not a positive integer (named in the message).
@@ -59,26 +63,42 @@ def blocks(block_q: Any, block_k: Any, kind: str = "numpy") -> tuple[int, int]:
         >>> blocks(64, 128)
         (64, 128)
     """
-    dq, dk = default_blocks(kind)
+    dq, dk = default_blocks(kind, banded)
     bq = block_q if block_q is not None else (BLOCK_Q if BLOCK_Q is not None else dq)
     bk = block_k if block_k is not None else (BLOCK_K if BLOCK_K is not None else dk)
     return positive_int("block_q", bq), positive_int("block_k", bk)
 
 
-def default_blocks(kind: str) -> tuple[int, int]:
+def is_banded(spec: Any) -> bool:
+    """Whether a call's causal mask or window hides keys from its queries."""
+    return spec.causal is not None or spec.window is not None
+
+
+def default_blocks(kind: str, banded: bool = False) -> tuple[int, int]:
     """The default ``(block_q, block_k)`` of the NumPy and torch loops.
 
-    Blocks of 1024 queries by 512 keys (a 2 MiB float32 tile): each block of queries
-    pays a fixed cost (its first tile's row maxima, a few small operations), and each
-    pass over the keys reads them again, so tall blocks of queries pay off. Against
-    SDPA at n = 1024 ... 8192 on an AVX2 machine, 1024 x 512 took less time than
-    512 x 512 at every n in the torch loop and at n <= 4096 in the NumPy loop (2 %
-    more at 8192); 256 x 512 and 1024 x 1024 took more. ``python -m attnkit.bench``
-    measures the engines with these defaults; :data:`BLOCK_Q` and :data:`BLOCK_K`
-    override them.
+    Without a causal mask or a window: blocks of 1024 queries by 512 keys (a 2 MiB
+    float32 tile). Each block of queries pays a fixed cost (its first tile's row
+    maxima, a few small operations), and each pass over the keys reads them again,
+    so tall blocks of queries pay off. Against SDPA at n = 1024 ... 8192 on an AVX2
+    machine, 1024 x 512 took less time than 512 x 512 at every n in the torch loop
+    and at n <= 4096 in the NumPy loop (2 % more at 8192); 256 x 512 and
+    1024 x 1024 took more.
+
+    With a causal mask or a window (``banded``): 512 x 512. A block of queries
+    computes every key that any of its rows sees, so taller blocks compute more
+    hidden scores: with a causal window of 256 keys, 1024-row blocks took about 1.5
+    times as long as 512-row blocks at n = 8192 and 16384.
+
+    ``python -m attnkit.bench`` measures the engines with these defaults;
+    :data:`BLOCK_Q` and :data:`BLOCK_K` override them.
+
+    Example:
+        >>> default_blocks("torch"), default_blocks("torch", banded=True)
+        ((1024, 512), (512, 512))
     """
     del kind  # one default for both loops
-    return 1024, 512
+    return (512, 512) if banded else (1024, 512)
 
 
 #: Scratch memory (a tile of scores, the running state) kept between calls, per

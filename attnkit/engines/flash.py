@@ -33,7 +33,7 @@ def available() -> tuple[bool, str]:
 def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, None]:
     """Attention on validated inputs of either kind; returns ``(out, None)``."""
     if spec.kind == "numpy":
-        bq, bk = _online.blocks(None, None, "numpy")
+        bq, bk = _online.blocks(None, None, "numpy", _online.is_banded(spec))
         out, _ = forward(q, k, v, mask, spec, bq, bk)
         return out, None
     flash_torch = importlib.import_module("attnkit.engines.flash_torch")  # imports torch

@@ -107,20 +107,23 @@ def flash_attention_numpy(
                                 sinks=sinks, softcap=softcap)
     if spec.kind != "numpy":
         raise TypeError(f"flash_attention_numpy takes NumPy arrays; got q of kind {spec.kind}")
-    bq, bk = _online.blocks(block_q, block_k, "numpy")
+    bq, bk = _online.blocks(block_q, block_k, "numpy", _online.is_banded(spec))
     out, lse = forward(q, k, v, mask, spec, bq, bk)
     return (out, lse) if return_lse else out
 
 
-def default_blocks() -> tuple[int, int]:
+def default_blocks(banded: bool = False) -> tuple[int, int]:
     """The ``(block_q, block_k)`` this engine uses when none are given.
+
+    ``banded``: for a call with a causal mask or a window
+    (:func:`attnkit.engines._online.default_blocks`).
 
     Example:
         >>> bq, bk = default_blocks()
         >>> bq > 0 and bk > 0
         True
     """
-    return _online.blocks(None, None, "numpy")
+    return _online.blocks(None, None, "numpy", banded)
 
 
 def forward(

@@ -84,7 +84,7 @@ def flash_attention_torch(
             "mask requires grad, but the flash engine computes no gradient for a floating "
             "mask; pass mask.detach(), or use backend='torch' to differentiate the mask"
         )
-    bq, bk = _online.blocks(block_q, block_k, "torch")
+    bq, bk = _online.blocks(block_q, block_k, "torch", _online.is_banded(spec))
     if spec.L == 0 or spec.S == 0:
         raise ValueError(f"flash_attention_torch needs L > 0 and S > 0; got L={spec.L}, "
                          f"S={spec.S} (attnkit.attention handles empty inputs)")

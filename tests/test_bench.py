@@ -98,6 +98,28 @@ def test_decoding_benchmark_writes_ratios_against_one_pass(tmp_path: Path) -> No
     assert "python -m attnkit.bench.decoding" in (tmp_path / "results-decoding-cpu.md").read_text()
 
 
+def test_cpu_benchmark_tile_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--block-q``/``--block-k`` reach the measuring processes and the results file."""
+    from attnkit.engines import _online
+
+    monkeypatch.setattr(_online, "BLOCK_Q", None)  # restored after the in-process child
+    monkeypatch.setattr(_online, "BLOCK_K", None)
+    assert main(["--device", "cpu", "--sizes", "64", "--engines", "sdpa", "flash-torch",
+                 "--repeats", "1", "--min-time", "0", "--block-q", "16", "--block-k", "8",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results-cpu.json").read_text())
+    assert result["settings"]["flash_blocks"]["block_q"] == 16
+    assert result["settings"]["flash_blocks"]["block_k"] == 8
+    assert "--block-q 16 --block-k 8" in result["command"]
+    row = cpu_child({"engine": "flash-numpy", "n": 64, "d": 8, "repeats": 1, "block_q": 16,
+                     "block_k": 8})
+    assert (_online.BLOCK_Q, _online.BLOCK_K) == (16, 8) and row["time_best_s"] > 0
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--block-k", "0"])
+    assert "--block-k must be a positive integer; got 0" in capsys.readouterr().err
+
+
 def test_decoding_benchmark_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         decoding_main(["--min-time", "-1"])

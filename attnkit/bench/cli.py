@@ -9,7 +9,8 @@ CPU (``--device cpu``, the default without a GPU): one thread
 float32, ``q, k, v`` of shape ``(1, 1, n, d)``; engines ``numpy`` (the naive
 reference, forms the n x n matrix), ``torch`` (naive, eager), ``sdpa`` (PyTorch's
 fused kernel), ``flash-numpy`` and ``flash-torch`` (attnkit's tiled engine on
-NumPy and on torch input). Measured per call:
+NumPy and on torch input, with the library's tile sizes or ``--block-q`` and
+``--block-k``, to try others on a machine). Measured per call:
 
 * time: the best (minimum) and the median of at least ``--repeats`` calls, and
   of at least ``--min-time`` seconds of calls, after one warm-up call; over
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=None,
                         help="CPU: causal sliding window (W, 0) instead of full attention; "
                              "writes results-cpu-window.*")
+    parser.add_argument("--block-q", type=int, default=None,
+                        help="CPU: queries per tile of the flash engines (default: the "
+                             "library's, attnkit.engines._online.default_blocks)")
+    parser.add_argument("--block-k", type=int, default=None,
+                        help="CPU: keys per tile of the flash engines (default: the library's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"),
                         help="folder for results-*.json and results-*.md (default benchmarks/)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -117,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--min-time must be a number of seconds >= 0; got {args.min_time}")
     if args.window is not None and args.window < 0:
         parser.error(f"--window must be a non-negative integer; got {args.window}")
+    for flag, value in (("--block-q", args.block_q), ("--block-k", args.block_k)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be a positive integer; got {value}")
     if device == "cpu":
         if "sdpa" not in args.engines:
             parser.error("--engines must include sdpa, the time baseline")

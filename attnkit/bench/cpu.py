@@ -66,6 +66,10 @@ def cpu_child(cfg: dict[str, Any]) -> dict[str, Any]:
     """Measure one CPU configuration (runs in a child process)."""
     engine, n, d, repeats = cfg["engine"], cfg["n"], cfg["d"], cfg["repeats"]
     window = cfg.get("window")
+    if cfg.get("block_q") is not None or cfg.get("block_k") is not None:
+        from ..engines import _online  # the tile sizes asked for, in this process
+
+        _online.BLOCK_Q, _online.BLOCK_K = cfg.get("block_q"), cfg.get("block_k")
     numpy_in = _engine_call(engine)[1] == "numpy"
     if not numpy_in:
         import torch
@@ -97,7 +101,8 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
             for engine in args.engines:
                 cfg = {"mode": "cpu", "engine": engine, "n": n, "d": args.d,
                        "repeats": args.repeats, "min_time": args.min_time,
-                       "window": args.window}
+                       "window": args.window, "block_q": args.block_q,
+                       "block_k": args.block_k}
                 row = spawn(cfg, threads_one=True)
                 if "error" in row:
                     row = {"engine": engine, "n": n, "d": args.d, **row}
@@ -145,7 +150,7 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
                     "calls, minimum over rounds; ratio = engine / sdpa",
             "memory": "growth of the child's resident-set high-water mark during one call "
                       "(VmHWM after clear_refs); tracemalloc peak for NumPy engines",
-            "flash_blocks": _flash_blocks(args.window is not None),
+            "flash_blocks": _flash_blocks(args.window is not None, args.block_q, args.block_k),
         },
         "rows": sorted(rows, key=lambda r: (r["n"], CPU_ENGINES.index(r["engine"]))),
     }
@@ -161,10 +166,10 @@ def _load_average() -> str:
         return "unknown"
 
 
-def _flash_blocks(banded: bool) -> dict[str, Any]:
+def _flash_blocks(banded: bool, block_q: int | None, block_k: int | None) -> dict[str, Any]:
     from ..engines import _online
 
-    bq, bk = _online.blocks(None, None, "numpy", banded)
+    bq, bk = _online.blocks(block_q, block_k, "numpy", banded)
     return {"block_q": bq, "block_k": bk,
             "exp": "exp or exp2, probed in each measuring process: the rows' exp_base",
             "rescale_threshold": _online.RESCALE_THRESHOLD}

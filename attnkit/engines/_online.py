@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import positive_int
+from .._validate import AttentionSpec, positive_int
 
 #: log2(e): exp(x) = exp2(x * LOG2E).
 LOG2E: float = 1.4426950408889634
@@ -69,7 +69,7 @@ def blocks(block_q: Any, block_k: Any, kind: str = "numpy",
     return positive_int("block_q", bq), positive_int("block_k", bk)
 
 
-def is_banded(spec: Any) -> bool:
+def is_banded(spec: AttentionSpec) -> bool:
     """Whether a call's causal mask or window hides keys from its queries."""
     return spec.causal is not None or spec.window is not None
 
@@ -214,6 +214,3 @@ def units(base: str) -> float:
 def lse_natural(m: Any, log_l: Any, base: str) -> Any:
     """``lse = m + log(l)`` in natural units from a running max ``m`` and ``log_base(l)``."""
     return (m + log_l) * (LN2 if base == "exp2" else 1.0)
-
-
-

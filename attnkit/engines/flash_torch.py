@@ -186,8 +186,9 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
             qa = q_mem[: n * (E + 1)].view(*batch, i1 - i0, E + 1)  # [q_i * scale, -m_i]
             torch.mul(qb[..., i0:i1, :], q_factor, out=qa[..., :E])
             acc = acc_mem[: n * Ev].view(*batch, i1 - i0, Ev)  # running output
-            state = tiles.block(qa, acc, i0, i1, careful=not _online.OPTIMISTIC)
-            if state is None:  # an exponential of the optimistic pass overflowed
+            careful = not _online.OPTIMISTIC
+            state = tiles.block(qa, acc, i0, i1, careful=careful)
+            if state is None and not careful:  # overflowed, or no tile visible: once more
                 state = tiles.block(qa, acc, i0, i1, careful=True)
             if state is not None:  # else no tile is visible: every key hidden from the block
                 _finish_block(acc, *state, base, out, lse, i0, i1)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import AttentionSpec, positive_int
+from ..masks import Band
 
 #: log2(e): exp(x) = exp2(x * LOG2E).
 LOG2E: float = 1.4426950408889634
@@ -70,8 +71,8 @@ def blocks(block_q: Any, block_k: Any, kind: str = "numpy",
 
 
 def is_banded(spec: AttentionSpec) -> bool:
-    """Whether a call's causal mask or window hides keys from its queries."""
-    return spec.causal is not None or spec.window is not None
+    """Whether a call's causal mask or window hides keys from its queries (:class:`Band`)."""
+    return Band.of(spec.L, spec.S, spec.causal, spec.window, spec.sinks).bounded
 
 
 def default_blocks(kind: str, banded: bool = False) -> tuple[int, int]:
@@ -82,12 +83,12 @@ def default_blocks(kind: str, banded: bool = False) -> tuple[int, int]:
     maxima, a few small operations), and each pass over the keys reads them again,
     so tall blocks of queries pay off. Against SDPA at n = 1024 ... 8192 on an AVX2
     machine, 1024 x 512 took less time than 512 x 512 at every n in the torch loop
-    and at n <= 4096 in the NumPy loop (2 % more at 8192); 256 x 512 and
-    1024 x 1024 took more.
+    and at n <= 4096 in the NumPy loop (2 % more at 8192); in the torch loop,
+    256 x 512 and 1024 x 1024 took more.
 
     With a causal mask or a window (``banded``): 512 x 512. A block of queries
     computes every key that any of its rows sees, so taller blocks compute more
-    hidden scores: with a causal window of 256 keys, 1024-row blocks took about 1.5
+    hidden scores: with a causal window of 256 keys, 1024-row blocks took 1.2 to 1.6
     times as long as 512-row blocks at n = 8192 and 16384.
 
     ``python -m attnkit.bench`` measures the engines with these defaults;

@@ -124,6 +124,33 @@ def _rising_scores(jump: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)
 
 
+def _flash_on_tiles_of_four(kind: str, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                            passes: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """``(out, lse)`` of a flash engine on 4 x 4 tiles, scale 1; checks the torch passes.
+
+    ``passes`` lists, for the torch engine's one block of queries, whether each pass
+    over it was careful: ``[False]`` when the optimistic pass stands.
+    """
+    if kind == "numpy":
+        return flash_attention_numpy(q, k, v, scale=1.0, block_q=4, block_k=4, return_lse=True)
+    from attnkit.engines import flash_torch
+
+    seen = []
+    block = flash_torch._Tiles.block
+
+    def counted(self: object, *args: object, careful: bool) -> object:
+        seen.append(careful)
+        return block(self, *args, careful=careful)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flash_torch._Tiles, "block", counted)
+        tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+        out, lse = (x.numpy() for x in flash_attention_torch(
+            tq, tk, tv, scale=1.0, block_q=4, block_k=4, return_lse=True))
+    assert seen == passes
+    return out, lse
+
+
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 @pytest.mark.parametrize("jump,careful", [(5.0, False), (80.0, False), (100.0, True),
                                           (1000.0, True)])
@@ -138,28 +165,28 @@ def test_scores_rising_far_above_the_first_tiles_maximum(kind: str, jump: float,
     q, k, v = _rising_scores(jump)
     q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
     ref, ref_lse = attention(q64, k64, v64, scale=1.0), _lse_reference(q64, k64, None, False, 1.0)
-    if kind == "numpy":
-        out, lse = flash_attention_numpy(q, k, v, scale=1.0, block_q=4, block_k=4,
-                                         return_lse=True)
-    else:
-        from attnkit.engines import flash_torch
-
-        passes = []
-        block = flash_torch._Tiles.block
-
-        def counted(self: object, *args: object, careful: bool) -> object:
-            passes.append(careful)
-            return block(self, *args, careful=careful)
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(flash_torch._Tiles, "block", counted)
-            tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
-            out, lse = (x.numpy() for x in flash_attention_torch(
-                tq, tk, tv, scale=1.0, block_q=4, block_k=4, return_lse=True))
-        assert passes == ([False, True] if careful else [False])
+    out, lse = _flash_on_tiles_of_four(kind, q, k, v, [False, True] if careful else [False])
     assert np.isfinite(out).all() and np.isfinite(lse).all()
     # float32 scores near `jump` carry absolute rounding errors near 6e-8 * jump
     np.testing.assert_allclose(out, ref, atol=1e-6 * max(jump, 10.0))
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_outputs_overflowing_in_the_optimistic_pass(kind: str) -> None:
+    """Finite row sums but an overflowing output also make the block run carefully.
+
+    Scores rise by 60 in the second key tile (``e^60`` is finite in float32) and the
+    values are near ``1e20``, so the optimistic pass's ``p @ v`` overflows while its
+    row sums do not; the careful pass keeps every weight below ``e^8``.
+    """
+    q, k, v = _rising_scores(60.0)
+    v = v * np.float32(1e20)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    ref, ref_lse = attention(q64, k64, v64, scale=1.0), _lse_reference(q64, k64, None, False, 1.0)
+    out, lse = _flash_on_tiles_of_four(kind, q, k, v, [False, True])
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
     np.testing.assert_allclose(lse, ref_lse, rtol=1e-6)
 
 

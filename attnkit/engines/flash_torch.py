@@ -122,17 +122,24 @@ def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1
     return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * u
 
 
-def _flat_batch(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> bool:
-    """Whether the call's batch dimensions can be merged into one without a copy.
+def _merged_batch(q: Any, k: Any, v: Any, mask: Any,
+                  spec: AttentionSpec) -> tuple[int, ...] | None:
+    """The batch shape the loop runs on, when merging the call's costs no copy; else ``None``.
 
     ``torch.matmul`` on more than three dimensions reshapes its operands, which copies
     a transposed slice of ``k`` on every tile; three-dimensional operands go to
-    ``bmm`` as they are. Merging needs inputs that are not broadcast, no mask and no
-    ``score_mod`` (whose head index depends on the batch shape).
+    ``bmm`` as they are, and a single matrix (a batch of one) to ``mm``, which is
+    faster still on a slice of ``k``. Merging needs inputs that are not broadcast, no
+    mask and no ``score_mod`` (whose head index depends on the batch shape).
+    ``None`` also when the call's batch shape is already the merged one.
     """
-    if len(spec.batch) == 1 or mask is not None or spec.score_mod is not None:
-        return False
-    return all(tuple(x.shape[:-2]) == spec.batch for x in (q, k, v))
+    if mask is not None or spec.score_mod is not None:
+        return None
+    if not all(tuple(x.shape[:-2]) == spec.batch for x in (q, k, v)):
+        return None
+    n = math.prod(spec.batch)
+    merged = () if n == 1 else (n,)
+    return None if merged == spec.batch else merged
 
 
 def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
@@ -159,8 +166,9 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
     shape = batch
-    if _flat_batch(q, k, v, mask, spec):  # one batch dimension: plain batched products
-        batch = (math.prod(batch),)
+    merged = _merged_batch(q, k, v, mask, spec)
+    if merged is not None:  # one batch dimension or none: plain (batched) products
+        batch = merged
         q, k, v = q.reshape(*batch, L, E), k.reshape(*batch, S, E), v.reshape(*batch, S, Ev)
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
@@ -304,8 +312,9 @@ class _Tiles:
             self.accumulate(acc, p, v_j)  # (..., bq, bk) x (..., bk, Ev)
         if shift is None:
             return None
-        if not careful and not (bool(torch.isfinite(l_i).all())
-                                and bool(torch.isfinite(acc).all())):
+        # One sum each finds an inf or a nan (a sum of finite values that overflows
+        # only costs a careful pass); torch.isfinite would take several passes over acc.
+        if not careful and not math.isfinite(float(l_i.sum()) + float(acc.sum())):
             return None
         return shift, l_i, guarded
 
@@ -336,13 +345,15 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
     autograd on the tile). Returns ``(dq, dk, dv)`` at the broadcast batch shape.
     """
     L, S, batch = spec.L, spec.S, spec.batch
-    if _flat_batch(q, k, v, mask, spec):  # one batch dimension: plain batched products
-        flat = dataclasses.replace(spec, batch=(math.prod(batch),))
+    merged = _merged_batch(q, k, v, mask, spec)
+    if merged is not None:  # one batch dimension or none: plain (batched) products
+        flat = dataclasses.replace(spec, batch=merged)
         E, Ev = spec.E, spec.Ev
-        grads = backward(q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev), None,
-                         out.reshape(-1, L, Ev), lse.reshape(-1, L),
-                         d_out.reshape(-1, L, Ev), flat, block_q, block_k)
-        return tuple(g.reshape(*batch, *g.shape[1:]) for g in grads)
+        grads = backward(q.reshape(*merged, L, E), k.reshape(*merged, S, E),
+                         v.reshape(*merged, S, Ev), None, out.reshape(*merged, L, Ev),
+                         lse.reshape(*merged, L), d_out.reshape(*merged, L, Ev), flat,
+                         block_q, block_k)
+        return tuple(g.reshape(*batch, *g.shape[len(merged):]) for g in grads)
     band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
     mods = spec.softcap is not None or spec.score_mod is not None
     q = q.expand(*batch, L, spec.E)

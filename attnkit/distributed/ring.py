@@ -42,14 +42,13 @@ import torch.distributed as dist
 
 from .._validate import CausalArg, check_attention_args, normalise_causal
 from ..decoding import merge_partials
+from ..engines import _online
+from ..engines.flash_torch import backward as flash_backward
 from ..engines.flash_torch import flash_attention_torch
 from ..masks import causal_offset
 from .layout import Layout, _check_layout, shard_positions
 
 __all__ = ["RingComm", "all_gather_attention", "block_backward", "ring_attention"]
-
-#: Key columns per tile in :func:`block_backward` (bounds its memory to ``rows x BLOCK_K``).
-BLOCK_K: int = 1024
 
 
 class RingComm:
@@ -237,45 +236,28 @@ def block_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any,
 
     The weights of the block are recomputed from the global ``lse``,
     ``P = exp(scores - lse)``, so the block's share of every gradient is exact
-    even though the block saw only some of the keys (FlashAttention-2's backward,
-    tiled over ``block_k`` key columns)::
+    even though the block saw only some of the keys (FlashAttention-2's backward)::
 
         D  = rowsum(dO * O)                 dV = P^T dO         dP = dO V^T
         dS = P * (dP - D)                   dQ = dS K * scale   dK = dS^T Q * scale
+
+    It is the flash engine's backward (:func:`attnkit.engines.flash_torch.backward`),
+    tiled over blocks of queries and of keys, so its working memory is a few tiles
+    whatever the block's size.
 
     Shapes: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)``, ``mask``
     boolean broadcastable to ``(..., L, S)`` or ``None``, ``out, d_out (..., L, Ev)``,
     ``lse (..., L)`` (``-inf``: a row with no visible key at all). ``causal``
     (``None``, ``"top-left"``, ``"bottom-right"``) adds a causal mask in the block's
-    own coordinates, and key tiles that it hides entirely are skipped. Returns
-    ``(dq, dk, dv)`` shaped as ``q, k, v`` (summed over broadcast dimensions).
+    own coordinates, and tiles that it hides entirely are skipped. ``block_k``: keys
+    per tile (default: the flash engine's). Returns ``(dq, dk, dv)`` shaped as
+    ``q, k, v`` (summed over broadcast dimensions).
     """
-    block_k = BLOCK_K if block_k is None else block_k
-    lse = lse.masked_fill(lse == float("-inf"), float("inf"))[..., None]  # exp(s - inf) = 0
-    D = (d_out * out).sum(dim=-1, keepdim=True)  # (..., L, 1)
-    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    L, S = q.shape[-2], k.shape[-2]
-    offset = None if causal is None else causal_offset(L, S, causal)  # type: ignore[arg-type]
-    stop = S if offset is None else max(0, min(S, L + offset))  # keys past it are never seen
-    dq = q.new_zeros((*batch, *q.shape[-2:]))
-    dk = k.new_zeros((*batch, *k.shape[-2:]))
-    dv = v.new_zeros((*batch, *v.shape[-2:]))
-    for j0 in range(0, stop, block_k):
-        j1 = min(j0 + block_k, stop)
-        k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]
-        scores = torch.matmul(q, k_j.transpose(-2, -1)) * scale  # (..., L, bk)
-        if mask is not None:
-            scores = scores.masked_fill(~mask[..., j0:j1], float("-inf"))
-        if offset is not None and j1 - 1 > offset:  # the tile crosses the diagonal
-            rows = torch.arange(L, device=q.device)[:, None]
-            cols = torch.arange(j0, j1, device=q.device)[None, :]
-            scores = scores.masked_fill(cols > rows + offset, float("-inf"))
-        p = torch.exp(scores - lse)  # this tile's share of the final weights
-        dv[..., j0:j1, :] += torch.matmul(p.transpose(-2, -1), d_out)  # (..., bk, Ev)
-        dp = torch.matmul(d_out, v_j.transpose(-2, -1))  # (..., L, bk)
-        ds = p * (dp - D)
-        dq += torch.matmul(ds, k_j) * scale  # (..., L, E)
-        dk[..., j0:j1, :] += torch.matmul(ds.transpose(-2, -1), q) * scale  # (..., bk, E)
+    spec = check_attention_args(q, k, v, mask=mask, causal=causal or False, scale=scale)
+    block_q, block_k = _online.blocks(None, block_k, "torch", _online.is_banded(spec))
+    if mask is not None:
+        mask = mask.expand(*spec.batch, spec.L, spec.S)
+    dq, dk, dv = flash_backward(q, k, v, mask, out, lse, d_out, spec, block_q, block_k)
     return dq.sum_to_size(q.shape), dk.sum_to_size(k.shape), dv.sum_to_size(v.shape)
 
 

@@ -255,8 +255,6 @@ def block_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any,
     """
     spec = check_attention_args(q, k, v, mask=mask, causal=causal or False, scale=scale)
     block_q, block_k = _online.blocks(None, block_k, "torch", _online.is_banded(spec))
-    if mask is not None:
-        mask = mask.expand(*spec.batch, spec.L, spec.S)
     dq, dk, dv = flash_backward(q, k, v, mask, out, lse, d_out, spec, block_q, block_k)
     return dq.sum_to_size(q.shape), dk.sum_to_size(k.shape), dv.sum_to_size(v.shape)
 

@@ -94,7 +94,7 @@ def flash_attention_torch(
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
         if mask is not None:
-            mask = mask.to(qw.device).expand(*spec.batch, spec.L, spec.S)
+            mask = mask.to(qw.device)
         return forward(qw, kw, vw, mask, spec, bq, bk, need_lse=False)[0].to(q.dtype)
     out, lse = FlashAttentionFunction.apply(q, k, v, mask, spec, bq, bk)
     return (out, lse) if return_lse else out
@@ -120,6 +120,11 @@ def _mods(q_i: Any, k_t: Any, spec: AttentionSpec, i0: int, i1: int, j0: int, j1
           u: float) -> Any:
     """Natural scores of a tile through softcap/score_mod, returned in units ``u``."""
     return apply_score_mods(torch.matmul(q_i, k_t), spec, i0, i1, j0, j1) * u
+
+
+def _full_mask(mask: Any, spec: AttentionSpec) -> Any:
+    """``mask`` as a view of shape ``(*batch, L, S)``, so that every tile can slice it."""
+    return None if mask is None else mask.expand(*spec.batch, spec.L, spec.S)
 
 
 def _merged_batch(q: Any, k: Any, v: Any, mask: Any,
@@ -163,8 +168,11 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
       again with a running maximum, moved lazily (``_Tiles.block``;
       :data:`~attnkit.engines._online.OPTIMISTIC`);
     * every update is in place.
+
+    ``mask`` (or ``None``) is broadcastable to ``(..., L, S)``, on the inputs' device.
     """
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
+    mask = _full_mask(mask, spec)
     shape = batch
     merged = _merged_batch(q, k, v, mask, spec)
     if merged is not None:  # one batch dimension or none: plain (batched) products
@@ -343,8 +351,10 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
     ``dV += P^T dO``, ``dP = dO V^T``, ``dZ = P * (dP - D)``, ``dQ += dZ K * scale``,
     ``dK += dZ^T Q * scale`` (with ``dZ`` taken back through softcap/score_mod by
     autograd on the tile). Returns ``(dq, dk, dv)`` at the broadcast batch shape.
+    ``mask`` (or ``None``) is broadcastable to ``(..., L, S)``, on the inputs' device.
     """
     L, S, batch = spec.L, spec.S, spec.batch
+    mask = _full_mask(mask, spec)
     merged = _merged_batch(q, k, v, mask, spec)
     if merged is not None:  # one batch dimension or none: plain (batched) products
         flat = dataclasses.replace(spec, batch=merged)
@@ -397,7 +407,7 @@ class FlashAttentionFunction(torch.autograd.Function):
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
         if mask is not None:
-            mask = mask.to(qw.device).expand(*spec.batch, spec.L, spec.S)
+            mask = mask.to(qw.device)
         out, lse = forward(qw, kw, vw, mask, spec, block_q, block_k)
         ctx.save_for_backward(qw, kw, vw, out, lse)
         ctx.mask, ctx.spec, ctx.blocks = mask, spec, (block_q, block_k)

@@ -61,7 +61,7 @@ test: test-lib test-notebooks test-book test-browser  ## every test: library, nb
 test-lib: $(STAMP) grading-deps lint  ## the library's tests (pytest), its doctests, and ruff
 	$(BIN)/python -m pytest tests -q --ignore=tests/browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules attnkit \
-	    --ignore=attnkit/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
+	    --ignore=attnkit/engines/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
 
 NBVAL = $(BIN)/python -m pytest -q -p no:cacheprovider --nbval $(NOTEBOOKS) \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600

@@ -28,29 +28,29 @@ import importlib
 from typing import Any
 
 from . import example
-from ._validate import AttentionSpec, check_attention_args
-from .core import attention
+from .core._validate import AttentionSpec, check_attention_args
+from .core.attention import attention
+from .core.masks import causal_mask, causal_offset, key_padding_mask, softmax
 from .engines import backends
 from .engines.flash_numpy import flash_attention_numpy
-from .masks import causal_mask, causal_offset, key_padding_mask, softmax
-from .numpy_attention import NumpyAttention
+from .models.numpy_attention import NumpyAttention
 
 __version__ = "0.1.0"
 
 #: Names served lazily from submodules, so that importing attnkit stays light.
 _LAZY = {
-    "ScaledDotProductAttention": "attnkit.layers",
-    "SelfAttention": "attnkit.layers",
-    "MultiHeadAttention": "attnkit.layers",
-    "KVCache": "attnkit.layers",
-    "RelativePositionBias": "attnkit.layers",
-    "repeat_kv": "attnkit.layers",
-    "kv_cache_bytes": "attnkit.layers",
-    "sinusoidal_positions": "attnkit.positions",
-    "rope_angles": "attnkit.positions",
-    "apply_rope": "attnkit.positions",
-    "alibi_slopes": "attnkit.positions",
-    "alibi_bias": "attnkit.positions",
+    "ScaledDotProductAttention": "attnkit.models.layers",
+    "SelfAttention": "attnkit.models.layers",
+    "MultiHeadAttention": "attnkit.models.layers",
+    "KVCache": "attnkit.models.layers",
+    "RelativePositionBias": "attnkit.models.layers",
+    "repeat_kv": "attnkit.models.layers",
+    "kv_cache_bytes": "attnkit.models.layers",
+    "sinusoidal_positions": "attnkit.models.positions",
+    "rope_angles": "attnkit.models.positions",
+    "apply_rope": "attnkit.models.positions",
+    "alibi_slopes": "attnkit.models.positions",
+    "alibi_bias": "attnkit.models.positions",
     "flash_attention_torch": "attnkit.engines.flash_torch",
 }
 

@@ -127,7 +127,7 @@ def test_decoding_benchmark_bad_arguments(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_distributed_benchmark_writes_its_results(tmp_path: Path) -> None:
-    from attnkit.distributed.bench import main as distributed_main
+    from attnkit.bench.ring import main as distributed_main
 
     assert distributed_main(["--nprocs", "1", "--n", "32", "--repeats", "1",
                              "--out", str(tmp_path)]) == 0
@@ -135,5 +135,5 @@ def test_distributed_benchmark_writes_its_results(tmp_path: Path) -> None:
     assert {(r["causal"], r["layout"]) for r in result["rows"]} == {
         (False, "contiguous"), (True, "contiguous"), (True, "zigzag")}
     assert result["date"].endswith("UTC")
-    assert "python -m attnkit.distributed.bench" in (
+    assert "python -m attnkit.bench.ring" in (
         tmp_path / "results-distributed-cpu.md").read_text()

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnkit import attention, example
-from attnkit.decoding import merge_partials, partial_attention, split_kv_attention, split_sizes
+from attnkit.serving.decoding import merge_partials, partial_attention, split_kv_attention, split_sizes
 
 CAUSAL = [False, "top-left", "bottom-right"]
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import attnkit
 from attnkit import example
-from attnkit.layers import (
+from attnkit.models.layers import (
     KVCache,
     MultiHeadAttention,
     NumpyAttention,
@@ -19,7 +19,7 @@ from attnkit.layers import (
     kv_cache_bytes,
     repeat_kv,
 )
-from attnkit.positions import alibi_bias
+from attnkit.models.positions import alibi_bias
 
 ROW0 = [0.2254, 0.4135, 0.2964, 0.2964]
 

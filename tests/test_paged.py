@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnkit import attention
-from attnkit.paged import OutOfBlocksError, PagedKVCache, compare_allocation
+from attnkit.serving.paged import OutOfBlocksError, PagedKVCache, compare_allocation
 
 
 def _tokens(rng, H, T, E, dtype=np.float64):

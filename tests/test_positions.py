@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.positions import (
+from attnkit.models.positions import (
     alibi_bias,
     alibi_slopes,
     apply_rope,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import attnkit
-from attnkit.serving import (
+from attnkit.serving.sizing import (
     GPUS,
     MODELS,
     GiB,
@@ -34,7 +34,7 @@ def test_parameter_counts_match_the_published_sizes() -> None:
 
 
 def test_kv_bytes_agree_with_the_layers_helper() -> None:
-    from attnkit.layers import kv_cache_bytes
+    from attnkit.models.layers import kv_cache_bytes
 
     for m in MODELS.values():
         want = kv_cache_bytes(layers=m.layers, kv_heads=m.kv_heads, head_dim=m.head_dim, tokens=1)

@@ -1,4 +1,4 @@
-"""attnkit.transformer: the block, the tiny model, the induction task and its head scores."""
+"""attnkit.models.transformer and .induction: the block, the tiny model, the task, its head scores."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnkit.teaching.token_views import token_weights_html
-from attnkit.transformer import (
-    FeedForward,
-    TinyTransformer,
-    TransformerBlock,
+from attnkit.models.induction import (
     ablate_heads,
     earlier_occurrence,
     induction_accuracy,
@@ -21,6 +17,8 @@ from attnkit.transformer import (
     previous_token_score,
     train_induction,
 )
+from attnkit.models.transformer import FeedForward, TinyTransformer, TransformerBlock
+from attnkit.teaching.token_views import token_weights_html
 
 
 def _x(*shape: int, seed: int = 0) -> torch.Tensor:

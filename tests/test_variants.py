@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import attnkit
 from attnkit import attention
+from attnkit.core.masks import Band, visible_mask
 from attnkit.engines import ENGINES, FEATURES, capabilities
-from attnkit.masks import Band, visible_mask
 
 BACKENDS = attnkit.backends()
 OTHERS = [b for b in BACKENDS if b != "numpy"]

@@ -45,7 +45,7 @@ def _cpu_call(engine: str, n: int, d: int, window: int | None = None) -> Any:
 
     rng = np.random.default_rng(n)
     q, k, v = (rng.standard_normal((1, 1, n, d)).astype(np.float32) for _ in range(3))
-    from ..core import attention
+    from ..core.attention import attention
 
     backend, kind = _engine_call(engine)
     kw: dict[str, Any] = {} if window is None else {"causal": True, "window": (window, 0)}

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .._machine import describe_machine, machine_line
-from ..core import attention
-from ..decoding import split_kv_attention
+from ..core.attention import attention
+from ..serving.decoding import split_kv_attention
+from .machine import describe_machine, machine_line
 from .measure import best_and_median
 from .report import save_results, utc_now
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..core import attention
+from ..core.attention import attention
 from .launch import local_device
 from .layout import shard, shard_positions
 from .ring import RingComm, all_gather_attention, ring_attention

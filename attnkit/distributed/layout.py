@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._arrays import array_kind
-from ..decoding import split_sizes
+from ..core._arrays import array_kind
+from ..serving.decoding import split_sizes
 
 Layout = Literal["contiguous", "zigzag"]
 LAYOUTS: tuple[str, ...] = ("contiguous", "zigzag")

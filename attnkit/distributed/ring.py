@@ -4,7 +4,7 @@ Each of the ``P`` ranks holds one shard of the queries, keys and values (made by
 :func:`attnkit.distributed.shard`). The key/value blocks travel around the ring
 ``r -> r + 1``; at step ``t`` rank ``r`` holds the block of rank ``r - t`` and
 attends its own queries to it, keeping a partial ``(out, lse)`` that
-:func:`attnkit.decoding.merge_partials` folds into the running result::
+:func:`attnkit.serving.decoding.merge_partials` folds into the running result::
 
     step 0          step 1          step 2            (P = 3: after P steps every
     r0: K0 V0       r0: K2 V2       r0: K1 V1          query has seen every key)
@@ -40,12 +40,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .._validate import CausalArg, check_attention_args, normalise_causal
-from ..decoding import merge_partials
+from ..core._validate import CausalArg, check_attention_args, normalise_causal
+from ..core.masks import causal_offset
 from ..engines import _online
 from ..engines.flash_torch import backward as flash_backward
 from ..engines.flash_torch import flash_attention_torch
-from ..masks import causal_offset
+from ..serving.decoding import merge_partials
 from .layout import Layout, _check_layout, shard_positions
 
 __all__ = ["RingComm", "all_gather_attention", "block_backward", "ring_attention"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .._validate import choice
+from ..core._validate import choice
 from ._online import release_scratch
 from .base import FEATURES, Capabilities
 

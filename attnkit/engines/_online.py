@@ -7,7 +7,7 @@ maximum ``m_i`` and log-sum-exp either in natural units (``exp``) or in base-2 u
 faster depends on the machine's maths library and vector units, so the NumPy
 engine decides once per process by a short probe (:func:`numpy_exp_base`).
 
-Which tiles a block of queries visits is decided by :class:`attnkit.masks.Band`
+Which tiles a block of queries visits is decided by :class:`attnkit.core.masks.Band`
 (causal mask, window and sinks): tiles that no query of the block can see are
 skipped, tiles that every query sees entirely are computed without a mask.
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import AttentionSpec, positive_int
-from ..masks import Band
+from ..core._validate import AttentionSpec, positive_int
+from ..core.masks import Band
 
 #: log2(e): exp(x) = exp2(x * LOG2E).
 LOG2E: float = 1.4426950408889634

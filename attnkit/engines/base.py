@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .._validate import FLOAT_DTYPES, AttentionSpec
+from ..core._validate import FLOAT_DTYPES, AttentionSpec
 
 #: The variant features of :func:`attnkit.attention` that an engine may declare.
 FEATURES = ("window", "sinks", "softcap", "enable_gqa", "score_mod")

@@ -3,7 +3,7 @@
 NumPy inputs run :mod:`attnkit.engines.flash_numpy` (no torch needed); torch inputs
 run :mod:`attnkit.engines.flash_torch` (a ``torch.autograd.Function`` with a
 recomputing backward, on any device). Both visit only the tiles that the causal
-mask and the window leave (:class:`attnkit.masks.Band`); what they share is in
+mask and the window leave (:class:`attnkit.core.masks.Band`); what they share is in
 :mod:`attnkit.engines._online`.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .._validate import AttentionSpec
+from ..core._validate import AttentionSpec
 from . import _online
 from .base import FEATURES, Capabilities
 from .flash_numpy import flash_attention_numpy, forward

@@ -41,7 +41,7 @@ the two matrix products:
   (:func:`~attnkit.engines._online.numpy_exp_base`).
 
 Tiles that the causal mask or a sliding window hide from every query of the
-block are never computed (:class:`attnkit.masks.Band`), so windowed attention
+block are never computed (:class:`attnkit.core.masks.Band`), so windowed attention
 costs time linear in the sequence length.
 """
 
@@ -51,8 +51,8 @@ import math
 
 import numpy as np
 
-from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
-from ..masks import Band
+from ..core._validate import AttentionSpec, CausalArg, Window, check_attention_args
+from ..core.masks import Band
 from . import _online
 from .mods import apply_score_mods
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
-from ..masks import Band
+from ..core._validate import AttentionSpec, CausalArg, Window, check_attention_args
+from ..core.masks import Band
 from . import _online
 from ._online import LOG2E
 from .mods import apply_score_mods

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import is_tensor
-from .._validate import AttentionSpec
+from ..core._arrays import is_tensor
+from ..core._validate import AttentionSpec
 
 
 def batch_as_bh(batch: tuple[int, ...]) -> tuple[int, int]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import AttentionSpec
-from ..masks import combined_bool_mask, softmax
+from ..core._validate import AttentionSpec
+from ..core.masks import combined_bool_mask, softmax
 from .base import FEATURES, Capabilities
 from .mods import apply_score_mods
 

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._validate import AttentionSpec
-from ..masks import combined_bool_mask
+from ..core._validate import AttentionSpec
+from ..core.masks import combined_bool_mask
 from .base import Capabilities
 
 CAPS = Capabilities(

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .._validate import AttentionSpec
-from ..masks import combined_bool_mask
+from ..core._validate import AttentionSpec
+from ..core.masks import combined_bool_mask
 from .base import FEATURES, Capabilities
 from .mods import apply_score_mods
 

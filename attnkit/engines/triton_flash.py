@@ -1,6 +1,6 @@
 """The Triton engine: FlashAttention forward and backward kernels, on CUDA.
 
-The kernels live in :mod:`attnkit.kernels.triton_attention`; this module checks
+The kernels live in :mod:`attnkit.engines.kernels.triton_attention`; this module checks
 what they support, lays the tensors out for them, picks block sizes and wraps
 them in a ``torch.autograd.Function``. This module imports torch and Triton at
 its top: the registry imports it only when the engine is used, so importing
@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from .._validate import AttentionSpec, CausalArg, Window, check_attention_args
-from ..kernels import triton_attention as ka
-from ..masks import Band
+from ..core._validate import AttentionSpec, CausalArg, Window, check_attention_args
+from ..core.masks import Band
 from ._online import LN2, LOG2E
 from .base import Capabilities
+from .kernels import triton_attention as ka
 
 #: Key masks only (shape (..., 1, S)), no float64, no score_mod (a Python function cannot
 #: run inside a kernel); enable_gqa through broadcast heads.

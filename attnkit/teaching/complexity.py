@@ -32,9 +32,9 @@ from functools import partial
 
 import numpy as np
 
-from .._validate import choice, positive_int
 from ..bench.measure import peak_memory
 from ..bench.results import fitted_slope as loglog_slope
+from ..core._validate import choice, positive_int
 from .html import html_table
 from .primitives import fmt_num
 
@@ -534,7 +534,7 @@ def measure_scaling(
         >>> [m.n for m in ms]
         [64, 128]
     """
-    from ..core import attention
+    from ..core.attention import attention
 
     clocks = {"cpu": time.process_time, "wall": time.perf_counter}
     choice("clock", clock, list(clocks))

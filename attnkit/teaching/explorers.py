@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._validate import choice
+from ..core._validate import choice
 
 
 def _widgets() -> Any:

@@ -27,7 +27,7 @@ from ..bench.results import load_results, plot_cpu_results, plot_gpu_results
 
 __all__ = ["load_results", "peak_memory", "plot_cpu_results", "plot_gpu_results", "tile_stepper",
            "tile_trace", "tile_view"]
-from ..masks import causal_offset
+from ..core.masks import causal_offset
 from .html import _CELL_STYLE, _TABLE_STYLE, html_table
 from .primitives import fmt_num, fmt_vec
 
@@ -188,7 +188,7 @@ def tile_stepper(
         An ``ipywidgets.VBox`` (CSS class ``attnkit-flash-tiles``) with one toggle
         button per tile and a stack of precomputed views (class ``attnkit-stack``).
     """
-    from ..masks import softmax
+    from ..core.masks import softmax
     from .explorers import stepper
 
     steps = tile_trace(q, k, v, block_q=block_q, block_k=block_k, causal=causal)

@@ -18,7 +18,7 @@ import html as _html
 import json
 from collections.abc import Sequence
 
-from ..serving import GPU, GiB, ModelShape, kv_cache_bytes_for, sequences_that_fit
+from ..serving.sizing import GPU, GiB, ModelShape, kv_cache_bytes_for, sequences_that_fit
 from .html import _CELL_STYLE, _TABLE_STYLE
 
 __all__ = ["memory_explorer_data", "memory_explorer_html"]

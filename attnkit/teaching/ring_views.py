@@ -2,8 +2,8 @@
 
 :func:`ring_trace` replays, in one process, exactly what every rank of
 :func:`attnkit.distributed.ring_attention` computes at each step (which key/value
-block it holds, its partial ``(out, lse)`` from :func:`attnkit.decoding.partial_attention`,
-its running result after :func:`attnkit.decoding.merge_partials`); the chapter checks
+block it holds, its partial ``(out, lse)`` from :func:`attnkit.serving.decoding.partial_attention`,
+its running result after :func:`attnkit.serving.decoding.merge_partials`); the chapter checks
 the final state against the real multi-process run. :func:`ring_stepper` turns
 the trace into precomputed HTML views switched client-side.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..decoding import merge_partials, partial_attention
+from ..core.masks import causal_offset
 from ..distributed.layout import shard_positions
-from ..masks import causal_offset
+from ..serving.decoding import merge_partials, partial_attention
 from .html import html_table
 
 #: Light Okabe-Ito tints, one per rank (orange, sky blue, bluish green, yellow).
@@ -141,7 +141,7 @@ def ring_stepper(q: np.ndarray, k: np.ndarray, v: np.ndarray, tokens: Sequence[s
     configuration, a slider picks the step (a configuration with fewer ranks than
     the longest shows its final state on the extra steps).
     """
-    from ..core import attention
+    from ..core.attention import attention
     from .explorers import stepper2d
 
     steps = max(P for P, _, _ in configs)

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import positive_int, real
-from ..masks import softmax
+from ..core._validate import positive_int, real
+from ..core.masks import softmax
 
 __all__ = [
     "DotProductStats",

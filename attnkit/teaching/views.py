@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core import attention
-from ..masks import softmax
+from ..core.attention import attention
+from ..core.masks import softmax
 from .html import heatmap_html, html_table
 
 __all__ = ["engine_table", "kv_cache_step_views", "masked_weights_view"]

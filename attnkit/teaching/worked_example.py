@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from .. import example
-from ..core import attention
-from ..masks import softmax
+from ..core.attention import attention
+from ..core.masks import softmax
 from .explorers import stepper2d
 from .html import heatmap_html, html_table
 from .primitives import fmt_num, fmt_vec

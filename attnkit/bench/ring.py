@@ -1,6 +1,6 @@
 """Benchmark: ring attention's time, memory and traffic per rank against P, on the CPU.
 
-``python -m attnkit.distributed.bench`` launches P local gloo processes for each
+``python -m attnkit.bench.ring`` launches P local gloo processes for each
 P, runs each configuration (causal or not, contiguous or zigzag) and records per
 rank: the forward and forward+backward time, the seconds spent computing and
 waiting, the query-key pairs computed (the work after causal skipping), the bytes
@@ -24,12 +24,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .._machine import describe_machine, machine_line
-from ..bench.measure import peak_memory
-from ..bench.report import save_results, utc_now
-from .launch import launch
-from .layout import shard
-from .ring import all_gather_attention, ring_attention
+from ..distributed.launch import launch
+from ..distributed.layout import shard
+from ..distributed.ring import all_gather_attention, ring_attention
+from .machine import describe_machine, machine_line
+from .measure import peak_memory
+from .report import save_results, utc_now
 
 
 def _peak_growth_mib(fn: Any) -> float | None:
@@ -122,7 +122,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: measure for each P, print, optionally write the results files."""
-    p = argparse.ArgumentParser(prog="python -m attnkit.distributed.bench",
+    p = argparse.ArgumentParser(prog="python -m attnkit.bench.ring",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n", type=int, default=8192, help="sequence length")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: (r["n"], r["causal"], r["layout"], r["P"], r["rank"]))
     result = {"rows": rows, "machine": describe_machine(), "date": utc_now(),
               "settings": {"batch": a.batch, "heads": a.heads, "dim": a.dim, "repeats": a.repeats}}
-    command = "python -m attnkit.distributed.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m attnkit.bench.ring " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, command.strip())
     print(text)
     if a.out is not None:

@@ -23,7 +23,7 @@ stored ``lse`` is ``+inf``, so that the backward's ``exp2(s - lse)`` is 0 there.
 
 Sliding windows (``WINDOW``): query ``i`` also needs ``j >= i + lo_off`` unless
 ``j < sinks`` (the causal offset ``o`` then carries the window's right bound as well,
-see :class:`attnkit.masks.Band`). Only the key blocks a query block can see are
+see :class:`attnkit.core.masks.Band`). Only the key blocks a query block can see are
 visited: the sink blocks, then the band; every visited block is masked. Soft-capping
 (``SOFTCAP``): scores become ``c * tanh(s / c)`` before masking, and the backward
 multiplies ``dS`` by ``1 - tanh^2``.

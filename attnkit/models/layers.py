@@ -6,7 +6,7 @@ semantics (mask meaning, causal alignment, fully masked rows) are those of the
 rest of the library.
 
 * :class:`NumpyAttention` - the formula as a small NumPy class (defined in
-  :mod:`attnkit.numpy_attention`, which needs no torch; re-exported here).
+  :mod:`attnkit.models.numpy_attention`, which needs no torch; re-exported here).
 * :class:`ScaledDotProductAttention` - the same as a parameter-free ``nn.Module``.
 * :class:`SelfAttention` - one head with learned ``W_Q, W_K, W_V``.
 * :class:`MultiHeadAttention` - heads, output projection, multi-query / grouped-query
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validate import choice, positive_int, real
-from .core import attention
-from .engines import ENGINES
+from ..core._validate import choice, positive_int, real
+from ..core.attention import attention
+from ..engines import ENGINES
 from .numpy_attention import NumpyAttention
 from .positions import apply_rope, relative_position_bucket
 
@@ -325,7 +325,7 @@ class MultiHeadAttention(nn.Module):
         num_heads: query heads ``H``; ``D`` must be divisible by ``H``.
         num_kv_heads: key/value heads ``Hkv`` (default ``H``); must divide ``H``.
         bias: whether the four projections have biases (default True, as PyTorch).
-        rope: rotate queries and keys with :func:`attnkit.positions.apply_rope`
+        rope: rotate queries and keys with :func:`attnkit.models.positions.apply_rope`
             (positions continue from the cache length when decoding).
         rope_base: RoPE frequency base.
         backend: the :func:`attnkit.attention` engine: ``"torch"`` (default; can
@@ -487,7 +487,7 @@ class RelativePositionBias(nn.Module):
     """T5's learned relative-position bias: one scalar per (distance bucket, head).
 
     The distance ``key_pos - query_pos`` is mapped to a bucket by
-    :func:`attnkit.positions.relative_position_bucket` (exact for small distances,
+    :func:`attnkit.models.positions.relative_position_bucket` (exact for small distances,
     logarithmic beyond); an embedding table turns each bucket into a bias per head,
     which is added to the scores. Pass the result as a floating ``mask``.
 

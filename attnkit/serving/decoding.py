@@ -12,7 +12,7 @@ is *exactly* the attention over all keys, in any order of the chunks (the same
 rescaling as the online softmax of chapter 8, applied once per chunk instead of
 once per tile). :func:`merge_partials` is that step; it is the one primitive
 shared by split-KV decoding (:func:`split_kv_attention`), the paged KV cache
-(:mod:`attnkit.paged`) and ring attention across processes
+(:mod:`attnkit.serving.paged`) and ring attention across processes
 (:mod:`attnkit.distributed`).
 
 A chunk that gives a query no visible key (every key masked) contributes
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import array_kind
-from ._validate import AttentionSpec, CausalArg, check_attention_args, positive_int
-from .masks import causal_offset
+from ..core._arrays import array_kind
+from ..core._validate import AttentionSpec, CausalArg, check_attention_args, positive_int
+from ..core.masks import causal_offset
 
 __all__ = ["merge_partials", "partial_attention", "split_kv_attention", "split_sizes"]
 

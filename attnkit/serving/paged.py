@@ -18,7 +18,7 @@ very different lengths share the pool::
     block 6, 7             free
 
 Attention over a sequence reads its blocks through the table; each block gives a
-partial result ``(out_b, lse_b)`` and :func:`attnkit.decoding.merge_partials`
+partial result ``(out_b, lse_b)`` and :func:`attnkit.serving.decoding.merge_partials`
 combines them exactly, so the result equals attention over the contiguous cache.
 
 Shapes (one layer; ``H`` key/value heads, ``E`` key width, ``Ev`` value width)::
@@ -39,10 +39,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._arrays import array_kind, dtype_name
-from ._validate import CausalArg, normalise_causal
+from ..core._arrays import array_kind, dtype_name
+from ..core._validate import CausalArg, normalise_causal
+from ..core.masks import causal_offset
 from .decoding import merge_partials, partial_attention
-from .masks import causal_offset
 
 __all__ = [
     "AllocationComparison",
@@ -339,7 +339,7 @@ class PagedKVCache:
                   scale: float | None = None) -> Any:
         """Attention of ``q (H, L, E)`` over sequence ``seq``, block by block through its table.
 
-        Each block gives a partial result and :func:`attnkit.decoding.merge_partials`
+        Each block gives a partial result and :func:`attnkit.serving.decoding.merge_partials`
         combines them: the result equals ``attnkit.attention(q, *self.gather(seq),
         causal=causal, scale=scale)``. For decoding, ``q`` holds the newest ``L``
         tokens' queries and ``causal="bottom-right"`` lets query ``i`` see the

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import engines
+from .. import engines
 from ._arrays import to_numpy, to_torch
 from ._validate import AttentionSpec, CausalArg, ScoreMod, Window, check_attention_args
 
@@ -49,7 +49,7 @@ def attention(
         causal: ``False``; ``True`` or ``"top-left"`` (query ``i`` sees keys
             ``j <= i``, as PyTorch's ``is_causal``); ``"bottom-right"`` (query ``i``
             sees ``j <= i + S - L``, as FlashAttention and KV-cache decoding).
-            Combined with ``mask`` by AND. See :mod:`attnkit.masks` for pictures.
+            Combined with ``mask`` by AND. See :mod:`attnkit.core.masks` for pictures.
         scale: factor applied to ``q @ k^T``; default ``1 / sqrt(E)``.
         backend: an engine name from :func:`attnkit.backends`: ``"numpy"`` (the
             reference), ``"torch"``, ``"sdpa"``, ``"flash"``, ``"triton"``.
@@ -131,7 +131,7 @@ def attention(
         >>> def alibi(s, b, h, q_idx, kv_idx):
         ...     slope = 2.0 ** (-8.0 * (h + 1) / 4)            # one slope per head
         ...     return s - slope * abs(q_idx - kv_idx)
-        >>> from attnkit.positions import alibi_bias
+        >>> from attnkit.models.positions import alibi_bias
         >>> bool(np.allclose(attention(q, k, v, score_mod=alibi),
         ...                  attention(q, k, v, mask=alibi_bias(4, 6))))
         True

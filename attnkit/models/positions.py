@@ -9,7 +9,7 @@ here puts order back in a different place::
     alibi_bias             a fixed per-head penalty  -slope * |m - n|  added to the scores
     relative_position_bucket
                            T5's buckets of m - n; a learned bias per (bucket, head)
-                           (the module is attnkit.layers.RelativePositionBias)
+                           (the module is attnkit.models.layers.RelativePositionBias)
 
 Everything here works on NumPy arrays and, where it takes an array, on torch tensors
 too; importing this module does not import torch.
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import array_kind
-from ._validate import integer, real
+from ..core._arrays import array_kind
+from ..core._validate import integer, real
 
 __all__ = [
     "alibi_bias",

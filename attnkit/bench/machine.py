@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bench.measure import machine_info
+from .measure import machine_info
 
 
 def describe_machine() -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import real
-from .core import attention
+from ..core._validate import real
+from ..core.attention import attention
 
 __all__ = ["NumpyAttention"]
 

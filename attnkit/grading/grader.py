@@ -271,18 +271,25 @@ class _StudentCallFailed(Exception):
 
 
 class _StudentFunction:
-    """Stands for a student's function in the grader's namespace: calls it in the sandbox."""
+    """Stands for a student's function in the grader's namespace: calls it in the sandbox.
 
-    def __init__(self, name: str, ctx: _Ctx, label: str) -> None:
+    ``forbidden`` maps function names to the library names they may not call (the
+    set's ``forbid`` declarations); a call of this function runs under that guard.
+    """
+
+    def __init__(self, name: str, ctx: _Ctx, label: str,
+                 forbidden: dict[str, tuple[str, ...]] | None = None) -> None:
         self.__name__ = name
         self._ctx = ctx
         self._label = label
+        self._forbidden = forbidden or {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ctx = self._ctx
         if ctx.gave_up:
             raise _StudentCallFailed(ctx.gave_up)
-        run = ctx.session.call(self.__name__, args, kwargs)
+        run = ctx.session.call(self.__name__, args, kwargs,
+                               forbidden=self._forbidden.get(self.__name__, ()))
         if run.status in ("killed", "died"):
             ctx.res.events.append(f"{self._label}: calling {self.__name__}(...): {run.error}; "
                                   "the kernel was restarted")
@@ -303,7 +310,7 @@ class _StudentFunction:
             raise _StudentCallFailed(f"{self.__name__}(...) returned something that is not "
                                      f"data: {exc}") from None
         if isinstance(value, StudentCallable):
-            return _StudentFunction(value.name, ctx, self._label)
+            return _StudentFunction(value.name, ctx, self._label, self._forbidden)
         return value
 
     def __repr__(self) -> str:
@@ -323,8 +330,13 @@ def _label(index: int, gid: str | None, source: str) -> str:
     return f"cell {index} (yours: {first[:40]!r})"
 
 
-def _run_grader_code(cell: Any, ns: dict, ctx: _Ctx, label: str) -> str:
-    """Run a grader or check cell in the clean namespace; return '' or the failure message."""
+def _run_grader_code(cell: Any, ns: dict, ctx: _Ctx, label: str,
+                     forbidden: dict[str, tuple[str, ...]] | None = None) -> str:
+    """Run a grader or check cell in the clean namespace; return '' or the failure message.
+
+    ``forbidden`` (the plan's ``forbid`` declarations) goes with every student function
+    the cell reads, so that its calls run under the guard.
+    """
     if cell.reads:
         if ctx.gave_up:
             return ctx.gave_up
@@ -344,7 +356,7 @@ def _run_grader_code(cell: Any, ns: dict, ctx: _Ctx, label: str) -> str:
             except AnswerError as exc:
                 return f"{name}: {exc}"
             if isinstance(value, StudentCallable):
-                value = _StudentFunction(name, ctx, label)
+                value = _StudentFunction(name, ctx, label, forbidden)
             ns[name] = value
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -376,7 +388,7 @@ def _grade_one(nb: Any, plan: Plan, ctx: _Ctx, max_output: int) -> None:
             if gid in seen:
                 continue
             seen.add(gid)
-            msg = _run_grader_code(pc, ns, ctx, label)
+            msg = _run_grader_code(pc, ns, ctx, label, plan.forbidden)
             msg = _cap(msg, 1000, "message").strip()
             res.checks.append(CheckResult(pc.grade_id, 0.0 if msg else pc.points, pc.points, msg))
             continue
@@ -400,7 +412,7 @@ def _grade_one(nb: Any, plan: Plan, ctx: _Ctx, max_output: int) -> None:
             if ctx.gave_up:
                 res.events.append(ctx.gave_up)
         if pc is not None and pc.kind == "grader":
-            msg = _run_grader_code(pc, ns, ctx, label)
+            msg = _run_grader_code(pc, ns, ctx, label, plan.forbidden)
             if msg:
                 res.events.append(f"{label}: the grader's copy of this cell failed: {msg}")
     # checks whose cells were never reached (e.g. after giving up) score 0
@@ -459,9 +471,9 @@ def grade(
         >>> results[0].points, results[0].max_points                  # doctest: +SKIP
         (12.0, 12.0)
     """
-    from ._course import Course
     from ._kernel import KernelDied, KernelSession
     from ._sandbox import Limits, Sandbox, parse_bytes, probe, sweep_stale_cgroups
+    from .release import student_notebook
 
     src_dir = Path(source_dir) if source_dir is not None else default_source_dir()
     source = source_notebook(exercise_set, src_dir)
@@ -516,10 +528,9 @@ def grade(
         slugs.append(s)
 
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="attnkit-release-") as tmp:
-        released = nbformat.read(Course(Path(tmp), exercise_set).generate(source), as_version=4)
+    # the course release: what a student was given at most (no solutions, no values);
+    # grading itself reads every check from the source, so it does not depend on the mode
+    released = student_notebook(exercise_set, src_dir, mode="course")
     release_ids = grade_ids(released)
     scrub = _Scrubber(source_nb, released)
     results: list[Result] = []

@@ -67,8 +67,8 @@ def _source(name: str) -> nbformat.NotebookNode:
 @pytest.mark.parametrize("name", SETS)
 def test_reference_answers_pass_every_check_for_20_seeds(name: str) -> None:
     failed = {}
-    for shift in SEED_SHIFTS:
-        run = run_reference(name, SOURCES, seed_shift=shift)
+    for shift in SEED_SHIFTS:   # the references keep their forbid rules (tried once: it is slow)
+        run = run_reference(name, SOURCES, seed_shift=shift, guard=shift == 0)
         assert run.answers, f"{name}: no answers were defined"
         for gid, message in run.failures.items():
             failed.setdefault(gid, []).append(f"shift {shift}: {message[:200]}")
@@ -182,9 +182,10 @@ def test_self_study_release_shows_the_value_checks(name: str) -> None:
     src = _source(name)
     value_lines = {line.strip() for c in src.cells for line in _region(c.source, "VALUE CHECKS")
                    if line.strip() and not line.strip().startswith("#")}
-    text = nbformat.writes(released)
-    assert value_lines and all(line in text for line in value_lines), name
-    assert not [m for m in MARKERS if m in text]
+    text = "\n".join(c.source for c in released.cells)
+    missing = [line for line in value_lines if line not in text]
+    assert value_lines and not missing, (name, missing)
+    assert not [m for m in MARKERS if m in nbformat.writes(released)]
     assert not [c for c in released.cells if WORKED_TAG in c.metadata.get("tags", [])]
 
 
@@ -368,14 +369,14 @@ def test_guard_refuses_modules_and_c_functions() -> None:
     import attnkit.engines.numpy_ref as ref
 
     def by_module(q):
-        return ref.forward(q, q, q) if hasattr(ref, "forward") else ref.attention(q, q, q)
+        return ref.available()          # any function defined in attnkit.engines
 
     def by_c_function(q):
         t = torch.as_tensor(q)
         return torch.nn.functional.scaled_dot_product_attention(t, t, t)
 
     q = np.zeros((2, 3))
-    with pytest.raises(ForbiddenCall, match="called attnkit.engines.numpy_ref"):
+    with pytest.raises(ForbiddenCall, match="called attnkit.engines.numpy_ref.available"):
         with guard("by_module", ["attnkit.engines"]):
             by_module(q)
     with pytest.raises(ForbiddenCall, match="scaled_dot_product_attention"):

@@ -136,7 +136,8 @@ INPUT_BUILDERS = frozenset({
 
 #: Methods a public check may call on its inputs (random draws, copies, reshapes).
 INPUT_METHODS = frozenset({
-    "astype", "copy", "integers", "normal", "random", "reshape", "standard_normal", "uniform",
+    "append", "astype", "copy", "integers", "normal", "random", "reshape", "standard_normal",
+    "uniform",
 })
 
 

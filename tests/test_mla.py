@@ -1,5 +1,7 @@
-"""Multi-head latent attention: the absorbed path equals the naive one, the cache decodes
-exactly, gradients are right, and bad sizes are refused."""
+"""Multi-head latent attention: absorbed equals naive, the cache decodes exactly.
+
+Also: gradients are right, and bad sizes are refused.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Top-k sparse attention: gathered keys equal attention with the selection as a mask,
-forward and backward; the indexer, the blocked selection and the refusals."""
+"""Top-k sparse attention: gathered keys equal attention with the selection as a mask.
+
+Forward and backward; also the indexer, the blocked selection and the refusals.
+"""
 
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def run(sizes: list[int], heads: int, head_dim: int, rope_dim: int, kv_latent: i
                 for method, fn in (("absorbed", layer._attend_absorbed),
                                    ("naive", layer._attend_naive)):
                     best, median = best_and_median(
-                        lambda fn=fn: fn(q_c, q_r, c, k_r, False), repeats, min_time)
+                        lambda fn=fn, args=(q_c, q_r, c, k_r): fn(*args, False), repeats,
+                        min_time)
                     result[method] = (1e3 * best, 1e3 * median)
                 base = result["absorbed"][0]
                 for method, (best, median) in result.items():

@@ -55,7 +55,8 @@ def run(sizes: list[int], topk: list[int], dim: int, index_heads: int, index_dim
                     return attention(q, k, v, causal=True, backend="flash")
 
                 best, median = best_and_median(dense, repeats, min_time)
-                mem = peak_memory(lambda: attention(qn, kn, vn, causal=True, backend="flash"))
+                mem = peak_memory(lambda a=(qn, kn, vn): attention(*a, causal=True,
+                                                                   backend="flash"))
                 base_t, base_m = best, mem
                 rows.append({"n": n, "k": None, "part": "dense", "best_ms": 1e3 * best,
                              "median_ms": 1e3 * median, "peak_bytes": mem,
@@ -68,8 +69,8 @@ def run(sizes: list[int], topk: list[int], dim: int, index_heads: int, index_dim
                         return indexer_topk(qi, ki, wi, kk, causal="bottom-right")
 
                     best, median = best_and_median(index, repeats, min_time)
-                    mem = peak_memory(lambda kk=kk: indexer_topk(qin, kin, win, kk,
-                                                                 causal="bottom-right"))
+                    mem = peak_memory(lambda kk=kk, a=(qin, kin, win): indexer_topk(
+                        *a, kk, causal="bottom-right"))
                     rows.append({"n": n, "k": kk, "part": "indexer", "best_ms": 1e3 * best,
                                  "median_ms": 1e3 * median, "peak_bytes": mem,
                                  "time_ratio_vs_dense": best / base_t,
@@ -82,7 +83,7 @@ def run(sizes: list[int], topk: list[int], dim: int, index_heads: int, index_dim
 
                     best, median = best_and_median(core, repeats, min_time)
                     idx_n, valid_n = idx.numpy(), valid.numpy()
-                    mem = peak_memory(lambda: topk_attention(qn, kn, vn, idx_n, valid_n))
+                    mem = peak_memory(lambda a=(qn, kn, vn, idx_n, valid_n): topk_attention(*a))
                     rows.append({"n": n, "k": kk, "part": "top-k core", "best_ms": 1e3 * best,
                                  "median_ms": 1e3 * median, "peak_bytes": mem,
                                  "time_ratio_vs_dense": best / base_t,

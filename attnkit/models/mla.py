@@ -290,6 +290,7 @@ class MultiHeadLatentAttention(nn.Module):
         return out[0] if squeeze else out
 
     def extra_repr(self) -> str:
+        """The sizes, shown by ``print(layer)``."""
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
                 f"kv_latent={self.kv_latent}, head_dim={self.head_dim}, "
                 f"rope_dim={self.rope_dim}, v_head_dim={self.v_head_dim}, "

@@ -288,8 +288,10 @@ class IndexerShape:
 
     @property
     def macs_per_pair(self) -> int:
-        """Multiply-adds the indexer spends on one (query, key) pair: ``H^I d^I`` dot
-        products' worth plus one weight per head (``H^I (d^I + 1)``)."""
+        """Multiply-adds the indexer spends on one (query, key) pair.
+
+        ``H^I`` dot products of width ``d^I`` plus one weight per head: ``H^I (d^I + 1)``.
+        """
         return self.heads * (self.head_dim + 1)
 
 

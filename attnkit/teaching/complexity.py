@@ -229,12 +229,12 @@ def trace_attention(
     steps: list[TraceStep] = []
 
     scores = np.zeros((n, n))
-    for i in range(n):  # compare: r_ij = sum_e q_ie k_je (raw scores, scaled below)
+    for i in range(n):  # compare: r_ij = sum_u q_iu k_ju (raw scores, scaled below)
         for j in range(n):
             acc, terms = 0.0, []
-            for e in range(d):
-                acc += q[i, e] * k[j, e]
-                terms.append((float(q[i, e]), float(k[j, e])))
+            for u in range(d):
+                acc += q[i, u] * k[j, u]
+                terms.append((float(q[i, u]), float(k[j, u])))
             scores[i, j] = acc
             steps.append(TraceStep("compare", (i, j), tuple(terms), acc, {"multiply-add": d}))
 
@@ -268,14 +268,14 @@ def trace_attention(
         steps.append(TraceStep("normalise", (i, -1), (), tuple(weights[i].tolist()), dict(ops)))
 
     out = np.zeros((n, d_v))
-    for i in range(n):  # aggregate: o_ie = sum_j w_ij v_je
-        for e in range(d_v):
+    for i in range(n):  # aggregate: o_iu = sum_j w_ij v_ju
+        for u in range(d_v):
             acc, terms = 0.0, []
             for j in range(n):
-                acc += weights[i, j] * v[j, e]
-                terms.append((float(weights[i, j]), float(v[j, e])))
-            out[i, e] = acc
-            steps.append(TraceStep("aggregate", (i, e), tuple(terms), acc, {"multiply-add": n}))
+                acc += weights[i, j] * v[j, u]
+                terms.append((float(weights[i, j]), float(v[j, u])))
+            out[i, u] = acc
+            steps.append(TraceStep("aggregate", (i, u), tuple(terms), acc, {"multiply-add": n}))
     return scores, weights, out, steps
 
 

@@ -3,7 +3,9 @@
 One batch is graded once, in the sandbox, with a 3 s cell limit and a 1 GiB memory
 limit: every submission gets its exact points, nothing outside the students' scratch
 directories changes, no process outlives grading, and the feedback is bounded and
-free of hidden-test source. Needs bubblewrap; skips, saying why, where it cannot run.
+free of hidden-test source. The same batch graded with ``jobs=2`` (two students at a
+time, each in its own sandbox) gives the same results, gradebook rows and feedback.
+Needs bubblewrap; skips, saying why, where it cannot run.
 """
 
 from __future__ import annotations
@@ -166,6 +168,40 @@ def test_feedback_has_no_hidden_test_source(batch: dict) -> None:
     text = (batch["out"] / "feedback" / "peeker-ch05.txt").read_text()
     assert "print(In)" in text                      # the history holds the student's own cells
     assert "[withheld: this text contains a line of the hidden tests]" in text
+
+
+@pytest.fixture(scope="module")
+def batch_jobs_2(batch: dict) -> dict:
+    """The same submissions graded again, two students at a time, into another directory."""
+    out = batch["out"].parent / "graded-jobs-2"
+    results = grade("ch05", sorted(batch["subs"].iterdir()), out, timeout=3,
+                    source_dir=batch["src"], memory="1G", max_output=10_000,
+                    max_feedback=100_000, jobs=2)
+    return {"results": results, "out": out}
+
+
+def _comparable(res: object) -> tuple:
+    r = res  # a Result: everything but the seconds it took and the scratch it ran in
+    return (r.student, r.points, r.max_points, r.status, r.note, r.restored, r.events,  # type: ignore[attr-defined]
+            [(c.grade_id, c.points, c.message) for c in r.checks],  # type: ignore[attr-defined]
+            [Path(p).name for p in r.feedback], r.slug, r.outputs)  # type: ignore[attr-defined]
+
+
+@needs_sandbox
+def test_jobs_2_grades_the_hostile_batch_as_jobs_1(batch: dict, batch_jobs_2: dict) -> None:
+    assert [_comparable(r) for r in batch_jobs_2["results"]] == \
+        [_comparable(r) for r in batch["results"]]
+    with (batch["out"] / "gradebook.csv").open(newline="", encoding="utf-8") as f:
+        one = [r for r in csv.DictReader(f) if r["exercise_set"] == "ch05"]
+    with (batch_jobs_2["out"] / "gradebook.csv").open(newline="", encoding="utf-8") as f:
+        two = list(csv.DictReader(f))
+    assert two == one
+    fb1, fb2 = batch["out"] / "feedback", batch_jobs_2["out"] / "feedback"
+    names = sorted(p.name for p in fb2.iterdir())
+    assert names == sorted(p.name for p in fb1.iterdir() if p.name != "alice-ch04.txt")
+    for name in names:
+        assert (fb2 / name).read_bytes() == (fb1 / name).read_bytes(), name
+    assert _processes_with("sleep 31337") == [] and _processes_with("31338") == []
 
 
 @needs_sandbox

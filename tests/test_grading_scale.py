@@ -397,3 +397,15 @@ def test_bench_makes_the_same_class_from_the_same_seed(tmp_path: Path) -> None:
     assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
     other = make_class("ch05", tmp_path / "other", 3, 0, seed=8)
     assert [p.read_bytes() for p in other] != [p.read_bytes() for p in two[2:]]
+
+
+def test_a_dead_worker_is_replaced_and_its_student_retried_once(tmp_path: Path) -> None:
+    from _grading_flaky import flaky
+
+    from attnkit.grading.batch import run
+
+    got: list[str] = []
+    run(flaky, str(tmp_path), ["a", "once", "die", "b", "c"], 2, got.append,
+        lambda task, why: f"{task}: {why}")
+    assert sorted(got) == ["A", "B", "C", "ONCE",
+                           "die: the grader's worker process died twice (exit status 3)"]

@@ -210,6 +210,7 @@ def run(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], jobs: int
                     result = None
                 if result is None:                       # the worker died
                     task, tries = slot.task, slot.tries
+                    slot.proc.join(timeout=5)
                     code = slot.proc.exitcode
                     slot.task = None
                     slot.stop(wait_s=1)

@@ -20,10 +20,14 @@ How a verdict is reached (see :mod:`attnkit.grading._plan` for the cell kinds):
    goes on. Only the checks that depend on the lost cell lose points; the feedback
    names the cell.
 5. Only the grader writes: the gradebook (earlier rows kept) and, per student,
-   feedback in text and HTML, each output and each file capped by bytes, scrubbed
-   of any text of the hidden tests.
+   feedback in text and HTML (:mod:`attnkit.grading.feedback`), each output and each
+   file capped by bytes, scrubbed of any text of the hidden tests, then the student's
+   result record (:mod:`attnkit.grading.gradebook`), atomically, as soon as it is made.
 
-See :func:`grade`; the command line is :mod:`attnkit.grading.cli`.
+:func:`grade` drives a batch: :func:`_prepare` (arguments, files, gradebook, sandbox
+probe), :func:`_choose` (``resume``, ``only``, ``shard``), then
+:func:`grade_submission` for each student, in this process or on ``jobs`` worker
+processes (:mod:`attnkit.grading.batch`). The command line is :mod:`attnkit.grading.cli`.
 """
 
 from __future__ import annotations
@@ -552,17 +556,12 @@ class _Batch:
     max_feedback: int
 
 
-def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
-             out: str | os.PathLike[str], students: Sequence[str] | None, timeout: float,
-             source_dir: str | os.PathLike[str] | None, html: bool, keep_temp: bool,
-             sandbox: bool, memory: int | str, cpu_seconds: int, processes: int,
-             max_output: int, max_feedback: int, jobs: int) -> _Batch:
-    """Check the arguments, read every submission, the gradebook and the set; probe the sandbox."""
-    from ._sandbox import Limits, Sandbox, parse_bytes, probe, sweep_stale_cgroups
+def _limits(timeout: float, max_output: int, max_feedback: int, jobs: int, memory: int | str,
+            cpu_seconds: int, processes: int) -> Any:
+    """Check the numeric arguments; the sandbox's :class:`~attnkit.grading._sandbox.Limits`."""
+    from ._sandbox import Limits, parse_bytes
     from .batch import check_memory
 
-    src_dir = Path(source_dir) if source_dir is not None else default_source_dir()
-    source = source_notebook(exercise_set, src_dir)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
     for name, v in (("max_output", max_output), ("max_feedback", max_feedback)):
@@ -574,20 +573,11 @@ def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
         raise ValueError(f"jobs must be at least 1; got {jobs!r}")
     limits = Limits(parse_bytes(memory), cpu_seconds, processes)
     check_memory(jobs, limits.memory)
-    files = _expand(submissions, exercise_set)
-    if not files:
-        raise ValueError("submissions must name at least one file; got none")
-    if students is not None and len(students) != len(files):
-        raise ValueError(
-            f"students must give one name per submitted file: {len(files)} files, "
-            f"got {len(students)} names"
-        )
-    names = [clean_name(n) for n in students] if students is not None else \
-        [student_name(f, exercise_set) for f in files]
-    out_dir = Path(out)
-    book = read_gradebook(out_dir / "gradebook.csv")
+    return limits
 
-    # Everything is read before any student code runs.
+
+def _read_class(files: list[Path], names: list[str]) -> list[Submission]:
+    """Read every submitted file; tell apart two files of one student; give each a slug."""
     data: list[bytes | str] = []
     for f in files:
         try:
@@ -596,15 +586,6 @@ def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
                         f"is larger than {MAX_SUBMISSION // 1024**2} MB")
         except OSError as exc:
             data.append(f"cannot be read ({exc.strerror})")
-    source_text = source.read_text(encoding="utf-8")
-    build_plan(exercise_set, nbformat.reads(source_text, as_version=4))   # fails early if bad
-
-    if sandbox:
-        probe()
-        sweep_stale_cgroups()
-        Sandbox(limits).refuse_visible([out_dir.resolve(), src_dir.resolve(),
-                                        *(f.resolve() for f in files)])
-
     # unique names (two files of one student) and unique slugs (for file names)
     seen_names: dict[str, int] = {}
     unique = []
@@ -617,11 +598,46 @@ def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
         while s in slugs:
             s, k = f"{slug(n)}-{k}", k + 1
         slugs.append(s)
-    subs = [Submission(i, path, name, s, raw,
+    return [Submission(i, path, name, s, raw,
                        "" if name == names[i] else
                        f"recorded as {name!r}: another file gave the same student name")
             for i, (path, name, s, raw) in enumerate(zip(files, unique, slugs, data))]
 
+
+def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
+             out: str | os.PathLike[str], students: Sequence[str] | None, timeout: float,
+             source_dir: str | os.PathLike[str] | None, html: bool, keep_temp: bool,
+             sandbox: bool, memory: int | str, cpu_seconds: int, processes: int,
+             max_output: int, max_feedback: int, jobs: int) -> _Batch:
+    """Check the arguments, read every submission, the gradebook and the set; probe the sandbox.
+
+    Everything is read here, before any student code runs.
+    """
+    from ._sandbox import Sandbox, probe, sweep_stale_cgroups
+
+    src_dir = Path(source_dir) if source_dir is not None else default_source_dir()
+    source = source_notebook(exercise_set, src_dir)
+    limits = _limits(timeout, max_output, max_feedback, jobs, memory, cpu_seconds, processes)
+    files = _expand(submissions, exercise_set)
+    if not files:
+        raise ValueError("submissions must name at least one file; got none")
+    if students is not None and len(students) != len(files):
+        raise ValueError(
+            f"students must give one name per submitted file: {len(files)} files, "
+            f"got {len(students)} names"
+        )
+    names = [clean_name(n) for n in students] if students is not None else \
+        [student_name(f, exercise_set) for f in files]
+    out_dir = Path(out)
+    book = read_gradebook(out_dir / "gradebook.csv")
+    subs = _read_class(files, names)
+    source_text = source.read_text(encoding="utf-8")
+    build_plan(exercise_set, nbformat.reads(source_text, as_version=4))   # fails early if bad
+    if sandbox:
+        probe()
+        sweep_stale_cgroups()
+        Sandbox(limits).refuse_visible([out_dir.resolve(), src_dir.resolve(),
+                                        *(f.resolve() for f in files)])
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
     sweep_partial(out_dir)
     ctx = GradingContext(exercise_set, source_text, "", float(timeout), limits,
@@ -662,6 +678,24 @@ def _sweep_stale_scratch() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _only(subs: list[Submission], only: Sequence[str]) -> list[Submission]:
+    """The submissions of the students named in ``only`` (an unknown name is an error)."""
+    import difflib
+
+    wanted = {clean_name(n) for n in only}
+    names = sorted({s.name for s in subs})
+    unknown = sorted(wanted - set(names))
+    if not wanted or unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, names, n=3)
+            hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
+                                     if close else ""))
+        raise ValueError("only: no submission of " + (", ".join(hints) or "anyone")
+                         + " among the files given (nothing was graded)")
+    return [s for s in subs if s.name in wanted]
+
+
 def _choose(batch: _Batch, resume: bool, only: Sequence[str] | None,
             shard: Any) -> tuple[list[Submission], list[Result]]:
     """The submissions this run grades, and the results it keeps from an earlier run."""
@@ -673,20 +707,7 @@ def _choose(batch: _Batch, resume: bool, only: Sequence[str] | None,
         if resume or shard is not None:
             raise ValueError("only cannot be combined with resume or shard: --only regrades "
                              "the students it names, in the directory of the whole class")
-        wanted = [clean_name(n) for n in only]
-        names = {s.name for s in batch.subs}
-        unknown = [n for n in wanted if n not in names]
-        if not wanted or unknown:
-            import difflib
-
-            hints = []
-            for n in unknown:
-                close = difflib.get_close_matches(n, sorted(names), n=3)
-                hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
-                                         if close else ""))
-            raise ValueError("only: no submission of " + (", ".join(hints) or "anyone")
-                             + " among the files given (nothing was graded)")
-        return [s for s in batch.subs if s.name in set(wanted)], []
+        return _only(batch.subs, only), []
     if not resume:
         return members, []
     stored = read_results(batch.out_dir, batch.ctx.exercise_set)

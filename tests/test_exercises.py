@@ -476,3 +476,27 @@ def test_form_checks_accept_good_answers() -> None:
     check_symbols("v", d * sympy.Symbol("sigma") ** 4, [d, s])
     with pytest.raises(AssertionError, match="it also uses n"):
         check_symbols("v", d * sympy.Symbol("n"), [d, s])
+
+
+def test_both_releases_are_graded_the_same(tmp_path: Path) -> None:
+    """Answers handed in on the course release get the points they get on the self-study one."""
+    import importlib.util
+
+    from attnkit.grading.grader import grade
+    from attnkit.grading.release import student_notebook
+
+    spec = importlib.util.spec_from_file_location(
+        "make_samples", ROOT / "tests" / "grading_samples" / "make_samples.py")
+    samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(samples)  # type: ignore[union-attr]
+    source = _source("ch05")
+    course_nb = student_notebook("ch05", SOURCES, mode="course")
+    files = []
+    for name, answers in [("alice", {}), ("ivan", {"ch05-masked-attention": samples.MASKED_LIBRARY})]:
+        nb = samples.filled(course_nb, source, answers)
+        assert "VALUE CHECKS" not in nbformat.writes(nb)
+        path = tmp_path / f"{name}_ch05.ipynb"
+        nbformat.write(nb, path)
+        files.append(path)
+    results = grade("ch05", files, tmp_path / "graded", timeout=10, sandbox=False, html=False)
+    assert {r.student: r.points for r in results} == {"alice": 12, "ivan": 6}

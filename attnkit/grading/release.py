@@ -107,6 +107,19 @@ def _mode_text(text: str, mode: str) -> str:
     return _MODE_BLOCK.sub(lambda m: m.group(2) if m.group(1) == keep else "", text)
 
 
+_RELATIVE_LINK = re.compile(r"\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)\)")
+
+
+def _rebase_links(markdown: str) -> str:
+    """Relative links of a set's text, rewritten for a page one directory deeper.
+
+    Example:
+        >>> _rebase_links("[Chapter 7](../07-implementations.ipynb), [web](https://a.b)")
+        '[Chapter 7](../../07-implementations.ipynb), [web](https://a.b)'
+    """
+    return _RELATIVE_LINK.sub(lambda m: f"](../{m.group(1)})", markdown)
+
+
 def _tags(cell: Any) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []) or [])
 
@@ -286,12 +299,13 @@ def solutions_page(
         label = f"{exercise_set}-solution-{i}"
         heading, _, body = question.partition("\n")
         name = re.sub(r"^\d+\.\s*", "", heading.lstrip("# ").strip())
-        parts += [f"::::{{exercise}} {name}", f":label: {label}", "", body.strip(), "::::", ""]
+        parts += [f"::::{{exercise}} {name}", f":label: {label}", "", _rebase_links(body.strip()),
+                  "::::", ""]
         if mode == "course":
             continue
         parts += [f"::::{{solution}} {label}", ":class: dropdown", ""]
         for text in texts:
-            parts += [text, ""]
+            parts += [_rebase_links(text), ""]
         if codes and texts:
             parts += ["In code:", ""]
         for code in codes:

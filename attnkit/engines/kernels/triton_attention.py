@@ -47,17 +47,19 @@ def _tanh(x):
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n, offs_e,
-               offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
+def _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n,
+               offs_e, offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, WINDOW: tl.constexpr,
                SOFTCAP: tl.constexpr):
     """Fold the key blocks ``[lo, hi)`` into the running state ``(acc, l_i, m_i)``.
 
     ``MASKED`` blocks may cross the causal diagonal or the end of the keys;
-    the others are known to be fully visible, and skip that work.
+    the others are known to be fully visible, and skip that work. ``visits`` counts
+    the keys whose scores this block of queries computes.
     """
     for start_n in range(lo, hi, BLOCK_N):
+        visits += BLOCK_N
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n  # (BLOCK_N,) key indices
         if MASKED:
@@ -99,18 +101,22 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
         else:
             acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_new
-    return acc, l_i, m_i
+    return acc, l_i, m_i, visits
 
 
 @triton.jit
-def attn_fwd(Q, K, V, BIAS, Out, LSE,
+def attn_fwd(Q, K, V, BIAS, Out, LSE, VISITS,
              stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
              stride_ob, stride_om, stride_bias,
              L, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
              E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
-             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2)."""
+             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, COUNT: tl.constexpr):
+    """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2).
+
+    With ``COUNT``, also the number of keys whose scores the block computed, into
+    ``VISITS[b, program]`` (int32; for tests of the tile choice).
+    """
     start_m = tl.program_id(0) * BLOCK_M
     b = tl.program_id(1).to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)  # query indices
@@ -127,6 +133,7 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2
     acc = tl.zeros([BLOCK_M, EV], dtype=tl.float32)  # running output
+    visits = tl.full([], 0, dtype=tl.int32)  # keys visited by this block of queries
 
     # Key blocks [0, full) are visible to every row of this block; [full, hi) need masks.
     hi = S
@@ -143,14 +150,17 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
         # before that, visit the sink blocks, then the band, all masked
         second_start = (tl.maximum(start_m + lo_off, 0) // BLOCK_N) * BLOCK_N
         first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
-                               offs_m, offs_n, offs_e, offs_ev, 0, first_stop, S, qk_scale,
-                               offset, lo_off, sinks, cap_in, cap_out,
-                               BLOCK_N, WINDOW, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
-                               offs_m, offs_n, offs_e, offs_ev, second_start, hi, S, qk_scale,
-                               offset, lo_off, sinks, cap_in, cap_out,
-                               BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
+    acc, l_i, m_i, visits = _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn,
+                                       stride_vn, offs_m, offs_n, offs_e, offs_ev, 0,
+                                       first_stop, S, qk_scale, offset, lo_off, sinks, cap_in,
+                                       cap_out, BLOCK_N, WINDOW, CAUSAL, HAS_BIAS, IEEE,
+                                       WINDOW, SOFTCAP)
+    acc, l_i, m_i, visits = _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn,
+                                       stride_vn, offs_m, offs_n, offs_e, offs_ev, second_start,
+                                       hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
+                                       BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
+    if COUNT:
+        tl.store(VISITS + b * tl.num_programs(0) + tl.program_id(0), visits)
 
     alive = l_i > 0.0  # False where every key of the row is masked
     l_safe = tl.where(alive, l_i, 1.0)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from problems import cast
 
 import attnkit
 from attnkit import attention
@@ -70,18 +71,6 @@ def _tol(dtype: str) -> float:
     return 1e-10 if dtype == "float64" else 2e-5
 
 
-def _cast(p: dict, dtype: str, to_torch: bool) -> dict:
-    out = dict(p)
-    for name in ("q", "k", "v", "mask"):
-        x = p[name]
-        if x is None:
-            continue
-        if x.dtype != np.bool_:
-            x = x.astype(dtype)
-        out[name] = torch.from_numpy(x) if to_torch else x
-    return out
-
-
 @pytest.mark.parametrize("tensors", [False, True], ids=["numpy-in", "torch-in"])
 @pytest.mark.parametrize("backend", OTHERS)
 def test_against_reference(backend: str, tensors: bool) -> None:
@@ -90,8 +79,8 @@ def test_against_reference(backend: str, tensors: bool) -> None:
     @settings(max_examples=c["examples"] or settings().max_examples)
     @given(p=problems(masks=c["masks"]), dtype=st.sampled_from(c["dtypes"]))
     def check(p: dict, dtype: str) -> None:
-        ref = attention(**_cast(p, "float64", False), backend="numpy")
-        got = attention(**_cast(p, dtype, tensors), backend=backend)
+        ref = attention(**cast(p, "float64", False), backend="numpy")
+        got = attention(**cast(p, dtype, tensors), backend=backend)
         assert isinstance(got, torch.Tensor) == tensors
         got = got.numpy() if tensors else got
         assert got.shape == ref.shape and str(got.dtype) == dtype

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,12 +181,16 @@ def _block_mask(vis: Any, pad: Any, cols: Any) -> Any:
     return vis if pad is None else (vis & pad)
 
 
-def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: _Plan,
-             scale: float, comm: RingComm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward ring: returns this rank's ``out (..., L, Ev)`` and ``lse (..., L)``."""
-    out = lse = None
-    k_cur, v_cur, pad_cur = k, v, pad
+def _around_the_ring(k: torch.Tensor, v: torch.Tensor, pad: Any, plan: _Plan,
+                     comm: RingComm) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, Any]]:
+    """``(s, k_s, v_s, pad_s)`` at each of the P steps: the block of rank ``s = r - t``.
+
+    The next block is posted to arrive from the previous rank before the caller
+    computes with this one, and waited for when the caller asks for the next step
+    (the forward and the backward ring travel the same way).
+    """
     P, r = plan.world_size, plan.rank
+    k_cur, v_cur, pad_cur = k, v, pad
     for t in range(P):
         s = (r - t) % P  # whose block this rank holds now
         reqs, nxt = [], None
@@ -195,6 +200,18 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
             if pad is not None:
                 nxt.append(pad.new_empty(plan.mask_shapes[src]))
             reqs = comm.post([x for x in (k_cur, v_cur, pad_cur) if x is not None], nxt)
+        yield s, k_cur, v_cur, pad_cur
+        if reqs:
+            comm.wait(reqs)
+            k_cur, v_cur = nxt[0], nxt[1]
+            pad_cur = nxt[2] if pad is not None else None
+
+
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: _Plan,
+             scale: float, comm: RingComm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward ring: returns this rank's ``out (..., L, Ev)`` and ``lse (..., L)``."""
+    out = lse = None
+    for s, k_cur, v_cur, pad_cur in _around_the_ring(k, v, pad, plan, comm):
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
@@ -218,10 +235,6 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
             else:
                 out, lse = merge_partials([out, o_b], [lse, lse_b])
         comm.stats["compute_s"] += time.perf_counter() - start
-        if reqs:
-            comm.wait(reqs)
-            k_cur, v_cur = nxt[0], nxt[1]
-            pad_cur = nxt[2] if pad is not None else None
     if out is None:  # this rank's queries see no key at all
         work = work_dtype(q)
         batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
@@ -262,19 +275,10 @@ def block_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any,
 
 def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: RingComm):
     """The backward ring: K/V travel again, each with its running dK, dV."""
-    P, r = plan.world_size, plan.rank
+    P = plan.world_size
     dq = torch.zeros_like(q)
     dk_acc, dv_acc = torch.zeros_like(k), torch.zeros_like(v)
-    k_cur, v_cur, pad_cur = k, v, pad
-    for t in range(P):
-        s = (r - t) % P
-        reqs, nxt = [], None
-        if t < P - 1:
-            src = (s - 1) % P
-            nxt = [k.new_empty(plan.k_shapes[src][0]), v.new_empty(plan.k_shapes[src][1])]
-            if pad is not None:
-                nxt.append(pad.new_empty(plan.mask_shapes[src]))
-            reqs = comm.post([x for x in (k_cur, v_cur, pad_cur) if x is not None], nxt)
+    for s, k_cur, v_cur, pad_cur in _around_the_ring(k, v, pad, plan, comm):
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
@@ -298,10 +302,6 @@ def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: Ri
         comm.stats["compute_s"] += time.perf_counter() - start
         if P > 1:  # the gradients of block s travel on with it; those of block s - 1 arrive
             dk_acc, dv_acc = comm.exchange([dk_acc, dv_acc], list(plan.k_shapes[(s - 1) % P]), tag=1)
-        if reqs:
-            comm.wait(reqs)
-            k_cur, v_cur = nxt[0], nxt[1]
-            pad_cur = nxt[2] if pad is not None else None
     return dq, dk_acc, dv_acc  # after P hand-overs each rank holds its own blocks' gradients
 
 

@@ -143,8 +143,12 @@ def test_the_layering_test_sees_an_upward_import(tmp_path: Path) -> None:
 # ------------------------------------------------------------------- lazy imports
 
 #: The documented boundaries where an import may run inside a function: (file, function).
-LAZY_BOUNDARIES = {
-    ("attnkit/__main__.py", "main"): "the command line imports the command it runs",
+LAZY_BOUNDARIES: dict[tuple[str, str], str] = {}
+#: Files, owned outside this change, that still import inside functions; the list may only
+#: shrink (their torch imports belong at the top, or through core._arrays.torch_module).
+KNOWN_INNER_IMPORTS = {
+    "attnkit/models/linear_attention.py": "chapter 13's owners",
+    "attnkit/models/sparse.py": "chapter 13's owners",
 }
 #: Layers whose modules import at their top (teaching/ and grading/ have their own owners).
 STRICT_LAYERS = {"core", "engines", "models", "serving", "distributed", "bench", "facade"}
@@ -158,10 +162,15 @@ def test_imports_sit_at_module_boundaries() -> None:
     registry, the flash engine's torch half, the benchmark's commands, the lazy
     public names); a module that always needs torch imports it at its top.
     """
-    inner = []
+    inner, still_known = [], set()
     for path in sources():
         rel = str(path.relative_to(ROOT))
         if layer_of(module_name(path)) not in STRICT_LAYERS:
+            continue
+        if rel in KNOWN_INNER_IMPORTS:
+            if any(isinstance(n, (ast.Import, ast.ImportFrom)) for f in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(f, ast.FunctionDef) for n in ast.walk(f)):
+                still_known.add(rel)
             continue
         tree = ast.parse(path.read_text())
         for f in ast.walk(tree):
@@ -171,6 +180,9 @@ def test_imports_sit_at_module_boundaries() -> None:
                 if isinstance(node, (ast.Import, ast.ImportFrom)) and (rel, f.name) not in LAZY_BOUNDARIES:
                     inner.append(f"{rel}:{node.lineno} in {f.name}(): {ast.unparse(node)}")
     assert not inner, "imports inside functions:\n" + "\n".join(sorted(set(inner)))
+    assert still_known == set(KNOWN_INNER_IMPORTS), (
+        f"no import left inside a function of {sorted(set(KNOWN_INNER_IMPORTS) - still_known)}: "
+        "remove it from KNOWN_INNER_IMPORTS")
 
 
 def test_importing_attnkit_and_its_benchmark_needs_neither_torch_nor_triton() -> None:
@@ -191,6 +203,8 @@ VOCABULARY_WORDS = re.compile(
 KNOWN_COPIES = {
     "attnkit/teaching/glued.py": "portable(digits=...): owner of teaching/glued.py",
     "attnkit/teaching/numbers.py": "sci(digits=...): owner of teaching/numbers.py",
+    "attnkit/models/mla.py": "'must be a torch.Tensor' by hand: chapter 13's owners",
+    "attnkit/models/sparse.py": "_kind(): chapter 13's owners",
 }
 
 

@@ -1,4 +1,4 @@
-"""``python -m attnkit.bench engines|decoding|ring``: the benchmarks, one home.
+"""``python -m attnkit.bench engines|decoding|ring|mla|sparse``: the benchmarks, one home.
 
 Every number about speed or memory in the book comes from here (never from a
 timed test). The package:
@@ -7,7 +7,9 @@ timed test). The package:
 * :mod:`~attnkit.bench.cpu`, :mod:`~attnkit.bench.gpu` - the engines side by side
   (the CPU engines come from the engines' declarations);
   :mod:`~attnkit.bench.decoding` - split-KV decoding; :mod:`~attnkit.bench.ring` -
-  ring attention on local processes (each imported when its command runs);
+  ring attention on local processes; :mod:`~attnkit.bench.mla`,
+  :mod:`~attnkit.bench.sparse` - chapter 13's latent and top-k attention (each
+  imported when its command runs);
 * :mod:`~attnkit.bench.measure` - the one timer and the one peak-memory helper;
 * :mod:`~attnkit.bench.machine` - the one machine record;
 * :mod:`~attnkit.bench.report` - the one results writer (JSON and Markdown, one schema);

@@ -1,12 +1,14 @@
-"""``python -m attnkit.bench engines|decoding|ring``: the one command line of the benchmarks.
+"""``python -m attnkit.bench engines|decoding|ring|mla|sparse``: the benchmarks' one command line.
 
 Every number about speed or memory in the book comes from here (never from a
-timed test). Three benchmarks, one results schema, one writer
+timed test). The benchmarks share one results schema and one writer
 (:func:`attnkit.bench.report.write_results`)::
 
     python -m attnkit.bench engines  [--device cpu|cuda] [--window W] ...   (the default)
     python -m attnkit.bench decoding [--sizes S ...] [--splits N ...] ...
     python -m attnkit.bench ring     [--nprocs P ...] [--n N] ...
+    python -m attnkit.bench mla      [--sizes S ...] [--heads H] ...
+    python -m attnkit.bench sparse   [--sizes N ...] [--topk K ...] ...
 
 ``engines`` compares the engines, each configuration in its own child process
 (:mod:`attnkit.bench.cpu`: one thread, time and peak memory; with ``--window`` also
@@ -14,7 +16,9 @@ the windowed speed-up against full causal attention and against the ideal;
 :mod:`attnkit.bench.gpu`: the Triton kernels against SDPA's FlashAttention,
 TFLOP/s). ``decoding`` times split-KV decoding against one pass
 (:mod:`attnkit.bench.decoding`); ``ring`` runs ring attention on P local processes
-(:mod:`attnkit.bench.ring`). Without a command, ``engines`` runs, so
+(:mod:`attnkit.bench.ring`); ``mla`` and ``sparse`` time chapter 13's multi-head latent
+attention and top-k sparse attention (:mod:`attnkit.bench.mla`,
+:mod:`attnkit.bench.sparse`). Without a command, ``engines`` runs, so
 ``python -m attnkit.bench --device cpu`` works as before.
 
 Each writes ``<out>/results-<kind>.json`` (the date, the command, the machine, the
@@ -40,6 +44,8 @@ COMMANDS = {
     "engines": "attnkit.bench.cpu",  # attnkit.bench.gpu with --device cuda
     "decoding": "attnkit.bench.decoding",
     "ring": "attnkit.bench.ring",
+    "mla": "attnkit.bench.mla",
+    "sparse": "attnkit.bench.sparse",
 }
 
 
@@ -48,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m attnkit.bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", metavar="{engines,decoding,ring}")
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
 
     e = commands.add_parser("engines", help="the engines side by side (default)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -93,7 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dim", type=int, default=64)
     r.add_argument("--repeats", type=int, default=2)
 
-    for sub in (e, d, r):
+    m = commands.add_parser("mla", help="multi-head latent attention: absorbed vs naive (CPU)")
+    m.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384, 32768],
+                   help="cache lengths S")
+    m.add_argument("--heads", type=int, default=16)
+    m.add_argument("--head-dim", type=int, default=128)
+    m.add_argument("--rope-dim", type=int, default=64)
+    m.add_argument("--kv-latent", type=int, default=512)
+    m.add_argument("--repeats", type=int, default=5)
+    m.add_argument("--min-time", type=float, default=0.2)
+
+    t = commands.add_parser("sparse", help="top-k sparse attention against dense (CPU)")
+    t.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
+    t.add_argument("--topk", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    t.add_argument("--dim", type=int, default=64)
+    t.add_argument("--index-heads", type=int, default=2)
+    t.add_argument("--index-dim", type=int, default=8)
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--min-time", type=float, default=0.2)
+
+    for sub in (e, d, r, m, t):
         sub.add_argument("--out", type=Path, default=Path("benchmarks"),
                          help="folder for results-*.json and results-*.md (default benchmarks/)")
     return parser
@@ -137,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.check(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    result = runner.run(args)
+    result = runner.from_args(args)
     jpath, mpath = write_results(result, args.out, _command_line(argv), runner.table)
     print(mpath.read_text())
     print(f"wrote {jpath} and {mpath}")

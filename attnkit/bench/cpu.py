@@ -147,7 +147,7 @@ def check(args: argparse.Namespace) -> None:
             positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """All CPU configurations, ``args.rounds`` interleaved rounds; returns the results."""
     modes = [(None, False)] if args.window is None else [(args.window, True), (None, True)]
     best: dict[tuple[str, int, Any], dict[str, Any]] = {}

@@ -71,7 +71,7 @@ def measure(sizes: list[int], heads: int, dim: int, splits: list[int], workers: 
     return rows
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The decoding benchmark; returns the results (kind ``decoding-cpu``)."""
     rows = measure(args.sizes, args.heads, args.dim, args.splits, args.workers, args.repeats,
                    args.arrays, args.min_time)

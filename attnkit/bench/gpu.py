@@ -113,7 +113,7 @@ def matmul_peak() -> dict[str, Any]:
     return {"n": n, "dtype": "bfloat16", "ms": ms, "tflops": 2 * n**3 / ms / 1e9}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """All GPU configurations, one child per (head dim, causal)."""
     rows: list[dict[str, Any]] = []
     for d in args.dims:

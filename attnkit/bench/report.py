@@ -2,7 +2,8 @@
 
 Every benchmark's results share one schema::
 
-    kind       "cpu", "cpu-window", "gpu", "decoding-cpu" or "distributed-cpu"
+    kind       "cpu", "cpu-window", "gpu", "decoding-cpu", "distributed-cpu", "mla-cpu",
+               "topk-cpu"
     date       "2026-11-30 11:52 UTC"
     command    the command that made it, e.g. "python -m attnkit.bench decoding"
     machine    attnkit.bench.machine.machine(): CPU, its vector ISA, memory, versions (GPU)
@@ -31,6 +32,8 @@ TITLES = {
     "gpu": "Benchmark results (GPU)",
     "decoding-cpu": "Split-KV decoding against one-pass decoding (CPU)",
     "distributed-cpu": "Ring attention on local gloo processes (CPU): time, memory and traffic per rank",
+    "mla-cpu": "Multi-head latent attention: absorbed against naive decoding (CPU)",
+    "topk-cpu": "Top-k sparse attention against dense causal attention (CPU)",
 }
 
 

@@ -60,8 +60,9 @@ def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] 
     """The results file ``results-<kind>.json`` of ``python -m attnkit.bench``, or ``None``.
 
     Args:
-        kind: ``"cpu"``, ``"cpu-window"``, ``"gpu"``, ``"decoding-cpu"`` or
-            ``"distributed-cpu"`` (one schema: :mod:`attnkit.bench.report`).
+        kind: ``"cpu"``, ``"cpu-window"``, ``"gpu"``, ``"decoding-cpu"``,
+            ``"distributed-cpu"``, ``"mla-cpu"`` or ``"topk-cpu"`` (one schema:
+            :mod:`attnkit.bench.report`).
         folder: where the files are; default :func:`results_folder`.
 
     Returns:

@@ -100,7 +100,7 @@ def check(args: argparse.Namespace) -> None:
         positive_int("--nprocs", P)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Measure for each P; returns the results (kind ``distributed-cpu``)."""
     shape = {"n": args.n, "batch": args.batch, "heads": args.heads, "dim": args.dim}
     configs = [{**shape, "causal": causal, "layout": layout}

@@ -169,7 +169,7 @@ def test_interpreter_windows_sinks_softcap(interpreter: None, kw: dict) -> None:
 def test_interpreter_windowed_kernel_visits_at_most_twice_the_visible_keys(
         interpreter: None, monkeypatch: pytest.MonkeyPatch, blocks: tuple, causal: bool,
         window: tuple) -> None:
-    """Counted by the forward kernel itself: computed keys stay under twice the keys seen.
+    """Counted by the forward kernel (its loops' trip counts): under twice the keys seen.
 
     The tiles are capped by the window (the 64-wide tiles become 32 under a window of
     101 keys, 16 under 61).

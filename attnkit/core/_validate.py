@@ -5,7 +5,7 @@
   (``"n must be a positive integer; got 0"``), a ``TypeError`` when the argument
   has the wrong type and a ``ValueError`` when it has the right type but a wrong
   value. Every module of the library uses them (the grader has its own,
-  student-facing, messages); ``tests/test_layers_and_vocabulary.py`` fails on a
+  student-facing, messages); ``tests/test_architecture.py`` fails on a
   private copy.
 * :func:`check_attention_args` turns the arguments of :func:`attnkit.attention`
   into an :class:`AttentionSpec` (shapes, scale, causal alignment, mask kind, the

@@ -42,8 +42,9 @@ def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
         spec: AttentionSpec, return_lse: bool = False) -> tuple[np.ndarray, ...]:
     """Attention on validated NumPy inputs; returns ``(out, weights)``, or ``(out, weights, lse)``.
 
-    ``lse (..., L)`` (with ``return_lse``) is the log-sum-exp of each row of masked
-    scores, in the working precision (``-inf`` for a row that sees no key).
+    ``weights`` is ``None`` unless ``spec.return_weights``; ``lse (..., L)`` (with
+    ``return_lse``) is the log-sum-exp of each row of masked scores, in the working
+    precision (``-inf`` for a row that sees no key).
     """
     out_dtype = q.dtype
     work = work_dtype(q)
@@ -59,7 +60,8 @@ def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
     weights, lse = softmax_lse(scores, axis=-1)  # (..., L, S) and (..., L)
     out = weights @ v  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     out = np.broadcast_to(out, spec.out_shape).astype(out_dtype)
-    weights = np.broadcast_to(weights, spec.weights_shape).astype(out_dtype)
+    weights = (np.broadcast_to(weights, spec.weights_shape).astype(out_dtype)
+               if spec.return_weights else None)  # a copy only when asked for
     if return_lse:
         return out, weights, np.broadcast_to(lse, (*spec.batch, spec.L))
     return out, weights

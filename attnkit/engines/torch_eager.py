@@ -63,8 +63,9 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
         return_lse: bool = False) -> tuple[Any, ...]:
     """Attention on validated tensors; returns ``(out, weights)``, or ``(out, weights, lse)``.
 
-    ``lse (..., L)`` (with ``return_lse``) is the log-sum-exp of each row of masked
-    scores, in the working precision (``-inf`` for a row that sees no key).
+    ``weights`` is ``None`` unless ``spec.return_weights``; ``lse (..., L)`` (with
+    ``return_lse``) is the log-sum-exp of each row of masked scores, in the working
+    precision (``-inf`` for a row that sees no key).
     """
     out_dtype = q.dtype
     work = work_dtype(q)
@@ -80,7 +81,7 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     weights, lse = softmax_lse(scores)  # (..., L, S) and (..., L)
     out = torch.matmul(weights, v)  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     out = out.expand(spec.out_shape).to(out_dtype)
-    weights = weights.expand(spec.weights_shape).to(out_dtype)
+    weights = weights.expand(spec.weights_shape).to(out_dtype) if spec.return_weights else None
     if return_lse:
         return out, weights, lse.expand(*spec.batch, spec.L)
     return out, weights

@@ -318,10 +318,11 @@ def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec,
 
 
 def visited_keys(q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
-    """Keys whose scores the forward kernel computes for each query, counted by the kernel.
+    """Keys whose scores the forward kernel computes for each query, as the kernel counts them.
 
     Shapes: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)`` -> ``(B, L)`` int32,
-    ``B`` the batch entries. ``kwargs``: ``causal``, ``scale``, ``window``, ``sinks``,
+    ``B`` the batch entries: each block of queries stores its key loops' trip counts
+    times ``BLOCK_N``. ``kwargs``: ``causal``, ``scale``, ``window``, ``sinks``,
     ``softcap`` as :func:`attnkit.attention`. For tests and the benchmark: the keys a
     query sees are :func:`attnkit.core.masks.visible_mask`'s row sums.
     """

@@ -108,19 +108,17 @@ def _key_blocks(start_m, S, offset, lo_off, sinks, BLOCK_M: tl.constexpr,
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n,
-               offs_e, offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
+def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n, offs_e,
+               offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, WINDOW: tl.constexpr,
                SOFTCAP: tl.constexpr):
     """Fold the key blocks ``[lo, hi)`` into the running state ``(acc, l_i, m_i)``.
 
     ``MASKED`` blocks may cross the causal diagonal or the end of the keys;
-    the others are known to be fully visible, and skip that work. ``visits`` counts
-    the keys whose scores this block of queries computes.
+    the others are known to be fully visible, and skip that work.
     """
     for start_n in range(lo, hi, BLOCK_N):
-        visits += BLOCK_N
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n  # (BLOCK_N,) key indices
         if MASKED:
@@ -150,7 +148,7 @@ def _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn, stride_vn, offs_
         acc = acc * alpha[:, None]
         acc = _dot_acc(p.to(v.dtype), v, acc, IEEE)  # (BLOCK_M, BLOCK_N) x (BLOCK_N, EV)
         m_i = m_new
-    return acc, l_i, m_i, visits
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -182,22 +180,22 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE, VISITS,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2
     acc = tl.zeros([BLOCK_M, EV], dtype=tl.float32)  # running output
-    visits = tl.full([], 0, dtype=tl.int32)  # keys visited by this block of queries
 
     # key blocks [0, first_stop): all visible (or the sinks'); [second_start, hi): masked
     first_stop, second_start, hi = _key_blocks(start_m, S, offset, lo_off, sinks, BLOCK_M,
                                                BLOCK_N, CAUSAL, WINDOW)
-    acc, l_i, m_i, visits = _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn,
-                                       stride_vn, offs_m, offs_n, offs_e, offs_ev, 0,
-                                       first_stop, S, qk_scale, offset, lo_off, sinks, cap_in,
-                                       cap_out, BLOCK_N, WINDOW, CAUSAL, HAS_BIAS, IEEE,
-                                       WINDOW, SOFTCAP)
-    acc, l_i, m_i, visits = _fwd_inner(acc, l_i, m_i, visits, q, K, V, BIAS, stride_kn,
-                                       stride_vn, offs_m, offs_n, offs_e, offs_ev, second_start,
-                                       hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
-                                       BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
-    if COUNT:
-        tl.store(VISITS + b * tl.num_programs(0) + tl.program_id(0), visits)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
+                               offs_m, offs_n, offs_e, offs_ev, 0, first_stop, S, qk_scale,
+                               offset, lo_off, sinks, cap_in, cap_out,
+                               BLOCK_N, WINDOW, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
+                               offs_m, offs_n, offs_e, offs_ev, second_start, hi, S, qk_scale,
+                               offset, lo_off, sinks, cap_in, cap_out,
+                               BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
+    if COUNT:  # the keys whose scores the two loops computed: their trip counts x BLOCK_N
+        visits = (tl.cdiv(first_stop, BLOCK_N)
+                  + tl.cdiv(tl.maximum(hi - second_start, 0), BLOCK_N)) * BLOCK_N
+        tl.store(VISITS + b * tl.num_programs(0) + tl.program_id(0), visits)  # int32
 
     alive = l_i > 0.0  # False where every key of the row is masked
     l_safe = tl.where(alive, l_i, 1.0)

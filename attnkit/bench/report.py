@@ -66,10 +66,19 @@ def write_results(result: dict[str, Any], out_dir: Path, command: str,
     result = {"kind": kind, "date": utc_now(), "command": command,
               "machine": machine("cuda" if kind == "gpu" else "cpu"),
               **{k: v for k, v in result.items() if k != "kind"}}
+    return save_results(out_dir, f"results-{kind}", result, markdown(result, table))
+
+
+def save_results(out_dir: Path, stem: str, result: dict[str, Any], text: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (``result``) and ``<stem>.md`` (``text``); return their paths.
+
+    The files themselves: :func:`write_results` stamps and renders a benchmark's
+    results and calls this.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    jpath, mpath = out_dir / f"results-{kind}.json", out_dir / f"results-{kind}.md"
+    jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     jpath.write_text(json.dumps(result, indent=1) + "\n")
-    mpath.write_text(markdown(result, table))
+    mpath.write_text(text)
     return jpath, mpath
 
 

@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from ..core._arrays import torch_module
+from ..core._validate import integer, positive_int, real
 from .report import write_results
 
 #: The benchmark commands and the modules that run them (imported when used).
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         module = "attnkit.bench.gpu" if device == "cuda" else module
     runner = importlib.import_module(module)
     try:
-        runner.check(args)
+        check_options(args)
+        if hasattr(runner, "check"):  # what only this benchmark checks (and its defaults)
+            runner.check(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     result = runner.from_args(args)
@@ -167,6 +170,35 @@ def main(argv: list[str] | None = None) -> int:
     print(mpath.read_text())
     print(f"wrote {jpath} and {mpath}")
     return 0
+
+
+#: Options that are counts (positive integers, or lists of them), whichever command has them.
+COUNTS = ("sizes", "heads", "dim", "d", "dims", "tokens", "splits", "workers", "repeats",
+          "rounds", "nprocs", "n", "batch", "head_dim", "rope_dim", "kv_latent", "topk",
+          "index_heads", "index_dim", "block_q", "block_k")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The options every command shares, through the validation vocabulary.
+
+    Counts (:data:`COUNTS`) are positive integers, ``--min-time`` a number of seconds
+    ``>= 0``, ``--window`` a non-negative integer; an option left out (``None``)
+    takes its command's default.
+
+    Raises:
+        TypeError, ValueError: a bad value, named by its option (``--min-time``).
+    """
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        values = value if isinstance(value, list) else [value]
+        if name in COUNTS:
+            for x in values:
+                if x is not None:
+                    positive_int(flag, x)
+        elif name == "min_time":
+            real(flag, value, minimum=0)
+        elif name == "window" and value is not None:
+            integer(flag, value, minimum=0)
 
 
 def cuda_unready() -> str | None:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..core._arrays import torch_module
-from ..core._validate import check_attention_args, integer, positive_int, real
+from ..core._validate import check_attention_args
 from ..core.attention import attention
 from ..core.masks import Band
 from ..engines import ENGINES, _online, capabilities
@@ -127,7 +127,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The options, through the validation vocabulary (raises TypeError/ValueError)."""
+    """The engines and the default sizes (the shared options: :func:`~attnkit.bench.cli.check_options`)."""
     args.engines = args.engines or list(cpu_engines())
     known = cpu_engines()
     for engine in args.engines:
@@ -136,15 +136,7 @@ def check(args: argparse.Namespace) -> None:
                              f"{list(known)}")
     if "sdpa" not in args.engines:
         raise ValueError("--engines must include sdpa, the time baseline")
-    args.sizes = [positive_int("--sizes", n) for n in (args.sizes or CPU_SIZES)]
-    for name in ("d", "repeats", "rounds"):
-        positive_int(f"--{name}", getattr(args, name))
-    real("--min-time", args.min_time, minimum=0)
-    if args.window is not None:
-        integer("--window", args.window, minimum=0)
-    for name in ("block_q", "block_k"):
-        if getattr(args, name) is not None:
-            positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    args.sizes = args.sizes or list(CPU_SIZES)
 
 
 def from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,20 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..core._arrays import torch_module
-from ..core._validate import positive_int, real
 from ..core.attention import attention
 from ..serving.decoding import split_kv_attention
-from .measure import best_and_median
-
-
-def check(args: argparse.Namespace) -> None:
-    """The options, through the validation vocabulary (raises TypeError/ValueError)."""
-    for name in ("heads", "dim", "workers", "repeats"):
-        positive_int(f"--{name}", getattr(args, name))
-    for name in ("sizes", "splits"):
-        for value in getattr(args, name):
-            positive_int(f"--{name}", value)
-    real("--min-time", args.min_time, minimum=0)
+from .measure import best_and_median, timing
 
 
 def measure(sizes: list[int], heads: int, dim: int, splits: list[int], workers: int,
@@ -81,9 +70,9 @@ def from_args(args: argparse.Namespace) -> dict[str, Any]:
         "splits": list(args.splits),
         "problem": f"one decoding step, q ({args.heads}, 1, {args.dim}) against k, v "
                    f"({args.heads}, S, {args.dim}), float32",
-        "time": f"best of at least {args.repeats} calls and {args.min_time} s of calls; ratio = "
-                "split-KV time / one-pass time (split_kv_attention with num_splits=1) in the "
-                "same run; below 1 means faster"}, "rows": rows}
+        "time": timing(args.repeats, args.min_time) + "; ratio = split-KV time / one-pass "
+                "time (split_kv_attention with num_splits=1) in the same run; below 1 means "
+                "faster"}, "rows": rows}
 
 
 def table(result: dict[str, Any]) -> list[str]:

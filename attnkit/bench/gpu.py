@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
-from ..core._validate import positive_int
 from ..engines.triton_flash import flash_attention_triton, tuned_configs
 from .measure import peak_memory, spawn
 from .report import fmt
@@ -38,10 +37,8 @@ def child(cfg: dict[str, Any]) -> Any:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The options, through the validation vocabulary (raises TypeError/ValueError)."""
-    args.sizes = [positive_int("--sizes", n) for n in (args.sizes or GPU_SIZES)]
-    args.dims = [positive_int("--dims", d) for d in args.dims]
-    positive_int("--tokens", args.tokens)
+    """The default sizes (the shared options: :func:`~attnkit.bench.cli.check_options`)."""
+    args.sizes = args.sizes or list(GPU_SIZES)
 
 
 def gpu_child(cfg: dict[str, Any]) -> list[dict[str, Any]]:

@@ -140,6 +140,16 @@ def time_calls(fn: Callable[[], Any], repeats: int, min_time: float = 0.0, *,
     return sorted(times)
 
 
+def timing(repeats: int, min_time: float) -> str:
+    """How :func:`time_calls` timed, in words, for a results file's settings.
+
+    Example:
+        >>> timing(5, 0.2)
+        'best of at least 5 calls and 0.2 s of calls, after a warm-up call'
+    """
+    return f"best of at least {repeats} calls and {min_time:g} s of calls, after a warm-up call"
+
+
 def best_and_median(fn: Callable[[], Any], repeats: int,
                     min_time: float = 0.0) -> tuple[float, float]:
     """Seconds of the fastest and the median call (:func:`time_calls`, elapsed time).

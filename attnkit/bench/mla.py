@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 
-from ..core._validate import positive_int, real
 from ..models.mla import MultiHeadLatentAttention
-from .measure import best_and_median
+from .measure import best_and_median, timing
 
 
 def run(sizes: list[int], heads: int, head_dim: int, rope_dim: int, kv_latent: int,
@@ -73,14 +72,9 @@ def run(sizes: list[int], heads: int, head_dim: int, rope_dim: int, kv_latent: i
 
 
 def check(args: argparse.Namespace) -> None:
-    """The options, through the validation vocabulary (raises TypeError/ValueError)."""
-    for name in ("heads", "head_dim", "rope_dim", "kv_latent", "repeats"):
-        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    """RoPE's even width (the shared options: :func:`~attnkit.bench.cli.check_options`)."""
     if args.rope_dim % 2:
         raise ValueError(f"--rope-dim must be even (RoPE rotates pairs); got {args.rope_dim}")
-    for S in args.sizes:
-        positive_int("--sizes", S)
-    real("--min-time", args.min_time, minimum=0)
 
 
 def from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,8 +84,7 @@ def from_args(args: argparse.Namespace) -> dict[str, Any]:
     st = result["settings"]
     st["problem"] = (f"one decoding step's attention, {st['heads']} heads, d_h {st['head_dim']}, "
                      f"d_R {st['rope_dim']}, d_c {st['kv_latent']}, {st['dtype']}, one thread")
-    st["time"] = (f"best of at least {st['repeats']} calls and {st['min_time_s']} s of calls; "
-                  "ratio = time / absorbed time in the same run")
+    st["time"] = timing(st["repeats"], st["min_time_s"]) + "; ratio = time / absorbed time"
     return {"kind": "mla-cpu", **result}
 
 

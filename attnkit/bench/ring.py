@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..core._validate import positive_int
 from ..distributed.launch import launch
 from ..distributed.layout import shard
 from ..distributed.ring import all_gather_attention, ring_attention
@@ -90,14 +89,6 @@ def table(result: dict[str, Any]) -> list[str]:
             f"{r['forward_compute_ms']:.0f} | {r['forward_wait_ms']:.0f} | {r['forward_pairs']} | "
             f"{r['forward_bytes_sent'] / 2**20:.2f} | {r['fwd_bwd_bytes_sent'] / 2**20:.2f} | {peak} |")
     return lines
-
-
-def check(args: argparse.Namespace) -> None:
-    """The options, through the validation vocabulary (raises TypeError/ValueError)."""
-    for name in ("n", "batch", "heads", "dim", "repeats"):
-        positive_int(f"--{name}", getattr(args, name))
-    for P in args.nprocs:
-        positive_int("--nprocs", P)
 
 
 def from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,10 +25,9 @@ from typing import Any
 
 import torch
 
-from ..core._validate import positive_int, real
 from ..core.attention import attention
 from ..models.sparse import indexer_topk, topk_attention
-from .measure import best_and_median, peak_memory
+from .measure import best_and_median, peak_memory, timing
 from .report import MiB
 
 
@@ -99,16 +98,6 @@ def run(sizes: list[int], topk: list[int], dim: int, index_heads: int, index_dim
                   "(what the call allocates; the inputs excluded)"}}
 
 
-def check(args: argparse.Namespace) -> None:
-    """The options, through the validation vocabulary (raises TypeError/ValueError)."""
-    for name in ("dim", "index_heads", "index_dim", "repeats"):
-        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
-    for name in ("sizes", "topk"):
-        for value in getattr(args, name):
-            positive_int(f"--{name}", value)
-    real("--min-time", args.min_time, minimum=0)
-
-
 def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The top-k benchmark from the command line; returns the results (kind ``topk-cpu``)."""
     result = run(args.sizes, args.topk, args.dim, args.index_heads, args.index_dim,
@@ -116,8 +105,7 @@ def from_args(args: argparse.Namespace) -> dict[str, Any]:
     st = result["settings"]
     st["problem"] = (f"one head of width {st['dim']}, {st['dtype']}, causal, one thread; "
                      f"indexer {st['index_heads']} heads of {st['index_dim']}")
-    st["time"] = (f"best of at least {st['repeats']} calls and {st['min_time_s']} s of calls; "
-                  "ratios against dense in the same run")
+    st["time"] = timing(st["repeats"], st["min_time_s"]) + "; ratios against dense"
     return {"kind": "topk-cpu", **result}
 
 

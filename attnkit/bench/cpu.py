@@ -87,7 +87,9 @@ def _masking(window: int | None, causal: bool) -> dict[str, Any]:
 def _cpu_call(engine: str, n: int, d: int, window: int | None = None, causal: bool = False) -> Any:
     """A zero-argument function that runs ``engine`` once on seeded ``(1, 1, n, d)`` inputs."""
     rng = np.random.default_rng(n)
-    q, k, v = (rng.standard_normal((1, 1, n, d)).astype(np.float32) for _ in range(3))
+    # Drawn in float32 directly: a float64 draw converted with astype would leave its freed
+    # pages resident, and the call's own allocations would reuse them unseen by the RSS peak.
+    q, k, v = (rng.standard_normal((1, 1, n, d), dtype=np.float32) for _ in range(3))
     backend, kind = _engine_call(engine)
     kw = _masking(window, causal or window is not None)
     if kind == "numpy":

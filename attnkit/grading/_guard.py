@@ -43,6 +43,7 @@ attnkit.grading._guard.ForbiddenCall: lazy_softmax called attnkit.softmax: this 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -211,8 +212,6 @@ def guarded(fn: Callable[..., Any], function: str, names: Sequence[str]) -> Call
         >>> guarded(own_softmax, "own_softmax", ["attnkit.softmax"])(np.zeros(2))
         array([0.5, 0.5])
     """
-    import functools
-
     names = tuple(names)
 
     @functools.wraps(fn)

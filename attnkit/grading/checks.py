@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import sys
+import types
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -509,8 +511,6 @@ def forbid(function: str, *names: str) -> None:
         raise ValueError(f"names must be dotted names such as 'attnkit.attention'; got {names!r}")
     _FORBIDDEN[function] = tuple(dict.fromkeys(_FORBIDDEN.get(function, ()) + names))
     try:
-        import sys
-
         ip = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
     except Exception:  # an IPython without a shell
         ip = None
@@ -523,8 +523,6 @@ def forbid(function: str, *names: str) -> None:
 
 
 def _wrap_forbidden(ns: dict) -> None:
-    import types
-
     for function, names in _FORBIDDEN.items():
         fn = ns.get(function)
         if isinstance(fn, types.FunctionType) and not getattr(fn, "__attnkit_guarded__", False):

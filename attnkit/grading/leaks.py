@@ -22,10 +22,13 @@ from __future__ import annotations
 import ast
 import html
 import json
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .sets import MARKERS
 
@@ -184,10 +187,6 @@ def public_check_calls(
 
 def _value_forms(value: Any) -> set[str]:
     """How a reference value would be written in a notebook, if it is distinctive enough."""
-    import math
-
-    import numpy as np
-
     if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
         return set()
     if isinstance(value, (int, np.integer)):

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import yaml
 
 from ._course import Course
 from .sets import (
@@ -91,8 +92,6 @@ def default_mode(source_dir: str | os.PathLike[str] | None = None) -> str:
     config = src.resolve().parents[1] / "_config.yml" if len(src.resolve().parents) > 1 else None
     if config is None or not config.is_file():
         return "self-study"
-    import yaml
-
     try:
         cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
         hide = cfg.get("sphinx", {}).get("config", {}).get("hide_solutions", False)

@@ -4,6 +4,8 @@
 * fixed sizes (deterministic output) and colour-blind-safe colours;
 * sharp on high-density screens: in a notebook, figures are sent as "retina" PNGs
   (twice the pixels, shown at the same size: 200 pixels per inch);
+* sharp in print: each figure is also stored as a vector PDF (fonts embedded as
+  TrueType), which the book's PDF prints and the website ignores;
 * legible at the size shown: a figure is at most :data:`MAX_WIDTH` inches wide, which
   the book's text column shows at full size, so 10-pt text stays 10 pt. A row of
   panels is stacked into a column (each panel at full width) rather than shrunk;
@@ -53,11 +55,14 @@ def style() -> None:
         "legend.fontsize": 10,
         "xtick.labelsize": 10,
         "ytick.labelsize": 10,
+        # Vector copies for print: TrueType fonts (text a PDF reader can extract and a
+        # screen reader can read; Type 3 is the default).
+        "pdf.fonttype": 42,
     })
-    try:  # in a notebook: PNGs at twice the resolution, shown at the same size
+    try:  # in a notebook: PNGs at twice the resolution, shown at the same size, + PDF
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-        set_matplotlib_formats("retina")
+        set_matplotlib_formats("retina", "pdf")
     except Exception:  # noqa: BLE001 - outside IPython there is nothing to configure
         pass
 
@@ -152,7 +157,8 @@ def check_alt(alt: object) -> str:
 class Described:
     """A figure with its alt text: displays as the figure, with ``alt`` in the output's metadata.
 
-    Jupyter stores the metadata beside the image (``{"image/png": {"alt": ...}}``), and
+    Jupyter stores the metadata beside each image (``{"image/png": {"alt": ...}}``,
+    and the same for the PDF copy), and
     the book's build (``book/_ext/attnkit_site.py``) turns it into the image's alt
     attribute on the website and its alternative text in the PDF.
 
@@ -169,7 +175,7 @@ class Described:
         from IPython.core.formatters import format_display_data
 
         data, metadata = format_display_data(self.fig, include=include, exclude=exclude)
-        images = [mime for mime in data if mime.startswith("image/")]
+        images = [mime for mime in data if mime.startswith("image/") or mime == "application/pdf"]
         if not images:
             raise ValueError(f"alt text describes an image; {type(self.fig).__name__} displays none")
         for mime in images:

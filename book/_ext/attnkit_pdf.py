@@ -20,8 +20,8 @@ Sphinx's LaTeX writer, and what this extension does (for the LaTeX builder only)
   (``accsupp``'s ``/Alt``), which a PDF screen reader reads.
 * **Numbers as on the site.** Sphinx numbers figures, theorems and equations through
   the whole book on the website; LaTeX would restart them in every chapter ("Fig.
-  3.1"). Figures and tables count through the book, and each numbered equation gets
-  the number the website shows (``\tag``), so "(19)" in the PDF is (19) on the site.
+  3.1"). Figures and tables count through the book (``numfig_secnum_depth = 0``),
+  and each numbered equation gets the number the website shows, so "(19)" in the PDF is (19) on the site.
 * **A book's structure.** The root page's table of contents sits inside one of its
   sections ("The chapters"), so Sphinx would make every chapter a section of it
   ("4.3 Why scale"). :class:`BookStructure` makes the root page an unnumbered
@@ -53,8 +53,6 @@ from sphinx.writers.latex import LaTeXTranslator
 PREAMBLE = r"""
 % attnkit_pdf: alternative text of figures, numbering as on the website.
 \usepackage{accsupp}
-\counterwithout{figure}{chapter}
-\counterwithout{table}{chapter}
 \hypersetup{pdflang={en}}
 \newcounter{attnkitsecnumdepth}
 % A figure and its caption fit on one page.
@@ -93,6 +91,9 @@ LATEX_ELEMENTS = {
 
 
 def _latex_defaults(app: Sphinx, config: Config) -> None:
+    # Figures, tables and equations counted through the book, as the website counts
+    # them (its table of contents is not numbered); LaTeX would restart each chapter.
+    config.numfig_secnum_depth = 0
     elements = dict(LATEX_ELEMENTS)
     elements.update(config.latex_elements or {})
     if "preamble" in (config.latex_elements or {}):
@@ -564,18 +565,16 @@ def depart_image(self: LaTeXTranslator, node: nodes.image) -> None:
 
 
 def visit_math_block(self: LaTeXTranslator, node: nodes.math_block) -> None:
-    r"""Sphinx's display math, numbered with the number the website shows (``\tag``)."""
-    start = len(self.body)
-    try:
-        LaTeXTranslator.visit_math_block(self, node)
-    finally:
-        number = equation_number(self.builder.env, node)
-        if number and node.get("label"):
-            label = r"\label{equation:" + f"{node['docname']}:{node['label']}" + "}"
-            for i in range(start, len(self.body)):
-                if label in self.body[i]:
-                    self.body[i] = self.body[i].replace(label, label + r"\tag{" + number + "}", 1)
-                    break
+    r"""Sphinx's display math, numbered with the number the website shows.
+
+    The equation counter is set just before a numbered equation, so LaTeX prints the
+    site's number and hyperref's anchor stays unique (a ``\tag`` would leave the
+    counter, and two equations would share an anchor).
+    """
+    number = equation_number(self.builder.env, node)
+    if number.isdigit() and node.get("label"):
+        self.body.append(f"\\setcounter{{equation}}{{{int(number) - 1}}}")
+    LaTeXTranslator.visit_math_block(self, node)
 
 
 def equation_number(env: Any, node: nodes.Element) -> str:

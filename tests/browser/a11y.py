@@ -43,6 +43,9 @@ RESULTS: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
 
 def _run(page: Any, exclude: list, options: dict) -> list[dict[str, Any]]:
+    # No preload: axe would fetch the style sheets again, and resolves an @import of
+    # the theme's against the site's root (a 404 that the console reports).
+    options = {**options, "resultTypes": ["violations"], "preload": False}
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(AXE_SCRIPT)
     found = page.evaluate(
@@ -63,17 +66,16 @@ def audit(page: Any, path: str, mode: str) -> list[dict[str, Any]]:
     :data:`FAILING` impacts.
     """
     if mode == "light":
-        options = {"runOnly": {"type": "tag", "values": TAGS}, "resultTypes": ["violations"],
-                   "rules": {rule: {"enabled": False} for rule in COLOUR_RULES}}
+        options = {"runOnly": {"type": "tag", "values": TAGS},
+                   "rules": {r: {"enabled": False} for r in COLOUR_RULES}}
         exclude = _EXCLUDE_ALL
     else:
-        options = {"runOnly": {"type": "rule", "values": COLOUR_RULES}, "resultTypes": ["violations"]}
+        options = {"runOnly": {"type": "rule", "values": COLOUR_RULES}}
         exclude = _EXCLUDE_COLOUR
     violations = _run(page, exclude, options)
     # The colour rule, light mode, without the excluded code and formulas.
     if mode == "light":
-        colour = _run(page, _EXCLUDE_COLOUR,
-                      {"runOnly": {"type": "rule", "values": COLOUR_RULES}, "resultTypes": ["violations"]})
+        colour = _run(page, _EXCLUDE_COLOUR, {"runOnly": {"type": "rule", "values": COLOUR_RULES}})
         violations += colour
     RESULTS[(path, mode)] = violations
     return violations

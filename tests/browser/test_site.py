@@ -26,7 +26,7 @@ from conftest import ROOT, SITE, screenshot, wait_for_math, wait_for_widgets
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(frac|sqrt|operatorname|mathrm|sum|exp|log|begin)\b")
 
 #: Pages Sphinx writes beside those of the table of contents.
-GENERATED = ["genindex.html", "search.html", "prf-prf.html"]
+GENERATED = ["genindex.html", "search.html", "prf-prf.html", "py-modindex.html"]
 
 
 def _pages() -> list[str]:
@@ -47,10 +47,12 @@ def _pages() -> list[str]:
 def _all_pages() -> list[str]:
     pages = _pages()
     extra = [p for p in GENERATED if p not in pages]
-    return pages + extra + ([] if "py-modindex.html" in pages else ["py-modindex.html"])
+    return pages + extra
 
 
 def _switch_to_dark(page) -> None:
+    """The reader's system turns dark; the theme follows it (colours measured once settled)."""
+    page.add_style_tag(content="*, *::before, *::after { transition: none !important; }")
     page.emulate_media(color_scheme="dark")
     page.wait_for_function("() => document.documentElement.dataset.theme === 'dark'", timeout=5_000)
     page.wait_for_timeout(100)
@@ -118,7 +120,12 @@ def test_chapters_math_is_read_by_a_screen_reader(page, site_url: str) -> None:
 # --------------------------------------------------------------------------- figures
 
 class _Images(html.parser.HTMLParser):
-    """The ``<img>`` elements inside ``<main>`` of a page: [(src, alt or None)]."""
+    """The ``<img>`` elements of a page's article: [(src, alt or None)].
+
+    The article is the page's content; the theme's toolbar above it (launch buttons
+    with their logos, described by their own alt text) and the module index's +/-
+    switch are not figures.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,14 +133,15 @@ class _Images(html.parser.HTMLParser):
         self.images: list[tuple[str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "main":
+        if tag == "article":
             self.depth += 1
         elif tag == "img" and self.depth:
             a = dict(attrs)
-            self.images.append((a.get("src") or "", a.get("alt")))
+            if "toggler" not in (a.get("class") or ""):  # the module index's hidden +/- switch
+                self.images.append((a.get("src") or "", a.get("alt")))
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "main":
+        if tag == "article":
             self.depth -= 1
 
 

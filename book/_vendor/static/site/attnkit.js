@@ -190,7 +190,18 @@
                                  attributeFilter: ["class", "aria-valuenow"], characterData: true });
   }
 
+  /* 6. The primary sidebar (the book's title, search, navigation, the PDF link) is a
+   * landmark, so no content of the page lies outside one (axe: region). */
+  function landmarkSidebar() {
+    var sidebar = document.querySelector(".bd-sidebar-primary");
+    if (sidebar && !sidebar.hasAttribute("role")) {
+      sidebar.setAttribute("role", "complementary");
+      sidebar.setAttribute("aria-label", "Book navigation");
+    }
+  }
+
   function onReady() {
+    landmarkSidebar();
     patchSearch();
     linkFigures();
     watchControls();

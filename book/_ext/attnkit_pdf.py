@@ -428,10 +428,17 @@ class PrintableOutputs(SphinxPostTransform):
             raw.replace_self(container if replacement else [])
 
     def _docname(self, node: nodes.Node) -> str:
-        """The page ``node`` comes from (in the one document LaTeX gets, its start_of_file)."""
+        """The page ``node`` comes from, in the one document LaTeX gets.
+
+        Sphinx inlines a page by moving its document's children into a
+        ``start_of_file`` node without re-parenting them, so walking up from a node of
+        that page ends at the page's own document, whose ``source`` names it.
+        """
         while node is not None:
             if isinstance(node, addnodes.start_of_file):
                 return node["docname"]
+            if isinstance(node, nodes.document) and node.get("source"):
+                return self.env.path2doc(node["source"]) or self.env.docname
             node = node.parent
         return self.env.docname
 
@@ -469,9 +476,10 @@ class BookStructure(SphinxPostTransform):
         for toctree in self.env.get_doctree(root).findall(addnodes.toctree):
             for included in toctree.get("includefiles", []):
                 captions[str(included)] = toctree.get("caption")
+        # The root page's own tables of contents (not those of the pages they include).
         wrappers = [w for w in title_section.findall(nodes.compound)
                     if "toctree-wrapper" in w.get("classes", []) and _top_level_files(w)
-                    and not any(isinstance(a, addnodes.start_of_file) for a in _ancestors(w))]
+                    and _top_level_files(w)[0]["docname"] in captions]
         if not wrappers:
             return
         parts = []
@@ -501,14 +509,6 @@ class BookStructure(SphinxPostTransform):
                 if f.parent is not None:
                     f.parent.remove(f)
                 title_section += f
-
-
-def _ancestors(node: nodes.Node) -> list[nodes.Node]:
-    out = []
-    while node.parent is not None:
-        node = node.parent
-        out.append(node)
-    return out
 
 
 class BibliographyInPlace(SphinxPostTransform):

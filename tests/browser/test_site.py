@@ -161,7 +161,7 @@ AWAITING_ALT_TEXT = {
     "book/02-queries-keys-values.html": "cell 10 (ch2_dot_figure)",
     "book/03-why-scale.html": "cells 8 (ch3_hist_figure), 14 (ch3_jacobian_figure)",
     "book/04-worked-example.html": "cell 18 (fig-row0)",
-    "book/05-masking.html": "cells 9, 28 (plt.show)",
+    "book/05-masking.html": "cells 9, 33 (plt.show)",
     "book/06-complexity.html": "cell 16 (plt.show)",
     "book/07-implementations.html": "cell 24 (ch7_precision_figure)",
     "book/08-flashattention.html": "cells 19 (ch8_memory_figure), 21 (ch8_cpu_figure), 23 (ch8_gpu_figure)",
@@ -169,9 +169,11 @@ AWAITING_ALT_TEXT = {
                                      "24 (ch9_sinusoid_figure), 30 (ch9_alibi_figure), "
                                      "38 (ch9_expl_figure)"),
     "book/10-transformer-block.html": ("cells 10 (ch10_three_figure), 24 (ch10_loss_figure), "
-                                       "26 (ch10_maps_figure)"),
-    "book/11-serving-at-scale.html": "cells 6 (ch11_roofline_figure), 18 (ch11_window_figure)",
+                                       "26 (ch10_maps_figure); each also shown as the cell's output"),
+    "book/11-serving-at-scale.html": ("cells 6 (ch11_roofline_figure), 18 (ch11_window_figure); "
+                                      "each also shown as the cell's output"),
     "book/12-beyond-one-device.html": "cell 12 (plt.show)",
+    "book/13-attention-2024-2026.html": "cell 29 (ch13_mqar_figure; also shown as the cell's output)",
 }
 
 

@@ -146,6 +146,8 @@ def test_explorers_are_printed_as_a_static_view_and_a_link() -> None:
     assert "IPython.core.display.HTML object" not in text and "VBox(children" not in text
     notes = text.count("An interactive explorer")
     assert notes >= 9, f"{notes} explorers printed with their link"
+    # Each printed with its controls (the options, the one shown) before the note.
+    assert text.count("(shown: ") >= notes - 1, text.count("(shown: ")
     assert "colab.research.google.com/github/" in text
 
 

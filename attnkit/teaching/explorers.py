@@ -2,7 +2,7 @@
 
 A static page has no kernel, so nothing can be recomputed there. These explorers
 therefore precompute every view (HTML strings) and show one at a time in an
-``ipywidgets.Stack``; the control is tied to the stack with ``widgets.jslink``,
+``ipywidgets.Stack``; the control is tied to the stack with ``widgets.jsdlink`` (one way),
 which runs in the browser. The same widget works in Jupyter, where it is live.
 
 DOM classes for tests and styling: the explorer box has ``attnkit-explorer``, the
@@ -73,8 +73,11 @@ def _box(children: list, classes: tuple[str, ...] = ("attnkit-explorer",)) -> An
 
 def _link(control: Any, stack: Any) -> None:
     widgets = _widgets()
-    # SelectionSlider/ToggleButtons expose the chosen position as `index`.
-    widgets.jslink((control, "index"), (stack, "selected_index"))
+    # SelectionSlider/ToggleButtons expose the chosen position as `index`. One way,
+    # control to stack: a two-way link echoes each change back to the control, and a
+    # reader who presses an arrow key several times quickly could see the control
+    # jump back to an earlier option.
+    widgets.jsdlink((control, "index"), (stack, "selected_index"))
 
 
 def stepper(

@@ -6,6 +6,7 @@ module's ``__all__`` appears, a removed one disappears, a moved one moves.
 
 * autodoc reads the docstrings, napoleon their Google style (Args, Returns, Raises,
   Example); the examples are doctests that ``make test`` runs.
+* Every name of a module's ``__all__`` gets an entry, its constants too.
 * A name importable from ``attnkit`` itself is documented once, as ``attnkit.NAME``
   (what readers type, and what the site's search finds): a page of a submodule skips
   the members that are the same object as a name in ``attnkit.__all__``.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from typing import Any
 
 from sphinx.application import Sphinx
@@ -45,6 +47,9 @@ def _defaults(app: Sphinx, config: Config) -> None:
     config.autodoc_typehints_format = "short"
     config.autodoc_member_order = "groupwise"
     config.autodoc_preserve_defaults = True
+    # Constants are shown without their values (a table of GPUs or engines is read on
+    # its page, not in a signature line).
+    config.autodoc_default_options = {"no-value": True, **(config.autodoc_default_options or {})}
     config.napoleon_google_docstring = True
     config.napoleon_numpy_docstring = False
     config.napoleon_use_rtype = False
@@ -59,10 +64,20 @@ def _documented_at_top(name: str, obj: Any) -> bool:
 
 
 def _skip_member(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any) -> bool | None:
-    """Skip, on a submodule's page, a member that is documented as ``attnkit.NAME``."""
+    """Which members of a module get an entry.
+
+    Skipped, on a submodule's page: a member documented as ``attnkit.NAME``. Kept:
+    every name of the module's ``__all__``, a constant without a docstring too (autodoc
+    leaves those out), but not a submodule (its own page or directive documents it).
+    """
     module = app.env.temp_data.get("autodoc:module")
-    if what == "module" and module and module != "attnkit" and _documented_at_top(name, obj):
+    if what != "module" or not module:
+        return None
+    if module != "attnkit" and _documented_at_top(name, obj):
         return True
+    public = getattr(sys.modules.get(module), "__all__", ())
+    if skip and name in public and not isinstance(obj, types.ModuleType):
+        return False
     return None
 
 

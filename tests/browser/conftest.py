@@ -286,14 +286,11 @@ class Chapter:
         focused = self.page.evaluate("() => document.activeElement.innerText.trim()")  # type: ignore[attr-defined]
         here = names.index(focused)
         there = names.index(text)
-        key = "ArrowRight" if there > here else "ArrowLeft"
-        for _ in range(abs(there - here)):
-            self.page.keyboard.press(key)  # type: ignore[attr-defined]
-        self.page.wait_for_timeout(300)  # type: ignore[attr-defined]
-        state = self.page.evaluate(  # type: ignore[attr-defined]
-            "() => { const a = document.activeElement;"
-            " return [a.innerText.trim(), a.getAttribute('aria-pressed')]; }")
-        assert state == [text, "true"], f"arrow keys did not choose {text!r}: {state}"
+        step = 1 if there > here else -1
+        for k in range(here + step, there + step, step):  # one key at a time, as a reader
+            self.page.keyboard.press("ArrowRight" if step > 0 else "ArrowLeft")  # type: ignore[attr-defined]
+            self._wait_pressed(names[k], "arrow keys")
+            self.page.wait_for_timeout(300)  # type: ignore[attr-defined]  # the view follows
         assert_focus_visible(self.page)
         return self.view()
 
@@ -301,11 +298,23 @@ class Chapter:
         """Tab to the button ``text`` and press Enter; the new view."""
         self.tab_to(f"a.matches('button') && a.innerText.trim() === {text!r}")
         self.page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        self.page.wait_for_timeout(300)  # type: ignore[attr-defined]
-        pressed = self.page.evaluate(  # type: ignore[attr-defined]
-            "() => document.activeElement.getAttribute('aria-pressed')")
-        assert pressed == "true", f"Enter did not choose {text!r}"
+        self._wait_pressed(text, "Enter")
         return self.view()
+
+    def _wait_pressed(self, text: str, how: str) -> None:
+        """Wait until the focused button is ``text`` and pressed (the site marks it on the next frame)."""
+        try:
+            self.page.wait_for_function(  # type: ignore[attr-defined]
+                """t => { const a = document.activeElement;
+                          return a.innerText.trim() === t && a.getAttribute('aria-pressed') === 'true'; }""",
+                arg=text, timeout=5_000)
+        except Exception as exc:  # noqa: BLE001 - say what the keyboard left
+            state = self.page.evaluate(  # type: ignore[attr-defined]
+                "() => { const a = document.activeElement;"
+                " return [a.innerText.trim(), a.getAttribute('aria-pressed')]; }")
+            raise AssertionError(f"{how} did not choose {text!r}: focus on {state}") from exc
+        self.page.wait_for_timeout(200)  # type: ignore[attr-defined]
+        assert_focus_visible(self.page)
 
     def key_slider(self, key: str, times: int = 1) -> str:
         """Tab to the explorer's slider and press ``key`` ``times`` times; the new view."""

@@ -1,8 +1,8 @@
 """The back matter a reader reaches from every page: the API reference and the PDF.
 
-* Every public name of each module the reference documents (``book/api/*.md``, its
-  ``automodule`` directives) has an entry, as ``MODULE.NAME`` or, for the names
-  importable from the package itself, ``attnkit.NAME``.
+* Every public function, class and module of each module the reference documents
+  (``book/api/*.md``, its ``automodule`` directives) has an entry, as ``MODULE.NAME``
+  or, for the names importable from the package itself, ``attnkit.NAME``.
 * ``attnkit.<name>`` typed in the site's search box finds the entry.
 * The reference's own example of a chapter's link (``{py:func}`attnkit.attention```)
   lands on the entry.
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from urllib.parse import urljoin
 
@@ -30,9 +31,15 @@ def _documented_modules() -> list[tuple[str, str]]:
 
 
 def _public(module: str) -> list[str]:
+    """The module's public functions, classes and submodules (its ``__all__``).
+
+    Constants re-exported by a package (``attnkit.serving.GPUS``) are left out: autodoc
+    documents a constant only in the module that defines it with a ``#:`` comment.
+    """
     mod = importlib.import_module(module)
     if hasattr(mod, "__all__"):
-        return list(mod.__all__)
+        return [n for n in mod.__all__
+                if callable(getattr(mod, n, None)) or inspect.ismodule(getattr(mod, n, None))]
     return [n for n, v in vars(mod).items()
             if not n.startswith("_") and getattr(v, "__module__", "") == module and callable(v)]
 
@@ -46,6 +53,7 @@ def test_every_public_name_has_an_entry(page: str, module: str) -> None:
     if module != "attnkit":
         ids |= set(re.findall(r'<dt class="sig sig-object py" id="([^"]+)"',
                               (SITE / "book" / "api" / "attnkit.html").read_text(encoding="utf-8")))
+    ids |= {i.removeprefix("module-") for i in re.findall(r'id="(module-[\w.]+)"', html)}
     missing = []
     for name in _public(module):
         if name.startswith("__"):

@@ -148,8 +148,8 @@ def name_nav_toggles(markup: str) -> str:
 
     Example:
         >>> name_nav_toggles('<a class="reference internal" href="x.html">Exercises</a>'
-        ...                  '<details><summary><i></i></summary>')[-70:]
-        '<details><summary aria-label="Show or hide the sections of Exercises"><i></i></summary>'
+        ...                  '<details><summary><i></i></summary>').split("<details>")[1]
+        '<summary aria-label="Show or hide the sections of Exercises"><i></i></summary>'
     """
     def named(m: re.Match) -> str:
         title = " ".join(_TAGS.sub("", m.group("title")).split()).replace('"', "&quot;")

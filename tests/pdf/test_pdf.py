@@ -17,7 +17,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LATEX = ROOT / "_build" / "latex"
@@ -48,18 +47,10 @@ def _flat(text: str) -> str:
 def _toc_titles() -> list[tuple[str, str]]:
     """(file, title) of every page in _toc.yml, the title being its first heading."""
     import nbformat
+    from sphinx_external_toc.parsing import parse_toc_yaml  # how Jupyter Book reads it
 
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(entries: list[dict]) -> None:
-        for e in entries:
-            if "file" in e:
-                files.append(e["file"])
-            for key in ("chapters", "sections"):
-                walk(e.get(key, []))
-
-    walk(toc.get("parts", []))
+    site_map = parse_toc_yaml(ROOT / "_toc.yml")
+    files = [f for f in site_map if f != site_map.root.docname]
     titles = []
     for f in files:
         path = next(ROOT / f"{f}{ext}" for ext in (".ipynb", ".md", ".rst") if (ROOT / f"{f}{ext}").exists())

@@ -27,5 +27,5 @@ def test_tile_stepper_by_keyboard(open_chapter) -> None:
     assert last not in (first, third)
     assert "Tile: queries mat" in last
 
-    # Back to the first step: the first view returns unchanged (client-side only).
-    assert ch.key_choose("1") == first
+    # Back to the first step with Enter: the first view returns unchanged (client-side only).
+    assert ch.key_enter("1") == first

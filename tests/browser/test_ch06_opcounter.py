@@ -16,7 +16,7 @@ def test_ch06_opcounter_by_keyboard(open_chapter) -> None:
     # Step 1 is the first score; the slider, reached with Tab, moves with the arrow keys.
     first = ch.view()
     assert "step 1 of 25" in first and "compare" in first
-    assert "s[0,0]" in first
+    assert "r[0,0]" in first
     screenshot(ch.page, "ch06-opcounter-step01")
 
     second = ch.key_slider("ArrowRight", 10)  # step 11: the softmax of the first row

@@ -391,8 +391,11 @@ def sink_softmax(z, sink_logits):              # shifts by the scores alone: nan
 
 
 def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path) -> None:
-    """Graded by the grader: a library call loses the checks that run the function, with the
-    guard's message; so do plausible mistakes, by value; the reference gets every point."""
+    """Library calls and plausible mistakes lose exactly the checks of the coding tasks.
+
+    Graded by the grader: a library call fails every check that runs the function, with the
+    guard's message; a mistake fails them by value; the reference gets every point.
+    """
     import importlib.util
 
     from attnkit.grading.grader import grade

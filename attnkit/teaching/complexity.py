@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import html as _html
 import math
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from functools import partial
 
 import numpy as np
 
-from ..bench.measure import peak_memory
+from ..bench.measure import CLOCKS, best_of_rounds, peak_memory
 from ..bench.results import fitted_slope as loglog_slope
 from ..core._validate import choice, positive_int
 from .html import html_table
@@ -553,9 +552,7 @@ def measure_scaling(
     """
     from ..core.attention import attention
 
-    clocks = {"cpu": time.process_time, "wall": time.perf_counter}
-    choice("clock", clock, list(clocks))
-    now = clocks[clock]
+    choice("clock", clock, list(CLOCKS))
     rng = np.random.default_rng(seed)
     ns = [positive_int("n", n) for n in ns]
     from ..engines import capabilities
@@ -579,14 +576,10 @@ def measure_scaling(
         saved_threads = torch.get_num_threads()
         torch.set_num_threads(torch_threads)
     try:
-        best = dict.fromkeys(inputs, math.inf)
-        for key, (q, k, v) in inputs.items():  # warm-up
-            attention(q, k, v, backend=key[0])
-        for _ in range(max(1, repeats)):
-            for key, (q, k, v) in inputs.items():
-                t0 = now()
-                attention(q, k, v, backend=key[0])
-                best[key] = min(best[key], now() - t0)
+        # the bench timer: a warm-up call each, then interleaved rounds, the fastest call kept
+        calls = {key: (lambda q=q, k=k, v=v, b=key[0]: attention(q, k, v, backend=b))
+                 for key, (q, k, v) in inputs.items()}
+        best = best_of_rounds(calls, max(1, repeats), clock=clock)
         peaks: dict[tuple[str, int], int | None] = dict.fromkeys(inputs)
         for key, (q, k, v) in inputs.items():
             if not numpy_native[key[0]]:  # tracemalloc sees NumPy's allocations only

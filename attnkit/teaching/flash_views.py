@@ -80,7 +80,7 @@ GPU_SPECS: dict[str, GPUSpecs] = {
     "H100 SXM": GPUSpecs(
         "H100 SXM", 3.35e12, 989.4e12, 132, 228 * 2**10, 256 * 2**10, 50 * 10**6, 3.9e12,
         "nvidia2023h100 (bandwidth, BF16 peak), nvidia2022hopper (SMs, shared memory, "
-        "register file, L2), shah2024flashattention3 (exponentials, section 3.2)"),
+        "register file, L2), shah2024flashattention3 (exponentials)"),
     "H200 SXM": GPUSpecs(
         "H200 SXM", 4.8e12, 989.4e12, 132, 228 * 2**10, 256 * 2**10, 50 * 10**6, None,
         "nvidia2024h200 (bandwidth, BF16 peak); the GH100 chip's figures as for the "

@@ -43,8 +43,8 @@ share blocks:
   recently used first (a finished sequence gives back its blocks last to first, so
   the end of a prefix goes before its beginning).
 
-:class:`BlockManager` does the bookkeeping alone (no arrays: the serving simulator
-uses it); :class:`PagedKVCache` adds the pools of keys and values, for one or
+:class:`BlockManager` does the bookkeeping alone (no arrays: a scheduler plans in
+it); :class:`PagedKVCache` adds the pools of keys and values, for one or
 several layers, and attention through the tables.
 
 Shapes (per layer; ``H`` key/value heads, ``E`` key width, ``Ev`` value width)::

@@ -557,7 +557,7 @@ class BlockManager:
 class PagedKVCache(BlockManager):
     """Keys and values of many sequences in fixed-size blocks of one shared pool.
 
-    The block bookkeeping (sharing, :meth:`fork`, copy-on-write, prefix caching,
+    The block bookkeeping (sharing, :meth:`BlockManager.fork`, copy-on-write, prefix caching,
     eviction) is :class:`BlockManager`'s; this class holds the data: one pool of keys
     and one of values per layer, all layers sharing the block tables (as in vLLM).
 

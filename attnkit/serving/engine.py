@@ -21,7 +21,9 @@ its next token (greedy: the most likely one).
 sequence through the model at every step. :func:`serve` runs a workload and
 returns the scheduler's record; the tests check that every request's output equals
 :func:`generate_alone`'s, whatever the mix, policy, chunking, prefix caching and
-preemptions.
+preemptions. The two add the same numbers in different orders (block by block
+against all at once), so their logits agree to rounding; the tests run the model
+in float64, where no argmax is that close to a tie.
 
 This module imports torch; ``import attnkit`` alone does not.
 """

@@ -37,6 +37,7 @@ from ..core._validate import integer, positive_int, real
 from ..models.transformer import TinyTransformer
 from ..serving.engine import serve
 from ..serving.scheduler import SchedulerConfig, synthetic_workload
+from .cpu import _load_average
 
 #: The policies compared: (label, policy, chunked prefill, prefix caching).
 POLICY_SET = (
@@ -93,6 +94,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         system_prompt=args.system_prompt, shared_fraction=args.shared_fraction,
         prompt_tokens=tuple(args.prompt_tokens), output_tokens=tuple(args.output_tokens))
     longest = max(len(r.prompt) + r.max_new_tokens for r in reqs)
+    load_before = _load_average()
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -142,6 +144,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "block_size": args.block_size, "num_blocks": args.num_blocks,
         "token_budget": args.token_budget, "max_seqs": args.max_seqs, "threads": args.threads,
         "repeats": args.repeats,
+        "load_average": f"{load_before} before, {_load_average()} after (1-minute load of the "
+                        "whole machine; the benchmark itself adds about the threads it uses)",
         "prompt_tokens_total": sum(len(r.prompt) for r in reqs),
         "output_tokens_total": sum(r.max_new_tokens for r in reqs),
         "problem": f"{args.requests} requests (Poisson, {args.rate:g}/s; a {args.system_prompt}-"

@@ -21,7 +21,16 @@ machine. Every policy runs ``--repeats`` times, the policies interleaved round b
 round; each row gives the median of the repeats and, for throughput, the lowest
 and highest (the spread), and ratios against static batching's medians in the same
 run. The number of steps, the preemptions and the prefix hits do not depend on the
-timing. Results: ``results-serving-cpu``. This module imports torch at its top (the
+timing.
+
+What the CPU numbers can show: the engine attends for each chunk of a step in its
+own block-by-block call (:meth:`attnkit.serving.paged.PagedKVCache.attention`),
+so a step's time grows with the number of chunks in it, and the model's matrix
+products grow with its tokens. Unlike a GPU's decoding step, whose time hardly
+depends on the batch (it reads the weights once), batching here saves little
+per token: the comparison shows the scheduling (queueing, time to first token,
+inter-token latency, prefill tokens saved by the prefix cache) more than the
+throughput that batching buys on a GPU. Results: ``results-serving-cpu``. This module imports torch at its top (the
 command line imports it when the command runs).
 """
 

@@ -30,7 +30,9 @@ products grow with its tokens. Unlike a GPU's decoding step, whose time hardly
 depends on the batch (it reads the weights once), batching here saves little
 per token: the comparison shows the scheduling (queueing, time to first token,
 inter-token latency, prefill tokens saved by the prefix cache) more than the
-throughput that batching buys on a GPU. Results: ``results-serving-cpu``. This module imports torch at its top (the
+throughput that batching buys on a GPU.
+
+Results: ``results-serving-cpu``. This module imports torch at its top (the
 command line imports it when the command runs).
 """
 

@@ -27,7 +27,7 @@ What the CPU numbers can show: the engine attends for each chunk of a step in it
 own block-by-block call (:meth:`attnkit.serving.paged.PagedKVCache.attention`),
 so a step's time grows with the number of chunks in it, and the model's matrix
 products grow with its tokens. Unlike a GPU's decoding step, whose time hardly
-depends on the batch (it reads the weights once), batching here saves little
+depends on the batch (it reads the weights once), batching here may save little
 per token: the comparison shows the scheduling (queueing, time to first token,
 inter-token latency, prefill tokens saved by the prefix cache) more than the
 throughput that batching buys on a GPU.

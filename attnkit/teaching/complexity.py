@@ -190,6 +190,19 @@ class TraceStep:
     ops: dict[str, int] = field(default_factory=dict)
 
 
+def _traced_dot(x: np.ndarray, y: np.ndarray) -> tuple[float, tuple[tuple[float, float], ...]]:
+    """``sum_t x_t y_t`` accumulated left to right, with the ``(x_t, y_t)`` pairs it multiplied.
+
+    Shapes: ``x (T,)``, ``y (T,)``. Returns ``(sum, pairs)``; the order of the
+    additions is that of a hand calculation, so the sum is reproducible bit for bit.
+    """
+    acc, terms = 0.0, []
+    for a, b in zip(x, y, strict=True):
+        acc += a * b
+        terms.append((float(a), float(b)))
+    return acc, tuple(terms)
+
+
 def trace_attention(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[TraceStep]]:
@@ -230,12 +243,9 @@ def trace_attention(
     scores = np.zeros((n, n))
     for i in range(n):  # compare: r_ij = sum_u q_iu k_ju (raw scores, scaled below)
         for j in range(n):
-            acc, terms = 0.0, []
-            for u in range(d):
-                acc += q[i, u] * k[j, u]
-                terms.append((float(q[i, u]), float(k[j, u])))
+            acc, terms = _traced_dot(q[i], k[j])
             scores[i, j] = acc
-            steps.append(TraceStep("compare", (i, j), tuple(terms), acc, {"multiply-add": d}))
+            steps.append(TraceStep("compare", (i, j), terms, acc, {"multiply-add": d}))
 
     for i in range(n):  # scale, in place
         for j in range(n):
@@ -269,12 +279,9 @@ def trace_attention(
     out = np.zeros((n, d_v))
     for i in range(n):  # aggregate: o_iu = sum_j w_ij v_ju
         for u in range(d_v):
-            acc, terms = 0.0, []
-            for j in range(n):
-                acc += weights[i, j] * v[j, u]
-                terms.append((float(weights[i, j]), float(v[j, u])))
+            acc, terms = _traced_dot(weights[i], v[:, u])
             out[i, u] = acc
-            steps.append(TraceStep("aggregate", (i, u), tuple(terms), acc, {"multiply-add": n}))
+            steps.append(TraceStep("aggregate", (i, u), terms, acc, {"multiply-add": n}))
     return scores, weights, out, steps
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _grading_helpers import processes_with, sandbox_reason
 
-from attnkit.grading._sandbox import SandboxUnavailable, probe
 from attnkit.grading.cli import main as grade_main
 from attnkit.grading.grader import grade
 from attnkit.grading.leaks import find_leaks, published_text, secrets
@@ -46,34 +46,13 @@ EXPECTED = {
 }
 
 
-def _sandbox_reason() -> str:
-    try:
-        probe()
-    except SandboxUnavailable as exc:
-        return str(exc)
-    return ""
-
-
-REASON = _sandbox_reason()
+REASON = sandbox_reason()
 needs_sandbox = pytest.mark.skipif(bool(REASON), reason=f"bubblewrap cannot run here: {REASON}")
 
 
 def _tree_hash(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-def _processes_with(marker: str) -> list[str]:
-    found = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-            except OSError:
-                continue
-            if marker in cmd:
-                found.append(f"{p.name}: {cmd}")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +112,8 @@ def test_nothing_outside_scratch_changed(batch: dict) -> None:
 
 @needs_sandbox
 def test_no_process_outlives_grading(batch: dict) -> None:
-    assert _processes_with("sleep 31337") == []
-    assert _processes_with("31338") == []
+    assert processes_with("sleep 31337") == []
+    assert processes_with("31338") == []
 
 
 @needs_sandbox
@@ -222,7 +201,7 @@ def test_jobs_2_grades_the_hostile_batch_as_jobs_1(batch: dict, batch_jobs_2: di
     for name in names:
         if name.rsplit("-", 1)[0] not in slugs:
             assert (fb2 / name).read_bytes() == (fb1 / name).read_bytes(), name
-    assert _processes_with("sleep 31337") == [] and _processes_with("31338") == []
+    assert processes_with("sleep 31337") == [] and processes_with("31338") == []
 
 
 @needs_sandbox

@@ -24,9 +24,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from _grading_helpers import processes_with, sandbox_reason
 
 from attnkit.grading import _sandbox
-from attnkit.grading._sandbox import Limits, Sandbox, SandboxUnavailable, probe
+from attnkit.grading._sandbox import Limits, Sandbox
 from attnkit.grading.batch import check_memory, machine_memory
 from attnkit.grading.cli import main as grade_main
 from attnkit.grading.export import export
@@ -40,15 +41,7 @@ CLASS = [SAMPLES / f"{n}_ch05.ipynb" for n in ("alice", "bob", "erin", "grace", 
 POINTS = {"alice": 12, "bob": 8, "erin": 10, "grace": 0, "heidi": 0}
 
 
-def _sandbox_reason() -> str:
-    try:
-        probe()
-    except SandboxUnavailable as exc:
-        return str(exc)
-    return ""
-
-
-REASON = _sandbox_reason()
+REASON = sandbox_reason()
 SANDBOX = not REASON
 OPTS = {"timeout": 2, "sandbox": SANDBOX, "memory": "1G"}
 CLI_OPTS = ["--timeout", "2", "--memory", "1G"] + ([] if SANDBOX else ["--no-sandbox"])
@@ -94,17 +87,7 @@ def test_results_are_recorded_per_student(reference: Path) -> None:
 
 
 def _processes_of(run_pid: int) -> list[str]:
-    marker = f"attnkit-grade-{run_pid}-"
-    found = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != run_pid:
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-            except OSError:
-                continue
-            if marker in cmd:
-                found.append(f"{p.name}: {cmd[:200]}")
-    return found
+    return processes_with(f"attnkit-grade-{run_pid}-", exclude=run_pid)
 
 
 @pytest.mark.skipif(bool(REASON), reason=f"bubblewrap cannot run here: {REASON}")

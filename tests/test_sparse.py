@@ -57,6 +57,19 @@ def test_numpy_and_torch_agree():
     assert np.abs(a - b.numpy()).max() <= 1e-12
 
 
+@pytest.mark.parametrize("k_top", [1, 5, 16])
+def test_numpy_selection_is_torch_topk_largest_first(k_top):
+    rng = np.random.default_rng(k_top)
+    scores = np.where(np.tril(np.ones((16, 16), bool)), rng.standard_normal((3, 16, 16)), -np.inf)
+    idx, valid = select_topk(scores, k_top)
+    t_idx, t_valid = select_topk(torch.from_numpy(scores), k_top)
+    assert np.array_equal(selection_mask(idx, valid, 16),
+                          selection_mask(t_idx, t_valid, 16).numpy())
+    top = np.take_along_axis(scores, idx, axis=-1)
+    assert np.all(np.diff(np.where(np.isfinite(top), top, -1e300), axis=-1) <= 0)  # largest first
+    assert np.array_equal(valid, np.isfinite(top))
+
+
 def test_gradcheck():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 6, 3, dtype=torch.float64, generator=g, requires_grad=True)

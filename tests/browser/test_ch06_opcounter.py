@@ -34,7 +34,7 @@ def test_ch06_opcounter_steps_client_side(page, site_url: str) -> None:
     explorer.scroll_into_view_if_needed()
     first = visible_widget_html(page)
     assert "step 1 of 25" in first and "compare" in first
-    assert "s[0,0]" in first
+    assert "r[0,0]" in first
     screenshot(page, "ch06-opcounter-step01")
 
     handle = explorer.locator(".noUi-handle, .ui-slider-handle, .slider-handle").first

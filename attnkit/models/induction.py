@@ -17,7 +17,6 @@ This module imports torch; ``import attnkit`` alone does not.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .transformer import TinyTransformer, _positive_int
+from ..core._validate import array, positive_int, real
+from .transformer import TinyTransformer
 
 __all__ = [
     "TrainingRun",
@@ -71,9 +71,9 @@ def induction_batch(batch_size: int, length: int, vocab_size: int, *,
         >>> tuple(x.shape), bool(induction_positions(x).any(1).all())
         ((2, 8), True)
     """
-    B = _positive_int("batch_size", batch_size)
-    L = _positive_int("length", length)
-    V = _positive_int("vocab_size", vocab_size)
+    B = positive_int("batch_size", batch_size)
+    L = positive_int("length", length)
+    V = positive_int("vocab_size", vocab_size)
     if L < 4:
         raise ValueError(f"length must be at least 4; got {L}")
     p_min, p_max = max(L // 4, 2), L // 2
@@ -102,8 +102,7 @@ def earlier_occurrence(tokens: Tensor) -> Tensor:
         >>> earlier_occurrence(torch.tensor([[5, 6, 5, 6]])).tolist()
         [[-1, -1, 0, 1]]
     """
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"tokens must be a torch.Tensor; got {type(tokens).__name__}")
+    array("tokens", tokens, "torch")
     if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"tokens must be an integer tensor of shape (B, L); got "
                          f"{tuple(tokens.shape)} of dtype {tokens.dtype}")
@@ -227,14 +226,13 @@ def train_induction(model: TinyTransformer, *, steps: int = 600, batch_size: int
     """
     if not isinstance(model, TinyTransformer):
         raise TypeError(f"model must be a TinyTransformer; got {type(model).__name__}")
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    length = model.max_len if length is None else _positive_int("length", length)
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    length = model.max_len if length is None else positive_int("length", length)
     if length > model.max_len:
         raise ValueError(f"length = {length} exceeds the model's max_len = {model.max_len}")
     induction_batch(1, length, model.vocab_size)  # validates length against the vocabulary
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    lr = real("lr", lr, positive=True)
     run = TrainingRun(steps=steps, batch_size=batch_size, length=length, seed=int(seed))
     g = torch.Generator().manual_seed(int(seed))
     with _single_thread_deterministic():

@@ -157,12 +157,6 @@ def _images(page_path: str) -> list[tuple[str, str | None]]:
 #: here is expected to fail; once its figures are described the test passes, pytest
 #: reports it (strict) and the page must leave this list. It ends empty.
 AWAITING_ALT_TEXT = {
-    "book/06-complexity.html": "cell 16 (plt.show)",
-    "book/07-implementations.html": "cell 24 (ch7_precision_figure)",
-    "book/08-flashattention.html": "cells 19 (ch8_memory_figure), 21 (ch8_cpu_figure), 23 (ch8_gpu_figure)",
-    "book/09-beyond-one-head.html": ("cells 4 (ch9_heads_figure), 16 (ch9_cost_figure), "
-                                     "24 (ch9_sinusoid_figure), 30 (ch9_alibi_figure), "
-                                     "38 (ch9_expl_figure)"),
     "book/10-transformer-block.html": ("cells 10 (ch10_three_figure), 24 (ch10_loss_figure), "
                                        "26 (ch10_maps_figure); each also shown as the cell's output"),
     "book/11-serving-at-scale.html": ("cells 6 (ch11_roofline_figure), 18 (ch11_window_figure); "

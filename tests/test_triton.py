@@ -168,9 +168,11 @@ def test_interpreter_windows_sinks_softcap(interpreter: None, kw: dict) -> None:
     dict(softcap=1.5, causal=True), dict(enable_gqa=True, causal=True),
 ])
 def test_interpreter_sink_logits(interpreter: None, kw: dict) -> None:
-    """Learned sink logits: the kernel's initial state (m = s_h, l = 1); forward, backward,
-    and the logits' own gradient, against the torch engine in float64; rows that see no
-    key (L > S, bottom-right) give 0 and zero gradients."""
+    """Learned sink logits: the kernel's initial state (m = s_h, l = 1).
+
+    Forward, backward and the logits' own gradient, against the torch engine in
+    float64; rows that see no key (L > S, bottom-right) give 0 and zero gradients.
+    """
     gen = torch.Generator().manual_seed(17)
     hq = 4 if kw.get("enable_gqa") else 2
     q = torch.randn(1, hq, 37, 16, generator=gen)
@@ -338,8 +340,10 @@ def test_cuda_error_rule_forward_and_backward(dtype: torch.dtype, causal: object
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_cuda_sink_logits_forward_backward(dtype: torch.dtype) -> None:
-    """Compiled kernels with learned sink logits: output and every gradient (the logits'
-    included) against the torch engine in float64, at a length of several tiles."""
+    """Compiled kernels with learned sink logits, at a length of several tiles.
+
+    Output and every gradient (the logits' included) against the torch engine in float64.
+    """
     gen = torch.Generator().manual_seed(19)
     q = torch.randn(2, 4, 700, 64, generator=gen)
     k, v = (torch.randn(2, 4, 900, 64, generator=gen) for _ in range(2))

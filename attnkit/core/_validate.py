@@ -441,10 +441,10 @@ def check_sink_logits(sink_logits: Any, kind: str, batch: tuple[int, ...]) -> An
     Example:
         >>> check_sink_logits(np.zeros(4), "numpy", (2, 4)).shape
         (4,)
-        >>> check_sink_logits(np.zeros(3), "numpy", (2, 4))
+        >>> check_sink_logits(np.zeros(3), "numpy", (2, 4))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: sink_logits must broadcast to the batch dimensions (...) = (2, 4), one logit per head; got shape (3,)
+        ValueError: sink_logits must broadcast to the batch dimensions (...) = (2, 4), ...
     """
     if sink_logits is None:
         return None

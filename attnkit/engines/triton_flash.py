@@ -11,7 +11,8 @@ exact IEEE products, not TF32; float64 is a ``TypeError``); any lengths; any wid
 to a power of two of at least 16 for the kernels); causal masks of both
 alignments; sliding windows with sinks and soft-capping (forward and backward; only
 the key blocks a window leaves are visited); learned sink logits (``sink_logits``: the
-forward kernel's initial state, forward and backward); **key masks**, i.e. masks that depend on the key only, of shape
+forward kernel's initial state, forward and backward); **key masks**, i.e. masks that
+depend on the key only, of shape
 ``(..., 1, S)`` (or ``(S,)``): boolean key-padding masks, or floating per-key
 biases. Masks that differ between queries raise ``ValueError`` (use
 ``backend="flash"`` or ``"sdpa"`` for those, or ``causal=`` for causal masks).

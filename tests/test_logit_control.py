@@ -101,7 +101,7 @@ def test_training_is_deterministic_and_tracks_every_checkpoint() -> None:
         assert len(run.largest_score) == len(run.entropy) == 3
         assert all(0.0 < e < math.log(16) for e in run.entropy)
         assert 0.0 <= run.accuracy <= 1.0
-    assert max(runs["softcap"].largest_score) < 2.0 and max(runs["both"].largest_score) < 2.0
+    assert max(runs["softcap"].largest_score) <= 2.0 and max(runs["both"].largest_score) <= 2.0
     assert again["both"] == runs["both"]
     # the same initial weights: the variants without a cap start from the same model
     # up to the norm, so neither and softcap have the same initial ranking of scores

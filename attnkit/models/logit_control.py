@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -109,6 +110,7 @@ class LogitTrace:
         entropy: mean attention entropy (nats) on the probe batch at each checkpoint.
         losses: the training loss of every step (nats).
         accuracy: induction accuracy on the probe batch after training.
+        model: the trained model (not part of the trace's equality).
     """
 
     variant: str
@@ -117,6 +119,7 @@ class LogitTrace:
     entropy: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     accuracy: float = 0.0
+    model: Any = field(default=None, compare=False, repr=False)
 
 
 def train_logit_controls(
@@ -209,6 +212,7 @@ def train_logit_controls(
                 opt.step()
                 run.losses.append(float(loss.detach()))
         run.accuracy = induction_accuracy(model, probe)
+        run.model = model
         if not all(map(math.isfinite, run.losses)):
             run.accuracy = float("nan")  # diverged: say so rather than score it
         runs[name] = run

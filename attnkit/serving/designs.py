@@ -65,7 +65,7 @@ class LatentShape:
         name: a label. layers: attention layers. d_model: model width.
         heads: query heads ``H``. head_dim: the width ``d_h`` of each head's
             non-rotary query/key part (and, in the MHA comparison, of a key or value).
-        rope_dim: width ``d_R`` of the decoupled RoPE query/key part.
+        rope_dim: width ``d_rope`` of the decoupled RoPE query/key part.
         v_head_dim: width of each head's value. kv_latent: ``d_c``, the cached
             latent. q_latent: ``d_c'``, the query latent (not cached).
         source: where the shape comes from.
@@ -145,7 +145,7 @@ def cache_numbers_per_token(shape: LatentShape, design: str, *, kv_heads: int | 
 
     ``"MHA"``: ``2 H d_h`` per layer (a key and a value of width ``d_h`` per head, the
     convention of DeepSeek-V2's Table 1); ``"GQA"``: ``2 H_kv d_h``; ``"MQA"``:
-    ``2 d_h``; ``"MLA"``: ``d_c + d_R`` (the latent and the shared RoPE key).
+    ``2 d_h``; ``"MLA"``: ``d_c + d_rope`` (the latent and the shared RoPE key).
 
     Args:
         shape: the model. design: ``"MHA"``, ``"GQA"``, ``"MQA"`` or ``"MLA"``.

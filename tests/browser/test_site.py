@@ -173,7 +173,6 @@ AWAITING_ALT_TEXT = {
     "book/11-serving-at-scale.html": ("cells 6 (ch11_roofline_figure), 18 (ch11_window_figure); "
                                       "each also shown as the cell's output"),
     "book/12-beyond-one-device.html": "cell 12 (plt.show)",
-    "book/13-attention-2024-2026.html": "cell 29 (ch13_mqar_figure; also shown as the cell's output)",
 }
 
 

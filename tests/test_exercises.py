@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -290,6 +291,11 @@ def _resolve(dotted: str) -> object:
     raise ImportError(dotted)
 
 
+#: Packages a forbid list names for a student's own environment (SciPy is on Colab) that this
+#: project does not install; the guard resolves a name once its module is imported.
+NOT_INSTALLED_HERE = {"scipy"}
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_forbidden_names_exist(name: str) -> None:
     plan = build_plan(name, _source(name))
@@ -298,6 +304,9 @@ def test_forbidden_names_exist(name: str) -> None:
                    for n in _defined(c.source)}
         assert function in answers, (name, function)
         for dotted in names:
+            if dotted.split(".")[0] in NOT_INSTALLED_HERE:
+                assert importlib.util.find_spec(dotted.split(".")[0]) is None, dotted
+                continue
             assert _resolve(dotted) is not None, (name, dotted)
 
 

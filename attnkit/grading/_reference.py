@@ -59,8 +59,8 @@ def round_answer(value: Any, decimals: int = 4) -> Any:
     """A float answer (or array of floats) rounded to ``decimals``; anything else as it is.
 
     Example:
-        >>> round_answer(0.9 ** 50), round_answer(66), round_answer("B")
-        (0.0052, 66, 'B')
+        >>> round_answer(0.9 ** 7), round_answer(12), round_answer("B")
+        (0.4783, 12, 'B')
     """
     if isinstance(value, (bool, np.bool_, int, np.integer)) or isinstance(value, str):
         return value

@@ -102,7 +102,7 @@ def _attnkit_guard(function, names):
             if library_module(frame.f_globals.get("__name__")):
                 return True
             frame = frame.f_back
-        return True
+        return False                            # generated all the way up: the caller's
 
     codes, cfuncs, modules, methods = {}, {}, [], {}
     seen = [-1]

@@ -30,7 +30,7 @@ from typing import Any
 import nbformat
 import numpy as np
 
-from ._guard import guarded
+from ._guard import ForbiddenCall, guarded
 from ._plan import Plan, assigned_names, build_plan
 from .sets import WORKED_TAG, source_notebook
 
@@ -142,7 +142,7 @@ def run_reference(
             if meta.get("grade"):
                 try:
                     exec(code, ns)  # noqa: S102 - the set's own source
-                except Exception as exc:  # a failed check: record why
+                except (Exception, ForbiddenCall) as exc:  # a failed check: record why
                     run.failures[gid] = f"{type(exc).__name__}: {exc}"
                 continue
             exec(code, ns)  # noqa: S102 - the set's own source

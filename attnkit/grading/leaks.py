@@ -248,8 +248,8 @@ def _text_forms(value: Any) -> set[str]:
 def text_leaks(text: str, answers: dict[str, Any]) -> list[str]:
     """Reference answers that a text (a docstring, a page every student reads) spells out.
 
-    Finer than :func:`value_leaks`: a docstring example such as ``check_number("steps",
-    66)`` or a page's sample message ``expected 0.0052`` gives an answer away, so
+    Finer than :func:`value_leaks`: a docstring example that checks a number which is an
+    exercise's answer, or a page's sample failure message that prints one, gives it away, so
     integers from 10 and floats with two significant digits count, and so does an
     answer's variable name when it is distinctive (it has an underscore or a digit) and the
     answer is a value, not a function the student writes.
@@ -258,7 +258,7 @@ def text_leaks(text: str, answers: dict[str, Any]) -> list[str]:
         >>> text_leaks('>>> check("share_7", x, 0.4783)', {"share_7": 0.9 ** 7, "count": 12})
         ['share_7 = 0.4783', 'the name share_7']
     """
-    tokens = set(re.findall(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?(?![\w])", text))
+    tokens = set(re.findall(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?(?![\w])", text))
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
     hits = []
     for name, value in answers.items():

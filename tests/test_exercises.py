@@ -513,7 +513,8 @@ def test_both_releases_are_graded_the_same(tmp_path: Path) -> None:
 
 # -- the shortcuts a second read found: each now scores 0 on its task ----------------------
 
-_ATTN_WARM = "from attnkit.serving.decoding import partial_attention as _pa\n_pa(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))   # an engine exists before the checks\n"
+_ATTN_WARM = ("from attnkit.serving.decoding import partial_attention as _pa\n"
+              "_pa(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))   # an engine exists first\n")
 
 #: (set, solution cell, code appended to it, the task's check cells): the code redefines the
 #: task's function by a shortcut; every one of those checks must fail.
@@ -666,8 +667,10 @@ sys.exit(1 if run.failures else 0)
     ("ch12", ["ch12-ring-random", "ch12-ring-example"]),
 ])
 def test_model_solution_passes_its_checks_whatever_ran_before(name: str, task: list, tmp_path: Path) -> None:
-    """In a fresh interpreter (no engine made yet), the reference passes its task's checks
-    when they are the first and only checks run, in reverse order."""
+    """The reference passes its task's checks run first, alone and in reverse order.
+
+    In a fresh interpreter: no engine was made and nothing imported by another check.
+    """
     import subprocess
     import sys
 
@@ -677,8 +680,11 @@ def test_model_solution_passes_its_checks_whatever_ran_before(name: str, task: l
 
 
 def test_guard_judges_library_generated_code_by_its_caller(tmp_path: Path) -> None:
-    """A dataclass's generated __init__ (file "<string>") made by library code is the
-    library's; the same kind of code exec'd by a student is the student's."""
+    """Code generated at run time ("<string>") is judged by who generated it.
+
+    A dataclass's __init__ made by library code is the library's; code a student execs is
+    the student's.
+    """
     import subprocess
     import sys
 

@@ -273,8 +273,10 @@ def text_leaks(text: str, answers: dict[str, Any]) -> list[str]:
 
 
 def docstrings(objects: Iterable[Any]) -> dict[str, str]:
-    """The docstrings a student can read with ``help()``: each object's, and for a module or
-    class its public members' (methods of classes included), keyed by a dotted name."""
+    """The docstrings a student can read with ``help()``, keyed by a dotted name.
+
+    Each object's, and for a module or class its public members' (methods included).
+    """
     import inspect
 
     out: dict[str, str] = {}

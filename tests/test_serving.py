@@ -146,3 +146,14 @@ def test_memory_explorer() -> None:
     assert "selected" in html and 'data-field="max_seqs"' in html
     with pytest.raises(ValueError, match="contexts"):
         memory_explorer_data(models, gpus, [], [1])
+
+
+def test_gpu_memory_is_in_gib() -> None:
+    # NVIDIA's "80 GB" H100 and A100 have 80 GiB of HBM; the H200's "141 GB" is 141 GiB
+    assert GPUS["H100 SXM 80 GB"].memory == 80 * 2**30 == 80 * GiB
+    assert GPUS["A100 SXM 80 GB"].memory == 80 * GiB
+    assert GPUS["H200 SXM 141 GB"].memory == 141 * GiB
+    # with 10 % kept free, LLaMA-2 7B's 4,096-token caches: 29 fit beside the 16-bit weights
+    fit = sequences_that_fit(H100.memory, weights=LLAMA7.params * 2,
+                             per_sequence=kv_cache_bytes_for(LLAMA7, context=4096))
+    assert fit == int((0.9 * 80 * GiB - LLAMA7.params * 2) // (2 * GiB)) == 29

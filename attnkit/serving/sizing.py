@@ -4,7 +4,7 @@ Everything here is arithmetic on published model shapes and GPU datasheet figure
 plus a small quantiser for key/value caches; nothing needs a GPU or torch.
 
 * :class:`ModelShape` (with :data:`MODELS`: LLaMA-2 7B and 70B, Mistral 7B) and
-  :class:`GPU` (with :data:`GPUS`: H100 SXM and A100 SXM 80 GB).
+  :class:`GPU` (with :data:`GPUS`: H100 SXM and A100 SXM 80 GB, H200 SXM 141 GB).
 * :func:`kv_bytes_per_token`, :func:`kv_cache_bytes_for`, :func:`sequences_that_fit`:
   how much memory the KV cache takes and how many sequences a GPU holds.
 * :func:`prefill_cost`, :func:`decode_cost` -> :class:`StepCost`: FLOPs, bytes moved,
@@ -14,7 +14,9 @@ plus a small quantiser for key/value caches; nothing needs a GPU or torch.
 
 Conventions: a "format" is the number of bits per cached number (16, 8 or 4). An
 8- or 4-bit format stores one float16 scale per ``group_size`` numbers, which the
-byte counts include. Memory sizes are in bytes; ``GiB = 2**30``.
+byte counts include. Memory sizes are in bytes; ``GiB = 2**30``. A GPU sold as
+"80 GB" has 80 GiB of HBM (80 x 2**30 bytes, five 16 GiB stacks), so :data:`GPUS`
+stores ``80 * GiB``; bandwidths and FLOP rates are decimal (1 TB/s = 10**12 bytes/s).
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ class GPU:
 
     Attributes:
         name: a label. flops: peak dense 16-bit (BF16/FP16) tensor throughput, FLOP/s.
-        bandwidth: memory (HBM) bandwidth, bytes/s. memory: memory size, bytes.
+        bandwidth: memory (HBM) bandwidth, bytes/s (decimal).
+        memory: memory size in bytes: the "80 GB" of the datasheet is 80 GiB.
         sms: streaming multiprocessors (the units that run thread blocks in parallel).
         source: where the figures come from.
     """
@@ -149,14 +152,20 @@ class GPU:
         return self.flops / self.bandwidth
 
 
-#: NVIDIA datasheet figures (dense BF16 tensor throughput, without sparsity).
+#: NVIDIA datasheet figures (dense BF16 tensor throughput, without sparsity). The
+#: memory sizes the datasheets write as "80 GB" and "141 GB" are GiB (2**30 bytes):
+#: ``nvidia-smi`` reports 81,559 MiB (79.6 GiB) usable on an H100 80 GB.
 GPUS: dict[str, GPU] = {
-    "H100 SXM 80 GB": GPU("H100 SXM 80 GB", 989.4e12, 3.35e12, 80 * 10**9, 132,
+    "H100 SXM 80 GB": GPU("H100 SXM 80 GB", 989.4e12, 3.35e12, 80 * GiB, 132,
                           "NVIDIA H100 Tensor Core GPU datasheet: 989.4 TFLOP/s BF16 dense, "
-                          "3.35 TB/s HBM3, 80 GB; 132 SMs"),
-    "A100 SXM 80 GB": GPU("A100 SXM 80 GB", 312e12, 2.039e12, 80 * 10**9, 108,
+                          "3.35 TB/s HBM3, 80 GB (80 GiB); 132 SMs"),
+    "A100 SXM 80 GB": GPU("A100 SXM 80 GB", 312e12, 2.039e12, 80 * GiB, 108,
                           "NVIDIA A100 Tensor Core GPU datasheet: 312 TFLOP/s BF16 dense, "
-                          "2,039 GB/s HBM2e, 80 GB; 108 SMs"),
+                          "2,039 GB/s HBM2e, 80 GB (80 GiB); 108 SMs"),
+    "H200 SXM 141 GB": GPU("H200 SXM 141 GB", 989.4e12, 4.8e12, 141 * GiB, 132,
+                           "NVIDIA H200 Tensor Core GPU datasheet: BF16 1,979 TFLOP/s with "
+                           "sparsity (989.4 dense, the H100's), 4.8 TB/s HBM3e, 141 GB (141 GiB); "
+                           "132 SMs"),
 }
 
 

@@ -141,8 +141,7 @@ def induction_keys(tokens: Tensor) -> Tensor:
     """The keys an induction head reads: ``s + 1`` for each induction position ``t`` with earlier ``s``.
 
     For :func:`induction_batch` these are the positions of the segment's first
-    occurrence after its first token (and the first position of the repeat, the key
-    of the repeat's second-last query). A previous-token head matters at these keys:
+    occurrence after its first token. A previous-token head matters at these keys:
     what it writes there is what an induction head's query matches.
 
     Shapes: ``tokens (B, L)`` -> ``(B, L)`` bool.

@@ -42,6 +42,7 @@ _LAZY = {
     "ScaledDotProductAttention": "attnkit.models.layers",
     "SelfAttention": "attnkit.models.layers",
     "MultiHeadAttention": "attnkit.models.layers",
+    "MultiHeadLatentAttention": "attnkit.models.mla",
     "KVCache": "attnkit.models.layers",
     "RelativePositionBias": "attnkit.models.layers",
     "repeat_kv": "attnkit.models.layers",

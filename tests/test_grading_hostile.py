@@ -3,7 +3,9 @@
 One batch is graded once, in the sandbox, with a 3 s cell limit and a 1 GiB memory
 limit: every submission gets its exact points, nothing outside the students' scratch
 directories changes, no process outlives grading, and the feedback is bounded and
-free of hidden-test source. Needs bubblewrap; skips, saying why, where it cannot run.
+free of hidden-test source. The same batch graded with ``jobs=2`` (two students at a
+time, each in its own sandbox) gives the same results, gradebook rows and feedback.
+Needs bubblewrap; skips, saying why, where it cannot run.
 """
 
 from __future__ import annotations
@@ -166,6 +168,61 @@ def test_feedback_has_no_hidden_test_source(batch: dict) -> None:
     text = (batch["out"] / "feedback" / "peeker-ch05.txt").read_text()
     assert "print(In)" in text                      # the history holds the student's own cells
     assert "[withheld: this text contains a line of the hidden tests]" in text
+
+
+@pytest.fixture(scope="module")
+def batch_jobs_2(batch: dict) -> dict:
+    """The same submissions graded again, two students at a time, into another directory."""
+    out = batch["out"].parent / "graded-jobs-2"
+    results = grade("ch05", sorted(batch["subs"].iterdir()), out, timeout=3,
+                    source_dir=batch["src"], memory="1G", max_output=10_000,
+                    max_feedback=100_000, jobs=2)
+    return {"results": results, "out": out}
+
+
+def _comparable(res: object) -> tuple:
+    r = res  # a Result: everything but the seconds it took and the scratch it ran in
+    return (r.student, r.points, r.max_points, r.status, r.note, r.restored, r.events,  # type: ignore[attr-defined]
+            [(c.grade_id, c.points, c.message) for c in r.checks],  # type: ignore[attr-defined]
+            [Path(p).name for p in r.feedback], r.slug, r.outputs)  # type: ignore[attr-defined]
+
+
+#: A cell that runs close to its time limit can finish in one run and be stopped (or, if
+#: the kernel is too busy to take the interrupt, killed) in another, --jobs 1 against
+#: --jobs 1 included: chatty's 50 MB line and hog's 1 GiB of allocations take seconds on
+#: a loaded machine. Those cells are graded by no check, so only the events and the
+#: outputs of these students may differ between two runs, never their points or checks.
+TIME_SENSITIVE = {"chatty", "hog", "stubborn"}
+
+
+def _checks(res: object) -> tuple:
+    r = res
+    return (r.student, r.points, r.max_points, r.status, r.slug,  # type: ignore[attr-defined]
+            [(c.grade_id, c.points, c.message) for c in r.checks])  # type: ignore[attr-defined]
+
+
+@needs_sandbox
+def test_jobs_2_grades_the_hostile_batch_as_jobs_1(batch: dict, batch_jobs_2: dict) -> None:
+    one, two = batch["results"], batch_jobs_2["results"]
+    assert [_checks(r) for r in two] == [_checks(r) for r in one]   # points and checks: always
+    timed = {r1.student for r1, r2 in zip(one, two) if _comparable(r1) != _comparable(r2)}
+    assert timed <= TIME_SENSITIVE, timed
+    for r1, r2 in zip(one, two):
+        if r1.student in timed:
+            assert any("time limit" in e for e in r1.events + r2.events), r1.student
+    with (batch["out"] / "gradebook.csv").open(newline="", encoding="utf-8") as f:
+        rows1 = [r for r in csv.DictReader(f) if r["exercise_set"] == "ch05"]
+    with (batch_jobs_2["out"] / "gradebook.csv").open(newline="", encoding="utf-8") as f:
+        rows2 = list(csv.DictReader(f))
+    assert rows2 == rows1
+    fb1, fb2 = batch["out"] / "feedback", batch_jobs_2["out"] / "feedback"
+    names = sorted(p.name for p in fb2.iterdir())
+    assert names == sorted(p.name for p in fb1.iterdir() if p.name != "alice-ch04.txt")
+    slugs = {r.slug for r in one if r.student in timed}
+    for name in names:
+        if name.rsplit("-", 1)[0] not in slugs:
+            assert (fb2 / name).read_bytes() == (fb1 / name).read_bytes(), name
+    assert _processes_with("sleep 31337") == [] and _processes_with("31338") == []
 
 
 @needs_sandbox

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Limits", "Sandbox", "SandboxUnavailable", "parse_bytes", "probe"]
+__all__ = ["Limits", "Sandbox", "SandboxUnavailable", "cgroup_support", "parse_bytes", "probe"]
 
 GIB = 1024**3
 
@@ -197,7 +197,10 @@ def _python_dirs() -> list[Path]:
     return sorted(d.resolve() for d in dirs if d.exists())
 
 
-SYSTEM = ("/usr", "/etc", "/opt/conda")  # read-only; /bin, /lib... are links or binds below
+#: Read-only views of the system; /bin, /lib... are links or binds (see ``Sandbox.command``).
+#: The Python that runs the kernel (a virtual environment, its base installation, a
+#: conda prefix) is added by ``_python_dirs`` wherever it lives.
+SYSTEM = ("/usr", "/etc")
 
 
 @dataclass
@@ -277,21 +280,43 @@ class Sandbox:
         )
         return proc, cg
 
-    def describe(self) -> str:
-        """One line for the report: what isolation and which limits are in effect."""
+    def describe(self, cgroups: Sequence[str] | None = None) -> str:
+        """One line for the report: what isolation and which limits are in effect.
+
+        Args:
+            cgroups: the cgroup controllers the students' sandboxes got (``Result.cgroups``
+                of a run); ``None``: what :func:`cgroup_support` says the grader can create
+                here (it reads the cgroup files and creates nothing).
+        """
         lim = self.limits
         mem = f"{lim.memory / GIB:g} GiB"
         if not self.enabled:
             return (f"NO SANDBOX (--no-sandbox): student code runs with your rights; "
                     f"memory {mem} per process, CPU {lim.cpu_seconds} s per process")
-        cg = _Cgroup(self.limits, "probe")
-        kinds = list(cg.kinds)
-        cg.remove()
+        kinds = list(cgroup_support() if cgroups is None else cgroups)
         procs = ("a pids cgroup" if "pids" in kinds else
                  "RLIMIT_NPROC" if os.getuid() != 0 else "nothing (root without a writable cgroup)")
         total = " and for the whole sandbox (memory cgroup)" if "memory" in kinds else ""
         return (f"sandbox: bubblewrap, no network, PID namespace; memory {mem} per process{total}, "
                 f"CPU {lim.cpu_seconds} s per process, {lim.processes} processes ({procs})")
+
+
+def cgroup_support() -> list[str]:
+    """The cgroup controllers (``pids``, ``memory``) the grader could give a sandbox here.
+
+    Read from the cgroup file system without creating anything: under cgroup v2, the
+    controllers enabled for the children of the grader's own cgroup, if it may write
+    there; under v1, the ``pids`` and ``memory`` hierarchies it may write to.
+    """
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        own = _own_cgroup_v2()
+        try:
+            enabled = (own / "cgroup.subtree_control").read_text().split() if own else []
+        except OSError:
+            enabled = []
+        return [k for k in ("pids", "memory") if k in enabled and (k == "pids" or "pids" in enabled)]
+    return [k for k in ("pids", "memory") if os.access(base / k, os.W_OK)]
 
 
 def _under(p: Path, base: Path) -> bool:

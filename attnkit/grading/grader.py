@@ -20,25 +20,28 @@ How a verdict is reached (see :mod:`attnkit.grading._plan` for the cell kinds):
    goes on. Only the checks that depend on the lost cell lose points; the feedback
    names the cell.
 5. Only the grader writes: the gradebook (earlier rows kept) and, per student,
-   feedback in text and HTML, each output and each file capped by bytes, scrubbed
-   of any text of the hidden tests.
+   feedback in text and HTML (:mod:`attnkit.grading.feedback`), each output and each
+   file capped by bytes, scrubbed of any text of the hidden tests, then the student's
+   result record (:mod:`attnkit.grading.gradebook`), atomically, as soon as it is made.
 
-See :func:`grade`; the command line is :mod:`attnkit.grading.cli`.
+:func:`grade` drives a batch: :func:`_prepare` (arguments, files, gradebook, sandbox
+probe), :func:`_choose` (``resume``, ``only``, ``shard``), then
+:func:`grade_submission` for each student, in this process or on ``jobs`` worker
+processes (:mod:`attnkit.grading.batch`). The command line is :mod:`attnkit.grading.cli`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import html
+import functools
 import io
 import os
 import re
 import time
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +49,35 @@ import nbformat
 
 from ._codec import AnswerError, StudentCallable, decode
 from ._plan import Plan, build_plan
+from .feedback import cap as _cap
+from .feedback import write_feedback
+from .gradebook import (
+    CSV_COLUMNS,
+    read_gradebook,
+    read_results,
+    read_run,
+    sha256,
+    sweep_partial,
+    write_gradebook,
+    write_result,
+    write_run,
+)
 from .sets import SET_NAME, default_source_dir, grade_ids, source_notebook
 
-__all__ = ["CheckResult", "Result", "grade", "restore_missing_cells", "slug", "student_name"]
-
-#: Columns of the CSV gradebook.
-CSV_COLUMNS = ("student", "exercise_set", "points", "max_points", "status", "file")
+__all__ = [
+    "CSV_COLUMNS",
+    "CheckResult",
+    "GradingContext",
+    "Result",
+    "Submission",
+    "grade",
+    "grade_submission",
+    "restore_missing_cells",
+    "result_from_dict",
+    "result_to_dict",
+    "slug",
+    "student_name",
+]
 
 #: Largest submission read (bytes); a larger file is reported, not graded.
 MAX_SUBMISSION = 50 * 1024**2
@@ -74,6 +100,8 @@ class Result:
     ``status`` is ``"graded"``, ``"not a notebook"``, ``"wrong exercise set"`` or
     ``"error"`` (the kernel could not be started); anything but ``"graded"`` scores 0.
     ``events`` says what happened to cells (time limits, a dead kernel, restarts).
+    ``cgroups`` names the cgroup controllers that limited the student's sandbox
+    (``pids``, ``memory``; empty: resource limits per process only).
     """
 
     student: str
@@ -90,6 +118,7 @@ class Result:
     slug: str = ""
     seconds: float = 0.0
     outputs: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    cgroups: list[str] = field(default_factory=list)
 
 
 def student_name(path: str | os.PathLike[str], exercise_set: str) -> str:
@@ -208,26 +237,6 @@ def _expand(submissions: Sequence[str | os.PathLike[str]], exercise_set: str) ->
     return files
 
 
-def _read_gradebook(path: Path) -> dict[tuple[str, str], dict[str, str]]:
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    if not path.exists():
-        return rows
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not {"student", "exercise_set"} <= set(reader.fieldnames):
-                raise ValueError("no student/exercise_set columns")
-            for row in reader:
-                if row.get("student") and row.get("exercise_set"):
-                    rows[(row["student"], row["exercise_set"])] = row
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
-        raise ValueError(
-            f"out: the existing gradebook {str(path)!r} cannot be read ({exc}); move it away "
-            "or choose another --out (nothing was graded)"
-        ) from None
-    return rows
-
-
 # -- feedback text, bounded and scrubbed ---------------------------------------------------
 
 
@@ -246,14 +255,6 @@ class _Scrubber:
         if any(k in squashed for k in self.keys):
             return "[withheld: this text contains a line of the hidden tests]\n"
         return text
-
-
-def _cap(text: str, limit: int, what: str) -> str:
-    data = text.encode("utf-8", errors="replace")
-    if len(data) <= limit:
-        return text
-    kept = data[:limit].decode("utf-8", errors="ignore")
-    return kept + f"\n[{what} cut here: {len(data) - limit:,} more bytes not shown]\n"
 
 
 @dataclass
@@ -409,6 +410,334 @@ def _grade_one(nb: Any, plan: Plan, ctx: _Ctx, max_output: int) -> None:
             res.checks.append(CheckResult(gid, 0.0, pc.points, ctx.gave_up or "not run"))
 
 
+# -- one student, then the batch -----------------------------------------------------------
+
+
+@dataclass
+class GradingContext:
+    """What grading any student of one set needs; sent once to each ``--jobs`` worker.
+
+    Built by :func:`grade` after every check of its arguments; the notebooks travel as
+    JSON text, and the plan and the scrubber are rebuilt from them where they are used.
+    """
+
+    exercise_set: str
+    source_json: str
+    released_json: str
+    timeout: float
+    limits: Any
+    sandbox: bool = True
+    keep_temp: bool = False
+    max_output: int = 10_000
+    scratch_root: str | None = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    def _get(self, key: str) -> Any:
+        if key not in self._cache:
+            source = nbformat.reads(self.source_json, as_version=4)
+            released = nbformat.reads(self.released_json, as_version=4)
+            self._cache.update(plan=build_plan(self.exercise_set, source), released=released,
+                               release_ids=grade_ids(released), scrub=_Scrubber(source, released))
+        return self._cache[key]
+
+    @property
+    def plan(self) -> Plan:
+        """The set's grading plan."""
+        return self._get("plan")
+
+    @property
+    def released(self) -> Any:
+        """The released student notebook (to put back deleted cells)."""
+        return self._get("released")
+
+
+@dataclass
+class Submission:
+    """One submitted file of the class: who, where, its bytes (or why they are missing)."""
+
+    index: int
+    path: Path
+    name: str
+    slug: str
+    data: bytes | str
+    note: str = ""
+
+
+def grade_submission(ctx: GradingContext, sub: Submission) -> Result:
+    """Grade one submission in its own sandboxed kernel; the texts come back scrubbed.
+
+    The same function grades a student in :func:`grade`'s own process (``jobs=1``) and
+    in a ``--jobs`` worker, so the results do not depend on the number of jobs.
+    """
+    from ._kernel import KernelDied, KernelSession
+    from ._sandbox import Sandbox
+
+    plan = ctx.plan
+    res = Result(sub.name, ctx.exercise_set, sub.path, 0.0, plan.max_points, "graded",
+                 note=sub.note, slug=sub.slug)
+    if isinstance(sub.data, str):
+        res.status, res.note = "not a notebook", f"{sub.path.name} {sub.data}"
+        return res
+    nb, why = _parse_notebook(sub.data)
+    if nb is None:
+        res.status, res.note = "not a notebook", f"{sub.path.name} {why}"
+        return res
+    sub_ids = grade_ids(nb)
+    if not set(sub_ids) & set(ctx._get("release_ids")):
+        res.status = "wrong exercise set"
+        res.note = f"{sub.path.name} {_wrong_set_note(sub_ids, ctx.exercise_set)}"
+        return res
+    res.restored = restore_missing_cells(nb, ctx.released)
+    t0 = time.monotonic()
+    session = KernelSession(Sandbox(ctx.limits, enabled=ctx.sandbox), ctx.timeout,
+                            max_output=ctx.max_output, tag=str(sub.index),
+                            scratch_root=ctx.scratch_root)
+    state = _Ctx(session, res)
+    try:
+        session.start()
+        res.cgroups = list(getattr(session.cgroup, "kinds", []) or [])
+        _grade_one(nb, plan, state, ctx.max_output)
+    except KernelDied as exc:
+        res.status, res.note = "error", f"the kernel could not start: {exc}"
+        res.checks = []
+    finally:
+        session.close(keep=ctx.keep_temp)
+        if ctx.keep_temp:
+            res.note = (res.note + f"; scratch kept: {session.dir}").lstrip("; ")
+    res.seconds = time.monotonic() - t0
+    res.points = sum(c.points for c in res.checks)
+    res.max_points = sum(c.max_points for c in res.checks) or plan.max_points
+    scrub = ctx._get("scrub")
+    res.outputs = [(lbl, scrub(t)) for lbl, t in state.outputs]
+    res.events = [scrub(e) for e in res.events]
+    for c in res.checks:
+        c.message = scrub(c.message).strip()
+    return res
+
+
+def result_to_dict(res: Result, *, out_dir: Path | None = None) -> dict[str, Any]:
+    """A result as JSON-ready data, without the cell outputs (they are in the feedback).
+
+    With ``out_dir``, feedback files are named relative to it (``feedback/x-ch05.txt``).
+    """
+    d = asdict(res)
+    d.pop("outputs", None)
+    d["file"] = str(res.file)
+    d["feedback"] = [str(Path(p).relative_to(out_dir)) if out_dir is not None else str(p)
+                     for p in res.feedback]
+    return d
+
+
+def result_from_dict(d: dict[str, Any], *, out_dir: Path | None = None) -> Result:
+    """The :class:`Result` that :func:`result_to_dict` described."""
+    known = set(Result.__dataclass_fields__) - {"checks", "outputs", "file", "feedback"}
+    res = Result(**{k: v for k, v in d.items() if k in known}, file=Path(d["file"]))
+    res.checks = [CheckResult(**c) for c in d.get("checks", [])]
+    res.feedback = [Path(out_dir) / p if out_dir is not None else Path(p)
+                    for p in d.get("feedback", [])]
+    return res
+
+
+@dataclass
+class _Batch:
+    """A prepared run: everything read and checked before any student code runs."""
+
+    ctx: GradingContext
+    subs: list[Submission]
+    out_dir: Path
+    book: dict[tuple[str, str], dict[str, str]]
+    settings: dict[str, Any]
+    html: bool
+    max_feedback: int
+
+
+def _limits(timeout: float, max_output: int, max_feedback: int, jobs: int, memory: int | str,
+            cpu_seconds: int, processes: int) -> Any:
+    """Check the numeric arguments; the sandbox's :class:`~attnkit.grading._sandbox.Limits`."""
+    from ._sandbox import Limits, parse_bytes
+    from .batch import check_memory
+
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+    for name, v in (("max_output", max_output), ("max_feedback", max_feedback)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 100:
+            raise ValueError(f"{name} must be an int of at least 100 bytes; got {v!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise TypeError(f"jobs must be an int; got {type(jobs).__name__} {jobs!r}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1; got {jobs!r}")
+    limits = Limits(parse_bytes(memory), cpu_seconds, processes)
+    check_memory(jobs, limits.memory)
+    return limits
+
+
+def _read_class(files: list[Path], names: list[str]) -> list[Submission]:
+    """Read every submitted file; tell apart two files of one student; give each a slug."""
+    data: list[bytes | str] = []
+    for f in files:
+        try:
+            size = f.stat().st_size
+            data.append(f.read_bytes() if size <= MAX_SUBMISSION else
+                        f"is larger than {MAX_SUBMISSION // 1024**2} MB")
+        except OSError as exc:
+            data.append(f"cannot be read ({exc.strerror})")
+    # unique names (two files of one student) and unique slugs (for file names)
+    seen_names: dict[str, int] = {}
+    unique = []
+    for n in names:
+        seen_names[n] = seen_names.get(n, 0) + 1
+        unique.append(n if seen_names[n] == 1 else f"{n} ({seen_names[n]})")
+    slugs: list[str] = []
+    for n in unique:
+        s, k = slug(n), 2
+        while s in slugs:
+            s, k = f"{slug(n)}-{k}", k + 1
+        slugs.append(s)
+    return [Submission(i, path, name, s, raw,
+                       "" if name == names[i] else
+                       f"recorded as {name!r}: another file gave the same student name")
+            for i, (path, name, s, raw) in enumerate(zip(files, unique, slugs, data))]
+
+
+def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
+             out: str | os.PathLike[str], students: Sequence[str] | None, timeout: float,
+             source_dir: str | os.PathLike[str] | None, html: bool, keep_temp: bool,
+             sandbox: bool, memory: int | str, cpu_seconds: int, processes: int,
+             max_output: int, max_feedback: int, jobs: int) -> _Batch:
+    """Check the arguments, read every submission, the gradebook and the set; probe the sandbox.
+
+    Everything is read here, before any student code runs.
+    """
+    from ._sandbox import Sandbox, probe, sweep_stale_cgroups
+
+    src_dir = Path(source_dir) if source_dir is not None else default_source_dir()
+    source = source_notebook(exercise_set, src_dir)
+    limits = _limits(timeout, max_output, max_feedback, jobs, memory, cpu_seconds, processes)
+    files = _expand(submissions, exercise_set)
+    if not files:
+        raise ValueError("submissions must name at least one file; got none")
+    if students is not None and len(students) != len(files):
+        raise ValueError(
+            f"students must give one name per submitted file: {len(files)} files, "
+            f"got {len(students)} names"
+        )
+    names = [clean_name(n) for n in students] if students is not None else \
+        [student_name(f, exercise_set) for f in files]
+    out_dir = Path(out)
+    book = read_gradebook(out_dir / "gradebook.csv")
+    subs = _read_class(files, names)
+    source_text = source.read_text(encoding="utf-8")
+    build_plan(exercise_set, nbformat.reads(source_text, as_version=4))   # fails early if bad
+    if sandbox:
+        probe()
+        sweep_stale_cgroups()
+        Sandbox(limits).refuse_visible([out_dir.resolve(), src_dir.resolve(),
+                                        *(f.resolve() for f in files)])
+    (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
+    sweep_partial(out_dir)
+    ctx = GradingContext(exercise_set, source_text, "", float(timeout), limits,
+                         sandbox=sandbox, keep_temp=keep_temp, max_output=max_output)
+    settings = {"exercise_set": exercise_set, "source_sha256": sha256(source_text),
+                "timeout": float(timeout), "memory": limits.memory,
+                "cpu_seconds": limits.cpu_seconds, "processes": limits.processes,
+                "max_output": max_output, "max_feedback": max_feedback, "html": bool(html),
+                "sandbox": bool(sandbox)}
+    return _Batch(ctx, subs, out_dir, book, settings, html, max_feedback)
+
+
+@functools.lru_cache(maxsize=8)
+def _release(exercise_set: str, source_text: str) -> str:
+    """The student version of the source notebook (nbgrader ``generate_assignment``), as JSON.
+
+    A function of the source text alone, so it is made once per process and source.
+    """
+    import tempfile
+
+    from ._course import Course
+
+    with tempfile.TemporaryDirectory(prefix="attnkit-release-") as tmp:
+        src = Path(tmp) / "in" / f"{exercise_set}.ipynb"
+        src.parent.mkdir()
+        src.write_text(source_text, encoding="utf-8")
+        return Course(Path(tmp) / "course", exercise_set).generate(src).read_text(encoding="utf-8")
+
+
+def _sweep_stale_scratch() -> None:
+    """Remove the scratch directories of grading runs that were killed (their PID is gone)."""
+    import shutil
+    import tempfile
+
+    for d in Path(tempfile.gettempdir()).glob("attnkit-grade-*-*"):
+        pid = d.name.split("-")[2]
+        if d.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _only(subs: list[Submission], only: Sequence[str]) -> list[Submission]:
+    """The submissions of the students named in ``only`` (an unknown name is an error)."""
+    import difflib
+
+    wanted = {clean_name(n) for n in only}
+    names = sorted({s.name for s in subs})
+    unknown = sorted(wanted - set(names))
+    if not wanted or unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, names, n=3)
+            hints.append(f"{n!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
+                                     if close else ""))
+        raise ValueError("only: no submission of " + (", ".join(hints) or "anyone")
+                         + " among the files given (nothing was graded)")
+    return [s for s in subs if s.name in wanted]
+
+
+def _choose(batch: _Batch, resume: bool, only: Sequence[str] | None,
+            shard: Any) -> tuple[list[Submission], list[Result]]:
+    """The submissions this run grades, and the results it keeps from an earlier run."""
+    members = batch.subs
+    if shard is not None:
+        chosen = set(shard.select([s.name for s in batch.subs]))
+        members = [s for s in batch.subs if s.name in chosen]
+    if only is not None:
+        if resume or shard is not None:
+            raise ValueError("only cannot be combined with resume or shard: --only regrades "
+                             "the students it names, in the directory of the whole class")
+        return _only(batch.subs, only), []
+    if not resume:
+        return members, []
+    stored = read_results(batch.out_dir, batch.ctx.exercise_set)
+    todo, kept, other = [], [], []
+    for sub in members:
+        rec = stored.get(sub.name)
+        if rec is None:
+            todo.append(sub)
+            continue
+        if rec.get("settings") != batch.settings:
+            theirs = rec.get("settings") or {}
+            other.append((sub.name, sorted(k for k in set(theirs) | set(batch.settings)
+                                           if theirs.get(k) != batch.settings.get(k))))
+            continue
+        result = rec.get("result", {})
+        if rec.get("submission_sha256") != sha256(sub.data) or result.get("slug") != sub.slug:
+            todo.append(sub)                     # resubmitted since: graded again
+            continue
+        res = result_from_dict(result, out_dir=batch.out_dir)
+        res.file = sub.path
+        kept.append(res)
+    if other:
+        keys = sorted({k for _, ks in other for k in ks})
+        raise ValueError(
+            f"resume: {len(other)} stored result(s) in {str(batch.out_dir)!r} were made with "
+            f"other settings ({', '.join(keys)}: e.g. {other[0][0]!r}'s): resume with the "
+            "same settings, or grade again without --resume (nothing was graded)")
+    return todo, kept
+
+
 def grade(
     exercise_set: str,
     submissions: Sequence[str | os.PathLike[str]],
@@ -425,6 +754,11 @@ def grade(
     processes: int = 256,
     max_output: int = 10_000,
     max_feedback: int = 200_000,
+    jobs: int = 1,
+    resume: bool = False,
+    only: Sequence[str] | None = None,
+    shard: str | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> list[Result]:
     """Grade every submission of ``exercise_set``; write the gradebook and the feedback.
 
@@ -433,7 +767,8 @@ def grade(
         submissions: notebook files; a directory stands for the files in it (and
             ``*/ch05.ipynb`` below it). A path that does not exist stops the batch.
         out: output directory: ``gradebook.csv`` (rows of earlier runs for other
-            students or sets are kept) and ``feedback/SLUG-SET.txt`` / ``.html``.
+            students or sets are kept), ``feedback/SLUG-SET.txt`` / ``.html`` and
+            ``results/SET/`` (each student's result, written as soon as it is made).
         students: one name per submission file, instead of :func:`student_name`.
         timeout: seconds each cell (and each call of a student's function) may run.
         source_dir: the source notebooks (default :func:`default_source_dir`).
@@ -445,222 +780,81 @@ def grade(
         processes: limit on processes (and threads) per student.
         max_output: bytes kept of each cell's output in the feedback.
         max_feedback: bytes of each feedback file.
+        jobs: students graded at once, each in its own sandbox with its own limits;
+            ``jobs`` x ``memory`` must fit in the machine's memory.
+        resume: grade only the students without a stored result (made from the same
+            file with the same settings); keep the others.
+        only: grade only these students (names as the gradebook has them) and
+            replace only their rows.
+        shard: ``"i/N"``: grade the ``i``-th of ``N`` deterministic slices of the class
+            (see :mod:`attnkit.grading.shards`; ``attnkit grade merge`` joins them).
+        progress: called with the number of students to grade; returns an object with
+            ``update(result)`` and ``close()`` (e.g. :class:`~attnkit.grading.progress.Progress`).
 
     Returns:
-        One :class:`Result` per submitted file, in the order given.
+        One :class:`Result` per student of this run (graded now or kept by ``resume``),
+        in the order given.
 
     Raises:
         TypeError, ValueError: bad arguments (unknown set, a missing file, ``students``
-            of the wrong length, a non-positive limit, an unreadable gradebook).
+            of the wrong length, a non-positive limit, ``jobs`` x ``memory`` larger than
+            the machine, an unknown ``only`` name, a bad ``shard``, stored results of
+            other settings with ``resume``, an unreadable gradebook).
         SandboxUnavailable: ``sandbox=True`` but bubblewrap cannot run here.
+        KeyboardInterrupt: the run was interrupted; the students graded so far are in
+            the gradebook and ``results/``, and ``resume=True`` grades the rest.
 
     Example:
         >>> results = grade("ch05", ["alice_ch05.ipynb"], "graded")   # doctest: +SKIP
         >>> results[0].points, results[0].max_points                  # doctest: +SKIP
         (12.0, 12.0)
     """
-    from ._course import Course
-    from ._kernel import KernelDied, KernelSession
-    from ._sandbox import Limits, Sandbox, parse_bytes, probe, sweep_stale_cgroups
-
-    src_dir = Path(source_dir) if source_dir is not None else default_source_dir()
-    source = source_notebook(exercise_set, src_dir)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
-    for name, v in (("max_output", max_output), ("max_feedback", max_feedback)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 100:
-            raise ValueError(f"{name} must be an int of at least 100 bytes; got {v!r}")
-    limits = Limits(parse_bytes(memory), cpu_seconds, processes)
-    files = _expand(submissions, exercise_set)
-    if not files:
-        raise ValueError("submissions must name at least one file; got none")
-    if students is not None and len(students) != len(files):
-        raise ValueError(
-            f"students must give one name per submitted file: {len(files)} files, "
-            f"got {len(students)} names"
-        )
-    names = [clean_name(n) for n in students] if students is not None else \
-        [student_name(f, exercise_set) for f in files]
-    out_dir = Path(out)
-    book = _read_gradebook(out_dir / "gradebook.csv")
-
-    # Everything is read before any student code runs.
-    data: list[bytes | str] = []
-    for f in files:
-        try:
-            size = f.stat().st_size
-            data.append(f.read_bytes() if size <= MAX_SUBMISSION else
-                        f"is larger than {MAX_SUBMISSION // 1024**2} MB")
-        except OSError as exc:
-            data.append(f"cannot be read ({exc.strerror})")
-    source_nb = nbformat.read(source, as_version=4)
-    plan = build_plan(exercise_set, source_nb)
-
-    sb = Sandbox(limits, enabled=sandbox)
-    if sandbox:
-        probe()
-        sweep_stale_cgroups()
-        sb.refuse_visible([out_dir.resolve(), src_dir.resolve(), *(f.resolve() for f in files)])
-
-    # unique names (two files of one student) and unique slugs (for file names)
-    seen_names: dict[str, int] = {}
-    unique = []
-    for n in names:
-        seen_names[n] = seen_names.get(n, 0) + 1
-        unique.append(n if seen_names[n] == 1 else f"{n} ({seen_names[n]})")
-    slugs: list[str] = []
-    for n in unique:
-        s, k = slug(n), 2
-        while s in slugs:
-            s, k = f"{slug(n)}-{k}", k + 1
-        slugs.append(s)
-
-    (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
+    import shutil
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="attnkit-release-") as tmp:
-        released = nbformat.read(Course(Path(tmp), exercise_set).generate(source), as_version=4)
-    release_ids = grade_ids(released)
-    scrub = _Scrubber(source_nb, released)
-    results: list[Result] = []
-    for i, (path, name, s, raw) in enumerate(zip(files, unique, slugs, data)):
-        res = Result(name, exercise_set, path, 0.0, plan.max_points, "graded", slug=s)
-        if name != names[i]:
-            res.note = f"recorded as {name!r}: another file gave the same student name"
-        results.append(res)
-        if isinstance(raw, str):
-            res.status, res.note = "not a notebook", f"{path.name} {raw}"
-            continue
-        nb, why = _parse_notebook(raw)
-        if nb is None:
-            res.status, res.note = "not a notebook", f"{path.name} {why}"
-            continue
-        sub_ids = grade_ids(nb)
-        if not set(sub_ids) & set(release_ids):
-            res.status = "wrong exercise set"
-            res.note = f"{path.name} {_wrong_set_note(sub_ids, exercise_set)}"
-            continue
-        res.restored = restore_missing_cells(nb, released)
-        t0 = time.monotonic()
-        session = KernelSession(sb, timeout, max_output=max_output, tag=str(i))
-        ctx = _Ctx(session, res)
-        try:
-            session.start()
-            _grade_one(nb, plan, ctx, max_output)
-        except KernelDied as exc:
-            res.status, res.note = "error", f"the kernel could not start: {exc}"
-            res.checks = []
-        finally:
-            session.close(keep=keep_temp)
-            if keep_temp:
-                res.note = (res.note + f"; scratch kept: {session.dir}").lstrip("; ")
-        res.seconds = time.monotonic() - t0
-        res.points = sum(c.points for c in res.checks)
-        res.max_points = sum(c.max_points for c in res.checks) or plan.max_points
-        res.outputs = [(lbl, scrub(t)) for lbl, t in ctx.outputs]
-        res.events = [scrub(e) for e in res.events]
-        for c in res.checks:
-            c.message = scrub(c.message).strip()
-    for res in results:
-        res.feedback.append(_write_text_feedback(res, out_dir, max_feedback))
-        if html and res.status == "graded":
-            res.feedback.append(_write_html_feedback(res, out_dir, max_feedback))
-    _write_csv(results, book, out_dir / "gradebook.csv")
-    return results
+    from . import batch as batch_
+    from .shards import parse_shard
 
+    part = parse_shard(shard)
+    run = _prepare(exercise_set, submissions, out, students, timeout, source_dir, html,
+                   keep_temp, sandbox, memory, cpu_seconds, processes, max_output,
+                   max_feedback, jobs)
+    todo, kept = _choose(run, resume, only, part)
+    if todo:
+        run.ctx.released_json = _release(exercise_set, run.ctx.source_json)
+    if only is None or read_run(run.out_dir, exercise_set) is None:
+        write_run(run.out_dir, exercise_set, {
+            "exercise_set": exercise_set, "shard": str(part) if part else None,
+            "roster": sorted(s.name for s in run.subs),
+            "students": sorted(s.name for s in (todo + [s for s in run.subs
+                                                        if s.name in {r.student for r in kept}])),
+            "settings": run.settings})
+    by_slug = {s.slug: s for s in todo}
+    done: dict[str, Result] = {r.slug: r for r in kept}
+    reporter = progress(len(todo)) if progress is not None else None
 
-def _fmt_points(x: float) -> str:
-    return f"{x:g}"
+    def record(res: Result) -> None:
+        res.feedback = write_feedback(res, run.out_dir, run.max_feedback, run.html)
+        write_result(run.out_dir, result_to_dict(res, out_dir=run.out_dir),
+                     sha256(by_slug[res.slug].data), run.settings)
+        done[res.slug] = res
+        if reporter is not None:
+            reporter.update(res)
 
+    def worker_died(sub: Submission, why: str) -> Result:
+        return Result(sub.name, exercise_set, sub.path, 0.0, run.ctx.plan.max_points, "error",
+                      note=f"not graded: {why}", slug=sub.slug)
 
-def _feedback_parts(res: Result, limit: int) -> tuple[list[str], list[str], list[str], str]:
-    """Head lines, check lines, event lines, and the outputs section (capped)."""
-    head = [
-        f"Exercise set {res.exercise_set}, student {res.student}: "
-        f"{_fmt_points(res.points)} / {_fmt_points(res.max_points)} points",
-        f"Submitted file: {res.file.name}",
-    ]
-    checks = []
-    if res.status != "graded":
-        head.append(f"Not graded ({res.status}): {res.note}. Score 0.")
-    else:
-        width = max((len(c.grade_id) for c in res.checks), default=10)
-        for c in res.checks:
-            mark = "ok  " if c.points >= c.max_points else "FAIL"
-            pts = f"{_fmt_points(c.points)}/{_fmt_points(c.max_points)}"
-            line = f"  {mark} {pts:>5}  {c.grade_id:<{width}}"
-            checks.append((line + (f"  {c.message}" if c.message else "")).rstrip())
-        if res.restored:
-            checks += ["", "Cells missing from the submission were put back from the exercise "
-                       "set: " + ", ".join(res.restored)]
-    events = [f"  {e}" for e in res.events]
-    outs = res.outputs
-    body = "".join(f"--- output of {lbl} ---\n{t.rstrip()}\n" for lbl, t in outs)
-    used = len("\n".join(head + checks + events).encode())
-    body = _cap(body, max(limit - used - 400, 200), "feedback") if body else ""
-    return head, checks, events, body
-
-
-def _write_text_feedback(res: Result, out_dir: Path, limit: int) -> Path:
-    head, checks, events, body = _feedback_parts(res, limit)
-    lines = head + [""] + checks
-    if events:
-        lines += ["", "What happened while your notebook ran:"] + events
-    if body:
-        lines += ["", "Outputs of your cells (each cut at a fixed size):", body]
-    path = out_dir / "feedback" / f"{res.slug}-{res.exercise_set}.txt"
-    path.write_text(_cap("\n".join(lines) + "\n", limit, "feedback"), encoding="utf-8")
-    return path
-
-
-def _write_html_feedback(res: Result, out_dir: Path, limit: int) -> Path:
-    head, checks, events, body = _feedback_parts(res, limit)
-    esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{esc(res.exercise_set)}: {esc(res.student)}</title>",
-             "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto}"
-             "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem}"
-             ".ok{color:#006400}.fail{color:#a00}td{padding:.2rem .6rem;vertical-align:top}"
-             "</style></head><body>",
-             f"<h1>{esc(head[0])}</h1>", f"<p>{esc(head[1])}</p>", "<table>"]
-    for c in res.checks:
-        ok = c.points >= c.max_points
-        parts.append(f'<tr><td class="{"ok" if ok else "fail"}">{"ok" if ok else "FAIL"}</td>'
-                     f"<td>{_fmt_points(c.points)}/{_fmt_points(c.max_points)}</td>"
-                     f"<td>{esc(c.grade_id)}</td><td>{esc(c.message)}</td></tr>")
-    parts.append("</table>")
-    if res.restored:
-        parts.append(f"<p>Cells put back from the exercise set: {esc(', '.join(res.restored))}</p>")
-    if events:
-        parts.append("<h2>What happened while your notebook ran</h2><ul>")
-        parts += [f"<li>{esc(e.strip())}</li>" for e in events]
-        parts.append("</ul>")
-    if body:
-        parts += ["<h2>Outputs of your cells</h2>", f"<pre>{esc(body)}</pre>"]
-    parts.append("</body></html>")
-    path = out_dir / "feedback" / f"{res.slug}-{res.exercise_set}.html"
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
-
-
-def _write_csv(results: list[Result], rows: dict[tuple[str, str], dict[str, str]],
-               path: Path) -> None:
-    """Write the gradebook: the rows read before grading, updated with ``results``."""
-    rows = dict(rows)
-    for r in results:
-        rows[(r.student, r.exercise_set)] = {
-            "student": r.student,
-            "exercise_set": r.exercise_set,
-            "points": _fmt_points(r.points),
-            "max_points": _fmt_points(r.max_points),
-            "status": r.status,
-            "file": str(r.file),
-        }
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for key in sorted(rows):
-            w.writerow(rows[key])
-    os.replace(tmp, path)
-
+    _sweep_stale_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"attnkit-grade-{os.getpid()}-")
+    run.ctx.scratch_root = scratch
+    try:
+        batch_.run(grade_submission, run.ctx, todo, jobs, record, worker_died)
+    finally:
+        if reporter is not None:
+            reporter.close()
+        write_gradebook(run.out_dir / "gradebook.csv", run.book,
+                        [done[s.slug] for s in run.subs if s.slug in done])
+        if not keep_temp:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return [done[s.slug] for s in run.subs if s.slug in done]

@@ -10,7 +10,8 @@ from attnkit.bench.ring import main
 
 
 def test_compute_and_wait_come_from_the_timed_forward(tmp_path: Path) -> None:
-    assert main(["--nprocs", "1", "2", "--n", "64", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    # n = 1024: every shard (256 KiB or more) is above the 64 KiB mapping threshold
+    assert main(["--nprocs", "1", "2", "--n", "1024", "--repeats", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results-distributed-cpu.json").read_text())
     assert result["settings"]["compute_wait"] == "same run as the forward time"
     assert "mmap threshold" in result["settings"]["memory"]

@@ -1,6 +1,7 @@
 # One command builds the website, one runs every test; both set everything up.
 #   make book   - create .venv if missing, install, execute every notebook, build the site
-#   make test   - the same set-up, then library tests, nbval, the build, the browser test
+#                 and the PDF of the whole book (offered on the site)
+#   make test   - the same set-up, then library tests, nbval, the build, the PDF, the browser test
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -8,13 +9,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SITE := _build/html
+# The PDF of the whole book (`make pdf`), also copied beside the site's index page.
+PDF := attention-book.pdf
 # What nbval checks (override to check one: make test-notebooks NOTEBOOKS=book/NAME.ipynb).
 NOTEBOOKS := $(wildcard book/*.ipynb) exercises/source
 PIP_VERSION := 26.3
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lock book test test-lib test-notebooks test-book test-browser browser-deps grading-deps \
-        lab serve clean lint
+.PHONY: help setup lock book pdf test test-lib test-notebooks test-book test-pdf test-browser \
+        browser-deps grading-deps pdf-deps lab serve clean lint
 
 help:  ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,16 +53,17 @@ lock:  ## regenerate requirements.lock from requirements.txt (pip-tools)
 	      $(VENV)/requirements.lock; } > requirements.lock
 	@echo "requirements.lock written; run 'make test' and commit it with requirements.txt"
 
-book: $(STAMP)  ## execute every notebook and build the website (warnings are errors)
+book: $(STAMP)  ## execute every notebook and build the website and the PDF (warnings are errors)
 	$(BIN)/jupyter-book clean . >/dev/null
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	$(MAKE) pdf
 	@echo "The website is at $(CURDIR)/$(SITE)/index.html (serve it with: make serve)"
 
-test: test-lib test-notebooks test-book test-browser  ## every test: library, nbval, build, browser
+test: test-lib test-notebooks test-book test-pdf test-browser  ## every test: library, nbval, build, PDF, browser
 	@echo "All tests passed."
 
 test-lib: $(STAMP) grading-deps lint  ## the library's tests (pytest), its doctests, and ruff
-	$(BIN)/python -m pytest tests -q --ignore=tests/browser
+	$(BIN)/python -m pytest tests -q --ignore=tests/browser --ignore=tests/pdf
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules attnkit \
 	    --ignore=attnkit/engines/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
 
@@ -82,11 +86,43 @@ test-notebooks: $(STAMP)  ## nbval twice: this machine's settings, then other th
 # The test build renders the committed outputs that test-notebooks has just compared
 # with fresh runs, so the notebooks are not executed a third time. `make book`, for
 # readers, still executes everything.
+# RENDER builds with the project's configuration, notebooks not executed (their
+# committed outputs are rendered): the site of test-book, then the PDF, which reuses
+# the parsed pages of that build (same configuration, so nothing is read twice).
+RENDER = sed 's/^\( *execute_notebooks:\).*/\1 "off"/' _config.yml > _config.render.yml; \
+	status=0; $(BIN)/jupyter-book build . -W -n --keep-going --config _config.render.yml $(1) \
+	    || status=$$?; rm -f _config.render.yml; test $$status = 0
+
 test-book: $(STAMP)  ## build the site from the committed outputs, warnings as errors
 	$(BIN)/jupyter-book clean . >/dev/null
-	sed 's/^\( *execute_notebooks:\).*/\1 "off"/' _config.yml > _config.render.yml
-	status=0; $(BIN)/jupyter-book build . --all -W -n --keep-going --config _config.render.yml \
-	    || status=$$?; rm -f _config.render.yml; exit $$status
+	$(call RENDER,--all)
+
+# The PDF from the committed outputs: Sphinx's LaTeX builder (book/_ext/attnkit_pdf.py
+# prints HTML outputs as tables and explorers as a static view and a link), then
+# XeLaTeX through latexmk. Written to _build/latex/$(PDF) and copied into the site.
+pdf: $(STAMP) pdf-deps  ## the whole book as one PDF, from the committed outputs (LaTeX)
+	rm -rf _build/latex
+	$(call RENDER,--builder latex)
+	cd _build/latex && latexmk -xelatex -interaction=nonstopmode -halt-on-error -file-line-error \
+	    $(PDF:.pdf=.tex) > latexmk.out 2>&1 || { tail -n 60 latexmk.out; exit 1; }
+	@if [ -d $(SITE) ]; then cp _build/latex/$(PDF) $(SITE)/$(PDF); fi
+	@echo "The PDF is at $(CURDIR)/_build/latex/$(PDF)"
+
+test-pdf: pdf  ## build the PDF and check it: every chapter, no unresolved reference, fonts embedded
+	$(BIN)/python -m pytest tests/pdf -q
+
+# TeX for the PDF: XeLaTeX, the LaTeX packages Sphinx uses, latexmk, the fonts (Greek
+# and mathematical symbols), poppler's pdftotext/pdffonts for the PDF's test.
+PDF_PACKAGES := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
+    latexmk fonts-freefont-otf fonts-dejavu-core poppler-utils
+pdf-deps:  ## install TeX Live (XeLaTeX), latexmk, fonts and poppler-utils for the PDF (needs root or sudo)
+	@{ command -v xelatex && command -v latexmk && command -v pdffonts \
+	   && kpsewhich accsupp.sty && fc-list | grep -q FreeSerif; } >/dev/null 2>&1 || { \
+	    echo "Installing Debian's TeX Live (XeLaTeX), latexmk, fonts and poppler-utils for the PDF"; \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PDF_PACKAGES); \
+	    else sudo apt-get update -qq && \
+	        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PDF_PACKAGES); fi; }
 
 browser-deps:
 	@command -v chromium >/dev/null || { \

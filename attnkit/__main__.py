@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+from .core.registry import backends
 
 USAGE = """usage: attnkit COMMAND [ARGS...]
 
@@ -15,6 +18,14 @@ commands:
 Run `attnkit COMMAND --help` for a command's options."""
 
 
+#: The commands and the modules whose ``main(argv)`` runs them (imported when used).
+COMMANDS = {
+    "grade": "attnkit.grading.cli",
+    "exercises": "attnkit.grading.__main__",
+    "bench": "attnkit.bench.cli",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``attnkit`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -22,21 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command == "grade":
-        from .grading.cli import main as grade_main
-
-        return grade_main(rest)
-    if command == "exercises":
-        from .grading.__main__ import main as exercises_main
-
-        return exercises_main(rest)
-    if command == "bench":
-        from .bench import main as bench_main
-
-        return bench_main(rest)
+    if command in COMMANDS:
+        return importlib.import_module(COMMANDS[command]).main(rest)
     if command == "backends":
-        from .engines import backends
-
         print("\n".join(backends()))
         return 0
     print(f"attnkit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""What ``python -m attnkit.bench.ring`` measures: compute and wait from the timed run, peak memory."""
+"""What ``python -m attnkit.bench ring`` measures: compute and wait from the timed run, peak memory."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 import platform
 from pathlib import Path
 
-from attnkit.bench.ring import main
+from attnkit.bench import main
 
 
 def test_compute_and_wait_come_from_the_timed_forward(tmp_path: Path) -> None:
     # n = 1024: every shard (256 KiB or more) is above the 64 KiB mapping threshold
-    assert main(["--nprocs", "1", "2", "--n", "1024", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    assert main(["ring", "--nprocs", "1", "2", "--n", "1024", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results-distributed-cpu.json").read_text())
     assert result["settings"]["compute_wait"] == "same run as the forward time"
     assert "mmap threshold" in result["settings"]["memory"]

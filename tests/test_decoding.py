@@ -150,14 +150,15 @@ def test_split_sizes():
     assert sum(split_sizes(1001, 7)) == 1001
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_splits=0), "num_splits must be a positive integer; got 0"),
-    (dict(num_splits=2.5), "num_splits must be a positive integer"),
-    (dict(num_splits=True), "num_splits must be a positive integer"),
-    (dict(num_splits=2, workers=0), "workers must be a positive integer"),
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(num_splits=0), ValueError, "num_splits must be a positive integer; got 0"),
+    (dict(num_splits=2.5), TypeError, "num_splits must be a positive integer; got 2.5 of type float"),
+    (dict(num_splits=True), TypeError, "num_splits must be a positive integer; got True of type bool"),
+    (dict(num_splits=2, workers=0), ValueError, "workers must be a positive integer"),
+    (dict(num_splits=2, return_lse=1), TypeError, "return_lse must be a bool"),
 ])
-def test_split_kv_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_split_kv_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         split_kv_attention(example.Q, example.K, example.V, **kwargs)
 
 

@@ -110,16 +110,31 @@ def test_zigzag_balances_causal_work():
 
 def test_shard_bad_arguments():
     x = np.zeros((4, 2))
-    with pytest.raises(ValueError, match=r"rank must lie in \[0, world_size\) = \[0, 2\); got 2"):
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[0, 1\]; got 2"):
         shard(x, 2, 2)
-    with pytest.raises(ValueError, match="layout must be 'contiguous' or 'zigzag'; got 'striped'"):
+    with pytest.raises(TypeError, match=r"rank must be an integer in \[0, 1\]; got 1.0 of type float"):
+        shard(x, 1.0, 2)
+    with pytest.raises(ValueError, match=r"layout must be one of \['contiguous', 'zigzag'\]; got 'striped'"):
         shard(x, 0, 2, layout="striped")
-    with pytest.raises(ValueError, match="dim must lie in"):
+    with pytest.raises(ValueError, match=r"dim must be an integer in \[-2, 1\]; got 3"):
         shard(x, 0, 2, dim=3)
     with pytest.raises(TypeError, match="x must be a numpy.ndarray or torch.Tensor; got list"):
         shard([1, 2], 0, 2)
     with pytest.raises(ValueError, match=r"shard lengths \[1, 3\] along dim -2 are not those"):
         unshard([x[:1], x[1:]], layout="contiguous")
+
+
+@pytest.mark.parametrize("tensors", [False, True], ids=["numpy", "torch"])
+def test_unshard_names_shards_of_different_widths(tensors):
+    parts = [np.zeros((2, 3)), np.zeros((2, 5))]  # the same lengths, other widths
+    if tensors:
+        parts = [torch.from_numpy(p) for p in parts]
+    with pytest.raises(ValueError, match=r"same shape in every dimension but the sequence axis "
+                                         r"dim=-2; got shards\[0\] of shape \(2, 3\) and "
+                                         r"shards\[1\] of shape \(2, 5\)"):
+        unshard(parts)
+    with pytest.raises(ValueError, match=r"shards\[1\] of shape \(2, 2, 3\)"):
+        unshard([np.zeros((2, 3)), np.zeros((2, 2, 3))])
 
 
 def test_ring_attention_needs_a_process_group():
@@ -141,8 +156,12 @@ def test_launch_bad_arguments():
         launch(ring_checks, 0, [])
     with pytest.raises(ValueError, match="must be importable"):
         launch(lambda rank, world: rank, 2)
-    with pytest.raises(ValueError, match="backend must be 'gloo' or 'nccl'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \['gloo', 'nccl'\]; got 'mpi'"):
         launch(ring_checks, 1, [], backend="mpi")
+    with pytest.raises(TypeError, match="timeout must be a real number"):
+        launch(ring_checks, 1, [], timeout="10")
+    with pytest.raises(ValueError, match="collective_timeout must be a finite positive number; got 0"):
+        launch(ring_checks, 1, [], collective_timeout=0)
 
 
 @pytest.mark.cuda

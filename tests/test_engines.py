@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from problems import cast
 
 import attnkit
 from attnkit import attention
@@ -70,18 +71,6 @@ def _tol(dtype: str) -> float:
     return 1e-10 if dtype == "float64" else 2e-5
 
 
-def _cast(p: dict, dtype: str, to_torch: bool) -> dict:
-    out = dict(p)
-    for name in ("q", "k", "v", "mask"):
-        x = p[name]
-        if x is None:
-            continue
-        if x.dtype != np.bool_:
-            x = x.astype(dtype)
-        out[name] = torch.from_numpy(x) if to_torch else x
-    return out
-
-
 @pytest.mark.parametrize("tensors", [False, True], ids=["numpy-in", "torch-in"])
 @pytest.mark.parametrize("backend", OTHERS)
 def test_against_reference(backend: str, tensors: bool) -> None:
@@ -90,8 +79,8 @@ def test_against_reference(backend: str, tensors: bool) -> None:
     @settings(max_examples=c["examples"] or settings().max_examples)
     @given(p=problems(masks=c["masks"]), dtype=st.sampled_from(c["dtypes"]))
     def check(p: dict, dtype: str) -> None:
-        ref = attention(**_cast(p, "float64", False), backend="numpy")
-        got = attention(**_cast(p, dtype, tensors), backend=backend)
+        ref = attention(**cast(p, "float64", False), backend="numpy")
+        got = attention(**cast(p, dtype, tensors), backend=backend)
         assert isinstance(got, torch.Tensor) == tensors
         got = got.numpy() if tensors else got
         assert got.shape == ref.shape and str(got.dtype) == dtype
@@ -294,3 +283,54 @@ def test_backends_lists_reference_first() -> None:
     assert {"torch", "sdpa"} <= set(BACKENDS)
     if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
         assert "triton" not in BACKENDS
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_come_back_or_are_refused(backend: str) -> None:
+    """The probe: tensors that need gradients come back with them, or a clear refusal.
+
+    Never a result without a ``grad_fn`` from inputs that require grad (a gradient
+    lost silently); what happens follows the engine's declared ``gradients``.
+    """
+    c = capabilities(backend)
+    dtype = getattr(torch, caps(backend)["dtypes"][0])
+    gen = torch.Generator().manual_seed(7)
+    base = [torch.randn(2, n, 4, generator=gen, dtype=dtype) for n in (3, 5, 5)]
+    for needs in ((0, 1, 2), (1,)):  # q, k and v; only k
+        xs = [x.clone().requires_grad_(i in needs) for i, x in enumerate(base)]
+        if c.gradients:
+            out = attention(*xs, causal="bottom-right", backend=backend)
+            assert out.grad_fn is not None, backend
+            out.square().sum().backward()
+            for i, x in enumerate(xs):
+                assert (x.grad is not None) == (i in needs)
+                if x.grad is not None:
+                    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+        else:
+            with pytest.raises(ValueError, match=rf"backend '{backend}' computes no gradients, but "
+                                                 r".*require.* grad.*use a backend that carries"):
+                attention(*xs, backend=backend)
+            with torch.no_grad():  # inference asks for no gradient: every engine serves it
+                assert attention(*xs, backend=backend).grad_fn is None
+            assert attention(*(x.detach() for x in xs), backend=backend).grad_fn is None
+    # a floating mask that requires grad: its gradient, or a clear refusal
+    mask = torch.randn(3, 5, generator=gen, dtype=dtype, requires_grad=True)
+    if c.masks == ("bool",) or c.mask_rows == "key":
+        mask = torch.randn(1, 5, generator=gen, dtype=dtype, requires_grad=True)
+    if "float" not in c.masks:
+        return
+    if c.mask_gradients:
+        attention(*base, mask=mask, backend=backend).sum().backward()
+        assert mask.grad is not None and torch.isfinite(mask.grad).all()
+    else:
+        with pytest.raises(ValueError, match="mask requires grad"):
+            attention(*base, mask=mask, backend=backend)
+
+
+def test_numpy_inputs_never_need_gradients() -> None:
+    """NumPy arrays carry no gradient: every engine takes them, whatever it declares."""
+    q, k, v = (np.random.default_rng(8).normal(size=(3, 4)) for _ in range(3))
+    ref = attention(q, k, v)
+    for backend in BACKENDS:
+        if "float64" in capabilities(backend).dtypes:
+            np.testing.assert_allclose(attention(q, k, v, backend=backend), ref, atol=1e-12)

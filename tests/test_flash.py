@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import attnkit
 from attnkit import attention
+from attnkit.core.masks import Band, visible_mask
 from attnkit.engines import _online as flash
 from attnkit.engines.flash_numpy import flash_attention_numpy
 from attnkit.engines.flash_torch import flash_attention_torch
@@ -252,13 +253,13 @@ def test_numpy_memory_is_linear() -> None:
     assert peak < full_matrix / 20, (peak, full_matrix)
 
 
-@pytest.mark.parametrize("name,value", [("block_q", 0), ("block_k", -3), ("block_q", 2.5),
-                                        ("block_k", True)])
-def test_bad_block_sizes(name: str, value: object) -> None:
+@pytest.mark.parametrize("name,value,error", [("block_q", 0, ValueError), ("block_k", -3, ValueError),
+                                              ("block_q", 2.5, TypeError), ("block_k", True, TypeError)])
+def test_bad_block_sizes(name: str, value: object, error: type) -> None:
     x = np.ones((4, 2))
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(error, match=name):
         flash_attention_numpy(x, x, x, **{name: value})
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(error, match=name):
         flash_attention_torch(*(torch.ones(4, 2) for _ in range(3)), **{name: value})
 
 
@@ -442,3 +443,60 @@ def test_repeated_calls_reuse_scratch_and_agree() -> None:
     torch.testing.assert_close(t1, t2, rtol=0, atol=0)
     assert t1.data_ptr() != t2.data_ptr()
     np.testing.assert_allclose(t1.numpy(), first, atol=1e-12)
+
+
+def _count_visits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """``(i0, i1, keys)`` for every block of queries the tiled loops visit, counted as they run."""
+    blocks: list[tuple[int, int, int]] = []
+    real = Band.tiles
+
+    def tiles(self: Band, i0: int, i1: int, block_k: int) -> list[tuple[int, int, bool]]:
+        out = real(self, i0, i1, block_k)
+        blocks.append((i0, i1, sum(j1 - j0 for j0, j1, _ in out)))
+        return out
+
+    monkeypatch.setattr(Band, "tiles", tiles)
+    return blocks
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("n,causal,window", [(2048, True, (64, 0)), (4096, True, (256, 0)),
+                                             (3000, True, (100, 0)), (2048, False, (40, 40)),
+                                             (1500, True, (700, 0))])
+def test_windowed_tiles_visit_at_most_twice_the_visible_keys(
+        monkeypatch: pytest.MonkeyPatch, kind: str, n: int, causal: bool, window: tuple) -> None:
+    """The tiles come from the window: each query's block computes < 2x the keys it sees.
+
+    Counted in the engine's own loop (every tile it visits), not timed.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    args = (x, x, x) if kind == "numpy" else tuple(torch.from_numpy(x) for _ in range(3))
+    visible = visible_mask(n, n, "top-left" if causal else None, window).sum(axis=1)  # per query
+    full = visible == visible.max()  # queries whose window is not cut by the sequence's ends
+
+    def visited_keys() -> np.ndarray:
+        blocks = _count_visits(monkeypatch)
+        attention(*args, causal=causal, window=window, backend="flash")
+        visited = np.zeros(n, int)
+        for i0, i1, keys in blocks:  # one pass per block (no overflow in these inputs)
+            visited[i0:i1] += keys
+        monkeypatch.undo()
+        return visited
+
+    visited = visited_keys()
+    assert (visited >= visible).all()
+    assert visited[full].max() < 2 * visible.max(), (visited[full].max(), visible.max())
+    assert visited.sum() < 2 * visible.sum()
+    if window[0] + window[1] + 1 < 512:  # the 512-row tiles of every banded call before: 2x or more
+        monkeypatch.setattr(flash, "BLOCK_Q", 512)
+        monkeypatch.setattr(flash, "BLOCK_K", 512)
+        before = visited_keys()
+        assert before[full].max() >= 2 * visible.max()
+
+
+def test_window_blocks_are_chosen_from_the_band_width() -> None:
+    assert flash.default_blocks("numpy", True, width=257) == (256, 256)
+    assert flash.default_blocks("torch", True, width=5) == (16, 16)
+    assert flash.default_blocks("numpy", True, width=10_000) == (512, 512)
+    assert flash.default_blocks("numpy", True) == (512, 512)  # causal, no window

@@ -41,6 +41,8 @@ EXPECTED = {
     "frank": (12, "graded"),              # right, but warns and writes to stderr
     "grace": (0, "not a notebook"),
     "heidi": (0, "wrong exercise set"),   # a ch01 notebook
+    "ivan": (6, "graded"),                # masked_attention calls attnkit.attention
+    "judy": (6, "graded"),                # the same under an alias, the refusal swallowed
     "spy": (12, "graded"),                # right, and looks for the hidden tests on disk
 }
 

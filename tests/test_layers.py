@@ -330,3 +330,52 @@ def test_gradcheck_self_attention() -> None:
     head = SelfAttention(3, d_k=2).double()
     x = _randn(2, 4, 3).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: head(t, causal=True), (x,))
+
+
+@pytest.mark.parametrize("layer", ["self", "mha"])
+def test_layers_train_only_through_engines_that_carry_gradients(layer: str) -> None:
+    """MultiHeadAttention(backend='numpy') trained only out_proj once: now it refuses to train."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+
+    def make(backend: str) -> torch.nn.Module:
+        if layer == "self":
+            return SelfAttention(16, d_k=8, backend=backend)
+        return MultiHeadAttention(16, 4, num_kv_heads=2, backend=backend)
+
+    with pytest.raises(ValueError, match=r"is training .*, but backend 'numpy' computes no gradients"):
+        make("numpy")(x)
+    with torch.no_grad():  # inference: no gradient asked for, every engine serves
+        assert make("numpy")(x).shape[:2] == (2, 5)
+    assert make("numpy").requires_grad_(False)(x).grad_fn is None  # frozen
+    for backend in ("torch", "sdpa", "flash"):
+        module = make(backend)
+        module(x, causal=True).square().sum().backward()
+        for name, p in module.named_parameters():  # the projections before attention too
+            assert p.grad is not None and p.grad.abs().sum() > 0, (backend, name)
+
+
+def test_mha_groups_heads_without_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grouped-query heads reach attention() as Hkv heads with enable_gqa, not repeated copies."""
+    import attnkit.models.layers as layers
+
+    attention = attnkit.attention
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(16, 4, num_kv_heads=2, backend="torch")
+    x = torch.randn(2, 6, 16)
+    seen = {}
+
+    def spy(q, k, v, **kw):  # what the layer hands to attention()
+        seen.update(q=q.shape, k=k.shape, enable_gqa=kw["enable_gqa"])
+        return attention(q, k, v, **kw)
+
+    monkeypatch.setattr(layers, "attention", spy)
+    out = mha(x, causal=True)
+    assert seen == {"q": (2, 4, 6, 4), "k": (2, 2, 6, 4), "enable_gqa": True}
+    # the same numbers as the copy that repeat_kv makes
+    B, L, H, Hkv, Dh = 2, 6, 4, 2, 4
+    q = mha.q_proj(x).view(B, L, H, Dh).transpose(1, 2)
+    k = repeat_kv(mha.k_proj(x).view(B, L, Hkv, Dh).transpose(1, 2), H // Hkv)
+    v = repeat_kv(mha.v_proj(x).view(B, L, Hkv, Dh).transpose(1, 2), H // Hkv)
+    ref = mha.out_proj(attention(q, k, v, causal=True, backend="torch").transpose(1, 2).reshape(B, L, -1))
+    torch.testing.assert_close(out, ref)

@@ -35,7 +35,7 @@ def test_docstring_pictures() -> None:
 def test_causal_mask_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError, match="L must be"):
         causal_mask(-1)
-    with pytest.raises(ValueError, match="S must be"):
+    with pytest.raises(TypeError, match="S must be"):
         causal_mask(2, 2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="causal"):
         causal_mask(2, alignment="middle")  # type: ignore[arg-type]

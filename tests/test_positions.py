@@ -38,9 +38,10 @@ def test_sinusoidal_base() -> None:
     assert P[2, 2] == pytest.approx(math.sin(2 / 100 ** 0.5))
 
 
-@pytest.mark.parametrize("n,d", [(-1, 4), (3, 3), (3, 0), (2.0, 4)])
-def test_sinusoidal_errors(n: object, d: object) -> None:
-    with pytest.raises(ValueError, match="n_positions|dim"):
+@pytest.mark.parametrize("n,d,error", [(-1, 4, ValueError), (3, 3, ValueError), (3, 0, ValueError),
+                                       (2.0, 4, TypeError)])
+def test_sinusoidal_errors(n: object, d: object, error: type) -> None:
+    with pytest.raises(error, match="n_positions|dim"):
         sinusoidal_positions(n, d)  # type: ignore[arg-type]
 
 

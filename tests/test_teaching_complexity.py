@@ -81,8 +81,8 @@ def test_trace_rejects_bad_shapes():
 
 
 def test_step_costs_rejects_bad_sizes():
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="n must be a positive integer"):
+    for bad, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n must be a positive integer"):
             step_costs(bad, 4)
 
 

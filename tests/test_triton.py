@@ -163,6 +163,43 @@ def test_interpreter_windows_sinks_softcap(interpreter: None, kw: dict) -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("blocks,causal,window", [((16, 16), True, (64, 0)),
+                                                   ((64, 64), True, (100, 0)),
+                                                   ((64, 64), False, (30, 30))])
+def test_interpreter_windowed_kernel_visits_at_most_twice_the_visible_keys(
+        interpreter: None, monkeypatch: pytest.MonkeyPatch, blocks: tuple, causal: bool,
+        window: tuple) -> None:
+    """Counted by the forward kernel (its loops' trip counts): under twice the keys seen.
+
+    The tiles are capped by the window (the 64-wide tiles become 32 under a window of
+    101 keys, 16 under 61).
+    """
+    monkeypatch.setattr(triton_flash, "INTERPRETER_BLOCKS", blocks)
+    gen = torch.Generator().manual_seed(3)
+    n = 320
+    q, k, v = (torch.randn(1, n, 16, generator=gen) for _ in range(3))
+    visited = triton_flash.visited_keys(q, k, v, causal=causal, window=window)[0].numpy()
+    visible = attnkit.core.masks.visible_mask(n, n, "top-left" if causal else None,
+                                              window).sum(axis=1)
+    full = visible == visible.max()  # queries whose window the sequence's ends do not cut
+    assert (visited >= visible).all()
+    assert visited[full].max() < 2 * visible.max(), (visited[full].max(), visible.max())
+    if blocks != (16, 16):  # the window's cap made the tiles smaller
+        assert triton_flash.window_block_cap(window[0] + window[1] + 1) < max(blocks)
+
+
+def test_window_caps_the_gpu_tiles() -> None:
+    """On a GPU each kernel's tiles, capped by the window, keep BLOCK_M + 2 BLOCK_N <= width."""
+    for name, table in triton_flash.DEFAULT_CONFIGS.items():
+        for key, (m, n, _, _) in table.items():
+            for width in (48, 65, 101, 257, 1025, 5000):
+                cap = triton_flash.window_block_cap(width)
+                bm, bn = min(m, cap), min(n, cap)
+                assert bm + 2 * bn <= width, (name, key, width, bm, bn)
+                assert bm >= 16 and bn >= 16 and bm & (bm - 1) == 0 and bn & (bn - 1) == 0
+    assert triton_flash.window_block_cap(None) is None
+
+
 @pytest.mark.parametrize("mask,match", [
     (torch.ones(7, 9, dtype=torch.bool), "key masks only"),
     (torch.zeros(2, 7, 9), "key masks only"),

@@ -130,11 +130,32 @@ def test_unknown_backend() -> None:
         attention(q, k, v, backend="cuda")
 
 
-@pytest.mark.parametrize("causal", ["upper", 1, None, "bottom_right"])
+@pytest.mark.parametrize("causal", ["upper", "bottom_right", np.str_("top_left")])
 def test_unknown_causal(causal: object, backend: str) -> None:
     q, k, v = qkv()
     with pytest.raises(ValueError, match="causal must be False, True, 'top-left' or 'bottom-right'"):
         attention(q, k, v, causal=causal, backend=backend)
+
+
+@pytest.mark.parametrize("causal", [1, 0, None, 1.0])
+def test_causal_of_the_wrong_type(causal: object, backend: str) -> None:
+    """1 is not True: a number or None for causal is a TypeError, deliberately."""
+    q, k, v = qkv()
+    with pytest.raises(TypeError, match=r"causal must be False, True, .*; got .* of type"):
+        attention(q, k, v, causal=causal, backend=backend)
+
+
+@pytest.mark.parametrize("alignment", ["bottom-right", "top-left"])
+def test_string_subclasses_are_strings(alignment: str, backend: str) -> None:
+    """numpy.str_ (what NumPy and pandas hand back) is accepted wherever a str is."""
+    q, k, v = qkv(L=3, S=5)
+    s = np.array([alignment])[0]
+    assert type(s) is np.str_
+    np.testing.assert_array_equal(attention(q, k, v, causal=s, backend=backend),
+                                  attention(q, k, v, causal=alignment, backend=backend))
+    np.testing.assert_array_equal(attnkit.causal_mask(3, 5, alignment=s),
+                                  attnkit.causal_mask(3, 5, alignment=alignment))
+    assert attention(q, k, v, backend=np.str_(backend)).shape == (3, 5)
 
 
 def test_return_weights_must_be_bool() -> None:
@@ -148,3 +169,40 @@ def test_engines_without_weights_say_so(name: str) -> None:
     q, k, v = qkv()
     with pytest.raises(ValueError, match=rf"backend '{name}' never forms the .* weight matrix"):
         attention(q, k, v, backend=name, return_weights=True)
+
+
+def test_vocabulary_wrong_type_is_typeerror_wrong_value_is_valueerror() -> None:
+    from attnkit.core._validate import choice, flag, integer, positive_int, real
+
+    for bad in ("3", 3.0, True, None, np.float64(3)):
+        with pytest.raises(TypeError, match="n must be a positive integer; got .* of type"):
+            integer("n", bad, minimum=1)
+        with pytest.raises(TypeError, match="n must be a positive integer"):
+            positive_int("n", bad)
+    for bad in ("3", True, None, 1j):
+        with pytest.raises(TypeError, match="x must be a real number"):
+            real("x", bad)
+    with pytest.raises(ValueError, match="n must be a positive integer; got 0"):
+        integer("n", 0, minimum=1)
+    with pytest.raises(ValueError, match="x must be a number > 1; got 1"):
+        real("x", 1, above=1)
+    assert integer("n", np.int64(3), minimum=1) == 3 and type(integer("n", np.int64(3))) is int
+    # choice: str subclasses are strings; 1 is not True; a sort no option has is a TypeError
+    assert type(choice("c", np.str_("a"), ("a", "b"))) is str
+    assert choice("bits", np.int64(8), (16, 8, 4)) == 8
+    with pytest.raises(ValueError, match=r"c must be one of \['a', 'b'\]; got 'z'"):
+        choice("c", "z", ("a", "b"))
+    with pytest.raises(TypeError, match=r"c must be one of \[True, False\]; got 1 of type int"):
+        choice("c", 1, (True, False))
+    with pytest.raises(TypeError, match=r"bits must be one of \[16, 8, 4\]; got 8.0 of type float"):
+        choice("bits", 8.0, (16, 8, 4))
+    with pytest.raises(TypeError, match="f must be a bool; got 1"):
+        flag("f", 1)
+
+
+@pytest.mark.parametrize("window,error", [((1.5, 0), TypeError), ("ab", TypeError), ((1, 2, 3), ValueError),
+                                          ((-1, 0), ValueError), ((True, 0), TypeError)])
+def test_window_types_and_values(window: object, error: type) -> None:
+    q, k, v = qkv()
+    with pytest.raises(error, match="window"):
+        attention(q, k, v, window=window)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from problems import cast
 
 import attnkit
 from attnkit import attention
@@ -80,15 +81,6 @@ def _reference(p: dict) -> np.ndarray:
     return attention(q, np.repeat(k, g, axis=-3), np.repeat(v, g, axis=-3), backend="numpy", **args)
 
 
-def _with_dtype(p: dict, dtype: str, tensors: bool) -> dict:
-    out = dict(p)
-    for name in ("q", "k", "v", "mask"):
-        if name in p and p[name] is not None:
-            x = p[name] if p[name].dtype == np.bool_ else p[name].astype(dtype)
-            out[name] = torch.from_numpy(x) if tensors else x
-    return out
-
-
 @pytest.mark.parametrize("tensors", [False, True], ids=["numpy-in", "torch-in"])
 @pytest.mark.parametrize("backend", OTHERS)
 def test_variants_against_reference(backend: str, tensors: bool) -> None:
@@ -101,7 +93,7 @@ def test_variants_against_reference(backend: str, tensors: bool) -> None:
     @given(p=variant_problems(c.features, key_masks=c.mask_rows == "key"))
     def check(p: dict) -> None:
         ref = _reference(p)
-        got = attention(**_with_dtype(p, dtype, tensors), backend=backend)
+        got = attention(**cast(p, dtype, tensors), backend=backend)
         got = got.numpy() if tensors else got
         np.testing.assert_allclose(got, ref, atol=tol, rtol=tol)
 

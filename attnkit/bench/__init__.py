@@ -1,15 +1,21 @@
-"""``python -m attnkit.bench``: the engines side by side, time and peak memory.
+"""``python -m attnkit.bench engines|decoding|ring|mla|sparse``: the benchmarks, one home.
 
 Every number about speed or memory in the book comes from here (never from a
 timed test). The package:
 
-* :mod:`~attnkit.bench.measure` - the one peak-memory helper, timing, the machine
-  (CPU model, family and vector ISA) and the child-process runner;
-* :mod:`~attnkit.bench.cpu` and :mod:`~attnkit.bench.gpu` - the two runners (the
-  CPU engines come from the engines' declarations);
-* :mod:`~attnkit.bench.report` - the results files (JSON and Markdown);
-* :mod:`~attnkit.bench.results` - loading them back, fitted slopes, plots;
-* :mod:`~attnkit.bench.cli` - the command line.
+* :mod:`~attnkit.bench.cli` - the one command line (``engines`` is the default);
+* :mod:`~attnkit.bench.cpu`, :mod:`~attnkit.bench.gpu` - the engines side by side
+  (the CPU engines come from the engines' declarations);
+  :mod:`~attnkit.bench.decoding` - split-KV decoding; :mod:`~attnkit.bench.ring` -
+  ring attention on local processes; :mod:`~attnkit.bench.mla`,
+  :mod:`~attnkit.bench.sparse` - chapter 13's latent and top-k attention (each
+  imported when its command runs);
+* :mod:`~attnkit.bench.measure` - the one timer and the one peak-memory helper;
+* :mod:`~attnkit.bench.machine` - the one machine record;
+* :mod:`~attnkit.bench.report` - the one results writer (JSON and Markdown, one schema);
+* :mod:`~attnkit.bench.results` - loading the files back, fitted slopes, plots.
+
+Importing this package imports neither torch nor Triton.
 """
 
 from __future__ import annotations

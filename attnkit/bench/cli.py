@@ -1,143 +1,217 @@
-"""``python -m attnkit.bench``: the engines side by side, time and peak memory.
+"""``python -m attnkit.bench engines|decoding|ring|mla|sparse``: the benchmarks' one command line.
 
 Every number about speed or memory in the book comes from here (never from a
-timed test). Each configuration runs in its own child process, so that one
-engine's memory high-water mark or thread pool cannot leak into another's.
+timed test). The benchmarks share one results schema and one writer
+(:func:`attnkit.bench.report.write_results`)::
 
-CPU (``--device cpu``, the default without a GPU): one thread
-(``torch.set_num_threads(1)``, ``OMP/MKL/OPENBLAS_NUM_THREADS=1``), ``d = 64``,
-float32, ``q, k, v`` of shape ``(1, 1, n, d)``; engines ``numpy`` (the naive
-reference, forms the n x n matrix), ``torch`` (naive, eager), ``sdpa`` (PyTorch's
-fused kernel), ``flash-numpy`` and ``flash-torch`` (attnkit's tiled engine on
-NumPy and on torch input, with the library's tile sizes or ``--block-q`` and
-``--block-k``, to try others on a machine). Measured per call:
+    python -m attnkit.bench engines  [--device cpu|cuda] [--window W] ...   (the default)
+    python -m attnkit.bench decoding [--sizes S ...] [--splits N ...] ...
+    python -m attnkit.bench ring     [--nprocs P ...] [--n N] ...
+    python -m attnkit.bench mla      [--sizes S ...] [--heads H] ...
+    python -m attnkit.bench sparse   [--sizes N ...] [--topk K ...] ...
 
-* time: the best (minimum) and the median of at least ``--repeats`` calls, and
-  of at least ``--min-time`` seconds of calls, after one warm-up call; over
-  ``--rounds`` interleaved rounds the minimum of the best times; ratios are best
-  time over SDPA's best time at the same ``n``. The machine's load average before
-  and after is recorded with the results;
-* peak memory: the growth of the child's resident set during one call (Linux:
-  reset the high-water mark through ``/proc/self/clear_refs``, read ``VmHWM``
-  afterwards; the inputs already exist), and for NumPy engines also the peak of
-  ``tracemalloc`` (NumPy reports its buffers to it).
+``engines`` compares the engines, each configuration in its own child process
+(:mod:`attnkit.bench.cpu`: one thread, time and peak memory; with ``--window`` also
+the windowed speed-up against full causal attention and against the ideal;
+:mod:`attnkit.bench.gpu`: the Triton kernels against SDPA's FlashAttention,
+TFLOP/s). ``decoding`` times split-KV decoding against one pass
+(:mod:`attnkit.bench.decoding`); ``ring`` runs ring attention on P local processes
+(:mod:`attnkit.bench.ring`); ``mla`` and ``sparse`` time chapter 13's multi-head latent
+attention and top-k sparse attention (:mod:`attnkit.bench.mla`,
+:mod:`attnkit.bench.sparse`). Without a command, ``engines`` runs, so
+``python -m attnkit.bench --device cpu`` works as before.
 
-GPU (``--device cuda``): bf16, ``batch * n = 16384`` tokens, ``heads = 2048 / d``,
-``d`` in 64 and 128, ``n`` from 512 to 16384, causal and not; the Triton engine
-against ``scaled_dot_product_attention`` restricted to its FlashAttention backend,
-forward and forward+backward, timed with ``triton.testing.do_bench`` (median,
-CUDA events). FLOPs per forward: ``4 * batch * heads * n * n * d`` (half of
-that with a causal mask); forward+backward counts 3.5 times the forward (the
-backward as 2.5 forwards, FlashAttention's convention). The card's bf16 matrix
-product rate is measured in the same run (an 8192^3 product) as the peak.
-
-Results go to ``benchmarks/results-{cpu,gpu}.json`` (with the machine, the library
-versions and the command) and a human-readable ``.md`` beside each.
+Each writes ``<out>/results-<kind>.json`` (the date, the command, the machine, the
+settings and the rows) and a Markdown page beside it. A benchmark's module is
+imported when its command runs (the ring's and the GPU's import torch and Triton):
+importing :mod:`attnkit.bench` imports neither.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from .cpu import CPU_ENGINES, CPU_SIZES, cpu_child, run_cpu
-from .gpu import GPU_DIMS, GPU_SIZES, gpu_child, matmul_peak, run_gpu
+from ..core._arrays import torch_module
+from ..core._validate import integer, positive_int, real
 from .report import write_results
 
-# ------------------------------------------------------------------------ parent
+#: The benchmark commands and the modules that run them (imported when used).
+COMMANDS = {
+    "engines": "attnkit.bench.cpu",  # attnkit.bench.gpu with --device cuda
+    "decoding": "attnkit.bench.decoding",
+    "ring": "attnkit.bench.ring",
+    "mla": "attnkit.bench.mla",
+    "sparse": "attnkit.bench.sparse",
+}
 
 
-def _cuda_ready() -> str | None:
-    """``None`` when the GPU benchmark can run here, else why not (one sentence)."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"no CUDA GPU is usable here (torch {torch.__version__}: torch.cuda.is_available() is False)"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "Triton is not installed"
-    return None
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m attnkit.bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+
+    e = commands.add_parser("engines", help="the engines side by side (default)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="cpu: one-thread engine comparison; cuda: Triton vs SDPA TFLOP/s")
+    e.add_argument("--sizes", type=int, nargs="+", help="sequence lengths n")
+    e.add_argument("--engines", nargs="+", default=None,
+                   help="CPU engines to compare (default: every CPU engine; sdpa is the baseline)")
+    e.add_argument("--d", type=int, default=64, help="CPU head width (default 64)")
+    e.add_argument("--dims", type=int, nargs="+", default=[64, 128],
+                   help="GPU head widths (default 64 128)")
+    e.add_argument("--tokens", type=int, default=16384, help="GPU: batch * n")
+    e.add_argument("--repeats", type=int, default=5, help="CPU: timed calls per child")
+    e.add_argument("--rounds", type=int, default=1, help="CPU: interleaved rounds")
+    e.add_argument("--min-time", type=float, default=0.5,
+                   help="CPU: keep calling until this many seconds of calls (default 0.5)")
+    e.add_argument("--window", type=int, default=None,
+                   help="CPU: causal sliding window (W, 0), and full causal attention as its "
+                        "baseline; writes results-cpu-window.*")
+    e.add_argument("--block-q", type=int, default=None,
+                   help="CPU: queries per tile of the flash engines (default: the "
+                        "library's, attnkit.engines._online.default_blocks)")
+    e.add_argument("--block-k", type=int, default=None,
+                   help="CPU: keys per tile of the flash engines (default: the library's)")
+
+    d = commands.add_parser("decoding", help="split-KV decoding against one pass (CPU)")
+    d.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384, 65536],
+                   help="cache lengths S")
+    d.add_argument("--heads", type=int, default=8)
+    d.add_argument("--dim", type=int, default=128)
+    d.add_argument("--splits", type=int, nargs="+", default=[2, 4, 8])
+    d.add_argument("--workers", type=int, default=2, help="threads for the chunks")
+    d.add_argument("--repeats", type=int, default=7)
+    d.add_argument("--min-time", type=float, default=0.2,
+                   help="keep calling until this many seconds of calls (default 0.2)")
+    d.add_argument("--arrays", nargs="+", default=["numpy", "torch"], choices=["numpy", "torch"])
+
+    r = commands.add_parser("ring", help="ring attention on P local gloo processes (CPU)")
+    r.add_argument("--nprocs", type=int, nargs="+", default=[1, 2, 4])
+    r.add_argument("--n", type=int, default=8192, help="sequence length")
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--heads", type=int, default=2)
+    r.add_argument("--dim", type=int, default=64)
+    r.add_argument("--repeats", type=int, default=2)
+
+    m = commands.add_parser("mla", help="multi-head latent attention: absorbed vs naive (CPU)")
+    m.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384, 32768],
+                   help="cache lengths S")
+    m.add_argument("--heads", type=int, default=16)
+    m.add_argument("--head-dim", type=int, default=128)
+    m.add_argument("--rope-dim", type=int, default=64)
+    m.add_argument("--kv-latent", type=int, default=512)
+    m.add_argument("--repeats", type=int, default=5)
+    m.add_argument("--min-time", type=float, default=0.2)
+
+    t = commands.add_parser("sparse", help="top-k sparse attention against dense (CPU)")
+    t.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
+    t.add_argument("--topk", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    t.add_argument("--dim", type=int, default=64)
+    t.add_argument("--index-heads", type=int, default=2)
+    t.add_argument("--index-dim", type=int, default=8)
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--min-time", type=float, default=0.2)
+
+    for sub in (e, d, r, m, t):
+        sub.add_argument("--out", type=Path, default=Path("benchmarks"),
+                         help="folder for results-*.json and results-*.md (default benchmarks/)")
+    return parser
+
+
+def _command_line(argv: list[str]) -> str:
+    """The command as run, without ``--out`` (where the files go does not change them)."""
+    given = list(argv)
+    if "--out" in given:
+        i = given.index("--out")
+        del given[i:i + 2]
+    return " ".join(["python -m attnkit.bench", *given])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m attnkit.bench`` / ``attnkit bench``; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="attnkit bench", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="cpu: one-thread engine comparison; cuda: Triton vs SDPA TFLOP/s")
-    parser.add_argument("--sizes", type=int, nargs="+", help="sequence lengths n")
-    parser.add_argument("--engines", nargs="+", choices=CPU_ENGINES, default=list(CPU_ENGINES),
-                        help="CPU engines to compare (sdpa is the time baseline)")
-    parser.add_argument("--d", type=int, default=64, help="CPU head width (default 64)")
-    parser.add_argument("--dims", type=int, nargs="+", default=list(GPU_DIMS),
-                        help="GPU head widths (default 64 128)")
-    parser.add_argument("--tokens", type=int, default=16384, help="GPU: batch * n")
-    parser.add_argument("--repeats", type=int, default=5, help="CPU: timed calls per child")
-    parser.add_argument("--rounds", type=int, default=1, help="CPU: interleaved rounds")
-    parser.add_argument("--min-time", type=float, default=0.5,
-                        help="CPU: keep calling until this many seconds of calls (default 0.5)")
-    parser.add_argument("--window", type=int, default=None,
-                        help="CPU: causal sliding window (W, 0) instead of full attention; "
-                             "writes results-cpu-window.*")
-    parser.add_argument("--block-q", type=int, default=None,
-                        help="CPU: queries per tile of the flash engines (default: the "
-                             "library's, attnkit.engines._online.default_blocks)")
-    parser.add_argument("--block-k", type=int, default=None,
-                        help="CPU: keys per tile of the flash engines (default: the library's)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"),
-                        help="folder for results-*.json and results-*.md (default benchmarks/)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.child:
-        cfg = json.loads(args.child)
-        if cfg["mode"] == "cpu":
-            result: Any = cpu_child(cfg)
-        elif cfg["mode"] == "gpu":
-            result = gpu_child(cfg)
-        else:
-            result = matmul_peak()
-        print(json.dumps(result))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:  # one measurement, in the process the engines runner spawned
+        cfg = json.loads(argv[1])
+        runner = importlib.import_module("attnkit.bench.gpu" if cfg["mode"] in ("gpu", "matmul")
+                                         else COMMANDS["engines"])
+        print(json.dumps(runner.child(cfg)))
         return 0
-
-    device = args.device
-    cuda = _cuda_ready()
-    if device == "auto":
-        device = "cuda" if cuda is None else "cpu"
-    elif device == "cuda" and cuda is not None:
-        parser.error(f"--device cuda: {cuda}; run with --device cpu, or on a machine with an "
-                     "NVIDIA GPU, CUDA-enabled torch and Triton")
-    given = list(argv if argv is not None else sys.argv[1:])
-    if "--out" in given:  # where the files go does not change the results
-        i = given.index("--out")
-        del given[i:i + 2]
-    command = "python -m attnkit.bench " + " ".join(given)
-    if args.min_time < 0:
-        parser.error(f"--min-time must be a number of seconds >= 0; got {args.min_time}")
-    if args.window is not None and args.window < 0:
-        parser.error(f"--window must be a non-negative integer; got {args.window}")
-    for flag, value in (("--block-q", args.block_q), ("--block-k", args.block_k)):
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be a positive integer; got {value}")
-    if device == "cpu":
-        if "sdpa" not in args.engines:
-            parser.error("--engines must include sdpa, the time baseline")
-        args.sizes = args.sizes or list(CPU_SIZES)
-        result = run_cpu(args)
-    else:
-        args.sizes = args.sizes or list(GPU_SIZES)
-        result = run_gpu(args)
-    jpath, mpath = write_results(result, args.out, command.strip())
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["engines", *argv]  # the engines benchmark, as before the commands existed
+    parser = _parser()
+    args = parser.parse_args(argv)
+    module = COMMANDS[args.command]
+    if args.command == "engines":
+        device = args.device
+        if device != "cpu":
+            why = cuda_unready()
+            if device == "cuda" and why is not None:
+                parser.error(f"--device cuda: {why}; run with --device cpu, or on a machine with "
+                             "an NVIDIA GPU, CUDA-enabled torch and Triton")
+            device = "cuda" if why is None else "cpu"
+        args.device = device
+        module = "attnkit.bench.gpu" if device == "cuda" else module
+    runner = importlib.import_module(module)
+    try:
+        check_options(args)
+        if hasattr(runner, "check"):  # what only this benchmark checks (and its defaults)
+            runner.check(args)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    result = runner.from_args(args)
+    jpath, mpath = write_results(result, args.out, _command_line(argv), runner.table)
     print(mpath.read_text())
     print(f"wrote {jpath} and {mpath}")
     return 0
+
+
+#: Options that are counts (positive integers, or lists of them), whichever command has them.
+COUNTS = ("sizes", "heads", "dim", "d", "dims", "tokens", "splits", "workers", "repeats",
+          "rounds", "nprocs", "n", "batch", "head_dim", "rope_dim", "kv_latent", "topk",
+          "index_heads", "index_dim", "block_q", "block_k")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The options every command shares, through the validation vocabulary.
+
+    Counts (:data:`COUNTS`) are positive integers, ``--min-time`` a number of seconds
+    ``>= 0``, ``--window`` a non-negative integer; an option left out (``None``)
+    takes its command's default.
+
+    Raises:
+        TypeError, ValueError: a bad value, named by its option (``--min-time``).
+    """
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        values = value if isinstance(value, list) else [value]
+        if name in COUNTS:
+            for x in values:
+                if x is not None:
+                    positive_int(flag, x)
+        elif name == "min_time":
+            real(flag, value, minimum=0)
+        elif name == "window" and value is not None:
+            integer(flag, value, minimum=0)
+
+
+def cuda_unready() -> str | None:
+    """``None`` when the GPU benchmark can run here, else why not (one sentence)."""
+    try:
+        torch = torch_module()
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return f"no CUDA GPU is usable here (torch {torch.__version__}: torch.cuda.is_available() is False)"
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    return None
 
 
 if __name__ == "__main__":

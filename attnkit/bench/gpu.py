@@ -1,24 +1,48 @@
-"""The GPU runner: the Triton engine against SDPA's FlashAttention, TFLOP/s."""
+"""The engines on a GPU: the Triton engine against SDPA's FlashAttention, TFLOP/s.
+
+``python -m attnkit.bench engines --device cuda``: bf16, ``batch * n = 16384``
+tokens, ``heads = 2048 / d``, ``d`` in 64 and 128, ``n`` from 512 to 16384, causal
+and not; the Triton engine against ``scaled_dot_product_attention`` restricted to
+its FlashAttention backend, forward and forward+backward, timed with
+``triton.testing.do_bench`` (median, CUDA events). FLOPs per forward:
+``4 * batch * heads * n * n * d`` (half of that with a causal mask);
+forward+backward counts 3.5 times the forward (the backward as 2.5 forwards,
+FlashAttention's convention). The card's bf16 matrix product rate is measured in the
+same run (an 8192^3 product) as the peak.
+
+This module imports torch and Triton at its top: the command line imports it only
+for ``--device cuda``.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from triton.testing import do_bench
+
+from ..engines.triton_flash import flash_attention_triton, tuned_configs
 from .measure import peak_memory, spawn
+from .report import fmt
 
 GPU_SIZES = (512, 1024, 2048, 4096, 8192, 16384)
-GPU_DIMS = (64, 128)
+
+
+def child(cfg: dict[str, Any]) -> Any:
+    """One child's measurement: the kernels at one ``(d, causal)``, or the matmul peak."""
+    return matmul_peak() if cfg["mode"] == "matmul" else gpu_child(cfg)
+
+
+def check(args: argparse.Namespace) -> None:
+    """The default sizes (the shared options: :func:`~attnkit.bench.cli.check_options`)."""
+    args.sizes = args.sizes or list(GPU_SIZES)
 
 
 def gpu_child(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Measure the Triton kernels and SDPA's FlashAttention at one ``(d, causal)``, all ``n``."""
-    import torch
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from ..engines.triton_flash import flash_attention_triton, tuned_configs
-
     d, causal, tokens = cfg["d"], cfg["causal"], cfg["tokens"]
     heads = 2048 // d
     rows = []
@@ -55,8 +79,6 @@ def gpu_child(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _gpu_measure(fn: Any, qkv: tuple, d_out: Any, flops: float, ref: Any) -> dict[str, Any]:
     """Forward and forward+backward time, TFLOP/s and peak extra memory of ``fn(q, k, v)``."""
-    from triton.testing import do_bench
-
     row: dict[str, Any] = {}
     out = fn(*qkv)
     row["max_abs_diff_vs_sdpa"] = float((out.float() - ref.float()).abs().max())
@@ -80,9 +102,6 @@ def _gpu_measure(fn: Any, qkv: tuple, d_out: Any, flops: float, ref: Any) -> dic
 
 def matmul_peak() -> dict[str, Any]:
     """The measured bf16 matrix-product rate of the current GPU (8192^3, median)."""
-    import torch
-    from triton.testing import do_bench
-
     n = 8192
     gen = torch.Generator(device="cuda").manual_seed(0)
     a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16, generator=gen)
@@ -91,7 +110,7 @@ def matmul_peak() -> dict[str, Any]:
     return {"n": n, "dtype": "bfloat16", "ms": ms, "tflops": 2 * n**3 / ms / 1e9}
 
 
-def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """All GPU configurations, one child per (head dim, causal)."""
     rows: list[dict[str, Any]] = []
     for d in args.dims:
@@ -134,3 +153,25 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def table(result: dict[str, Any]) -> list[str]:
+    """The Markdown table of a GPU results dict."""
+    p = result["matmul_peak"]
+    lines = [f"Measured bf16 matmul peak: {fmt(p.get('tflops'), '.0f')} TFLOP/s "
+             f"({p.get('n')}^3 product).", "",
+             "| d | causal | n | engine | fwd ms | fwd TFLOP/s | fwd x SDPA | fwd % peak "
+             "| fwd+bwd ms | fwd+bwd TFLOP/s | fwd+bwd x SDPA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (r["d"], r["causal"], r["n"], r["engine"])):
+        if "error" in r:
+            lines.append(f"| {r['d']} | {r['causal']} | {r['n']} | {r['engine']} | "
+                         f"error: {r['error'][-80:]} |")
+            continue
+        frac = r.get("fwd_fraction_of_matmul_peak")
+        lines.append(
+            f"| {r['d']} | {r['causal']} | {r['n']} | {r['engine']} | "
+            f"{r['fwd_ms']:.3f} | {r['fwd_tflops']:.0f} | "
+            f"{fmt(r.get('fwd_speedup_vs_sdpa'), '.2f')} | "
+            f"{fmt(None if frac is None else 100 * frac, '.0f')} | "
+            f"{r['fwdbwd_ms']:.3f} | {r['fwdbwd_tflops']:.0f} | "
+            f"{fmt(r.get('fwdbwd_speedup_vs_sdpa'), '.2f')} |")
+    return lines

@@ -1,26 +1,37 @@
-"""Measurement: one peak-memory helper, timing, and what the machine is.
+"""Measurement: the one timer, the one peak-memory helper, and the child-process runner.
 
-:func:`peak_memory` is the one way attnkit measures peak memory: the growth of the
-process's resident-set high-water mark (``"rss"``, Linux), the peak of
-``tracemalloc`` (``"tracemalloc"``: NumPy reports its buffers to it, torch does
-not) or the CUDA allocator's peak (``"cuda"``).
+:func:`time_calls` (and :func:`best_and_median`, :func:`best_of_rounds` on top of it)
+is the one way attnkit times a call: every benchmark and chapter 6's
+:func:`attnkit.teaching.complexity.measure_scaling` use it. :func:`peak_memory` is
+the one way it measures peak memory: the growth of the process's resident-set
+high-water mark (``"rss"``, Linux), the peak of ``tracemalloc`` (``"tracemalloc"``:
+NumPy reports its buffers to it, torch does not) or the CUDA allocator's peak
+(``"cuda"``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+import tracemalloc
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
+from ..core._arrays import torch_module
 from ..core._validate import choice, positive_int, real
+from ..engines import release_scratch
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
+
+#: The clocks a measurement may read: elapsed time, or this process's CPU time (which
+#: does not count the time spent waiting for a core that another program holds).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+K = TypeVar("K", bound=Hashable)
 
 
 def peak_memory(fn: Callable[[], Any], how: str = "tracemalloc") -> int | None:
@@ -48,12 +59,8 @@ def peak_memory(fn: Callable[[], Any], how: str = "tracemalloc") -> int | None:
         True
     """
     choice("how", how, ("tracemalloc", "rss", "cuda"))
-    from ..engines import release_scratch
-
     release_scratch()
     if how == "tracemalloc":
-        import tracemalloc
-
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
@@ -63,8 +70,7 @@ def peak_memory(fn: Callable[[], Any], how: str = "tracemalloc") -> int | None:
         finally:
             tracemalloc.stop()
     if how == "cuda":
-        import torch
-
+        torch = torch_module()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -96,112 +102,94 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
-def best_and_median(fn: Callable[[], Any], repeats: int,
-                    min_time: float = 0.0) -> tuple[float, float]:
-    """Seconds of the fastest and the median call, after one warm-up call.
+def time_calls(fn: Callable[[], Any], repeats: int, min_time: float = 0.0, *,
+               clock: str = "wall", before: Callable[[], Any] | None = None) -> list[float]:
+    """Seconds of each timed call of ``fn``, fastest first, after one warm-up call.
 
     Calls ``fn`` at least ``repeats`` times and, beyond that, until ``min_time``
     seconds of calls have passed (at most 1000 calls), so that a call of a few
     milliseconds is sampled many times, not just ``repeats`` times.
 
+    Args:
+        fn: the call to time.
+        repeats: the least number of timed calls.
+        min_time: the least seconds of timed calls.
+        clock: a key of :data:`CLOCKS` (``"wall"`` or ``"cpu"``).
+        before: run before each call, outside the timing (a barrier between ranks).
+
     Raises:
-        TypeError: ``min_time`` not a real number.
-        ValueError: ``repeats`` not a positive integer, or ``min_time`` negative.
+        TypeError: ``repeats`` or ``min_time`` of the wrong type.
+        ValueError: ``repeats`` not positive, ``min_time`` negative, an unknown ``clock``.
+
+    Example:
+        >>> times = time_calls(lambda: sum(range(100)), 3)
+        >>> len(times) >= 3 and times == sorted(times)
+        True
+    """
+    repeats = positive_int("repeats", repeats)
+    min_time = real("min_time", min_time, minimum=0)
+    now = CLOCKS[choice("clock", clock, list(CLOCKS))]
+    fn()
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_time and len(times) < 1000):
+        if before is not None:
+            before()
+        start = now()
+        fn()
+        times.append(now() - start)
+    return sorted(times)
+
+
+def timing(repeats: int, min_time: float) -> str:
+    """How :func:`time_calls` timed, in words, for a results file's settings.
+
+    Example:
+        >>> timing(5, 0.2)
+        'best of at least 5 calls and 0.2 s of calls, after a warm-up call'
+    """
+    return f"best of at least {repeats} calls and {min_time:g} s of calls, after a warm-up call"
+
+
+def best_and_median(fn: Callable[[], Any], repeats: int,
+                    min_time: float = 0.0) -> tuple[float, float]:
+    """Seconds of the fastest and the median call (:func:`time_calls`, elapsed time).
 
     Example:
         >>> best, median = best_and_median(lambda: sum(range(100)), 3)
         >>> 0 < best <= median
         True
     """
-    repeats = positive_int("repeats", repeats)
-    min_time = real("min_time", min_time)
-    if min_time < 0:
-        raise ValueError(f"min_time must be a number >= 0 (seconds); got {min_time!r}")
-    fn()
-    times: list[float] = []
-    while len(times) < repeats or (sum(times) < min_time and len(times) < 1000):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
+    times = time_calls(fn, repeats, min_time)
     return times[0], times[len(times) // 2]
 
 
-def cpu_description() -> dict[str, Any]:
-    """The CPU: model name, vendor, family/model numbers and vector ISA (Linux ``/proc/cpuinfo``).
+def best_of_rounds(calls: Mapping[K, Callable[[], Any]], rounds: int, *,
+                   clock: str = "wall") -> dict[K, float]:
+    """The fastest call of each entry of ``calls`` over ``rounds`` interleaved rounds.
 
-    ``vector_isa`` is the widest of AVX-512, AVX2 or SSE (x86) or NEON/SVE (Arm) that
-    the flags show; ``avx512`` lists the AVX-512 subsets present.
+    Every call is made once to warm up, then each round calls every entry once: a
+    burst of disturbance on a shared machine spoils one round of every entry instead
+    of every call of one entry, and the minimum discards it.
+
+    Raises:
+        TypeError, ValueError: as :func:`time_calls`.
+
+    Example:
+        >>> best = best_of_rounds({"a": lambda: None, "b": lambda: sum(range(99))}, 2)
+        >>> sorted(best)
+        ['a', 'b']
     """
-    info: dict[str, Any] = {"model": platform.processor() or "unknown"}
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if ":" in line:
-                    key, _, value = line.partition(":")
-                    fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return info
-    info["model"] = fields.get("model name", info["model"])
-    for key, name in (("vendor_id", "vendor"), ("cpu family", "family"), ("model", "model_number"),
-                      ("stepping", "stepping")):
-        if key in fields:
-            info[name] = fields[key]
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    avx512 = sorted(f for f in flags if f.startswith("avx512"))
-    info["avx512"] = avx512
-    if "avx512f" in flags:
-        isa = "AVX-512"
-    elif "avx2" in flags:
-        isa = "AVX2" + ("+FMA" if "fma" in flags else "")
-    elif "sve" in flags:
-        isa = "SVE"
-    elif "asimd" in flags or "neon" in flags:
-        isa = "NEON"
-    elif "sse4_2" in flags:
-        isa = "SSE4.2"
-    else:
-        isa = "unknown"
-    info["vector_isa"] = isa
-    return info
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    """The machine and library versions, for a results file."""
-    cpu = cpu_description()
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu": cpu["model"],
-        "cpu_details": cpu,
-        "logical_cpus": os.cpu_count(),
-    }
-    try:
-        with open("/proc/meminfo") as f:
-            info["memory_gib"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    versions: dict[str, str] = {}
-    for name in ("numpy", "torch", "triton"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = "not installed"
-    from .. import __version__
-
-    versions["attnkit"] = __version__
-    info["versions"] = versions
-    if device == "cuda":
-        import torch
-
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_memory_gib"] = round(props.total_memory / 1024**3, 1)
-        info["gpu_multiprocessors"] = props.multi_processor_count
-        info["cuda"] = torch.version.cuda
-    return info
+    rounds = positive_int("rounds", rounds)
+    now = CLOCKS[choice("clock", clock, list(CLOCKS))]
+    for fn in calls.values():  # warm-up
+        fn()
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for key, fn in calls.items():
+            start = now()
+            fn()
+            best[key] = min(best[key], now() - start)
+    return best
 
 
 def spawn(payload: dict[str, Any], threads_one: bool,

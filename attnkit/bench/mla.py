@@ -1,6 +1,6 @@
-"""Benchmark: multi-head latent attention, absorbed against naive decoding, on the CPU.
+"""Multi-head latent attention, absorbed against naive decoding, on the CPU.
 
-``python -m attnkit.bench.mla`` times the attention part of one decoding step of
+``python -m attnkit.bench mla`` times the attention part of one decoding step of
 :class:`attnkit.models.mla.MultiHeadLatentAttention` (one new query per head against a
 latent cache of ``S`` tokens; the projections of the new token, the same in both
 paths, are left out) on one thread, float32:
@@ -14,29 +14,24 @@ Both in the same run (best and median of at least ``--repeats`` calls and
 ``--min-time`` seconds of calls); the ratio is naive time / absorbed time. The shape
 is DeepSeek-V3's per head (``d_h`` 128, ``d_R`` 64, ``d_c`` 512) with ``--heads`` heads
 (128 in the model; fewer by default, so that the naive path's up-projected keys fit a
-laptop's memory at 32k tokens). ``--out DIR`` writes ``results-mla-cpu.md`` and
-``.json`` with the machine named.
+laptop's memory at 32k tokens). Results: ``results-mla-cpu``. This module imports
+torch at its top (the command line imports it when the command runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
-from .machine import describe_machine, machine_line
-from .measure import best_and_median
-from .report import save_results, utc_now
+import torch
+
+from ..models.mla import MultiHeadLatentAttention
+from .measure import best_and_median, timing
 
 
 def run(sizes: list[int], heads: int, head_dim: int, rope_dim: int, kv_latent: int,
         repeats: int, min_time: float = 0.2, seed: int = 0) -> dict[str, Any]:
     """Measure both paths at every cache length; returns the rows and the settings."""
-    import torch
-
-    from ..models.mla import MultiHeadLatentAttention
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -76,63 +71,28 @@ def run(sizes: list[int], heads: int, head_dim: int, rope_dim: int, kv_latent: i
         "mha_numbers_per_token": 2 * heads * head_dim}}
 
 
-def markdown(result: dict[str, Any], command: str) -> str:
-    """The results as a Markdown page."""
-    m, st = result["machine"], result["settings"]
-    lines = [
-        "# Multi-head latent attention: absorbed against naive decoding (CPU)",
-        "",
-        f"- date: {result['date']}",
-        f"- command: `{command}`",
-        f"- machine: {machine_line(m)}",
-        f"- versions: torch {m['versions'].get('torch')}",
-        f"- problem: one decoding step's attention, {st['heads']} heads, d_h {st['head_dim']}, "
-        f"d_R {st['rope_dim']}, d_c {st['kv_latent']}, {st['dtype']}, one thread",
-        f"- time: best of at least {st['repeats']} calls and {st['min_time_s']} s of calls; "
-        "ratio = time / absorbed time in the same run",
-        "",
-        "| S | method | best ms | median ms | x absorbed | max abs diff vs naive |",
-        "|---|---|---|---|---|---|",
-    ]
+def check(args: argparse.Namespace) -> None:
+    """RoPE's even width (the shared options: :func:`~attnkit.bench.cli.check_options`)."""
+    if args.rope_dim % 2:
+        raise ValueError(f"--rope-dim must be even (RoPE rotates pairs); got {args.rope_dim}")
+
+
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The MLA benchmark from the command line; returns the results (kind ``mla-cpu``)."""
+    result = run(args.sizes, args.heads, args.head_dim, args.rope_dim, args.kv_latent,
+                 args.repeats, args.min_time)
+    st = result["settings"]
+    st["problem"] = (f"one decoding step's attention, {st['heads']} heads, d_h {st['head_dim']}, "
+                     f"d_R {st['rope_dim']}, d_c {st['kv_latent']}, {st['dtype']}, one thread")
+    st["time"] = timing(st["repeats"], st["min_time_s"]) + "; ratio = time / absorbed time"
+    return {"kind": "mla-cpu", **result}
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """The Markdown table of an MLA results dict."""
+    lines = ["| S | method | best ms | median ms | x absorbed | max abs diff vs naive |",
+             "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['S']} | {r['method']} | {r['best_ms']:.2f} | {r['median_ms']:.2f} | "
                      f"{r['ratio_vs_absorbed']:.2f} | {r['max_abs_diff_vs_naive']:.1e} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: measure, print, optionally write the results files."""
-    p = argparse.ArgumentParser(prog="python -m attnkit.bench.mla",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384, 32768],
-                   help="cache lengths S")
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--rope-dim", type=int, default=64)
-    p.add_argument("--kv-latent", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--min-time", type=float, default=0.2)
-    p.add_argument("--out", type=Path, default=None, help="folder for results-mla-cpu.md/.json")
-    a = p.parse_args(argv)
-    for name in ("heads", "head_dim", "rope_dim", "kv_latent", "repeats"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(a, name)}")
-    if a.rope_dim % 2:
-        p.error(f"--rope-dim must be even; got {a.rope_dim}")
-    if min(a.sizes) < 1:
-        p.error("--sizes must be positive integers")
-    if a.min_time < 0:
-        p.error(f"--min-time must be a number of seconds >= 0; got {a.min_time}")
-    result = run(a.sizes, a.heads, a.head_dim, a.rope_dim, a.kv_latent, a.repeats, a.min_time)
-    result["machine"] = describe_machine()
-    result["date"] = utc_now()
-    command = "python -m attnkit.bench.mla " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(result, command.strip())
-    print(text)
-    if a.out is not None:
-        save_results(a.out, "results-mla-cpu", result, text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return lines

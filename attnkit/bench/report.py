@@ -1,15 +1,40 @@
-"""Results files: ``results-<kind>.json`` and a Markdown table beside it."""
+"""The one results writer: ``results-<kind>.json`` and a Markdown page beside it.
+
+Every benchmark's results share one schema::
+
+    kind       "cpu", "cpu-window", "gpu", "decoding-cpu", "distributed-cpu", "mla-cpu",
+               "topk-cpu"
+    date       "2026-11-30 11:52 UTC"
+    command    the command that made it, e.g. "python -m attnkit.bench decoding"
+    machine    attnkit.bench.machine.machine(): CPU, its vector ISA, memory, versions (GPU)
+    settings   what was measured and how (each a value or a sentence)
+    rows       one dict per measured configuration (the benchmark's own fields)
+
+and, by kind, ``fitted_slopes`` (the CPU engines) and ``matmul_peak`` (the GPU).
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .measure import machine_info
+from .machine import machine, machine_line
 
 MiB = 1024 * 1024
+
+#: The title of each kind's Markdown page.
+TITLES = {
+    "cpu": "Benchmark results (CPU)",
+    "cpu-window": "Benchmark results (CPU, causal sliding window)",
+    "gpu": "Benchmark results (GPU)",
+    "decoding-cpu": "Split-KV decoding against one-pass decoding (CPU)",
+    "distributed-cpu": "Ring attention on local gloo processes (CPU): time, memory and traffic per rank",
+    "mla-cpu": "Multi-head latent attention: absorbed against naive decoding (CPU)",
+    "topk-cpu": "Top-k sparse attention against dense causal attention (CPU)",
+}
 
 
 def utc_now() -> str:
@@ -17,8 +42,39 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def fmt(x: Any, spec: str) -> str:
+    """``format(x, spec)``, or an empty cell for ``None``.
+
+    Example:
+        >>> fmt(1.234, ".1f"), fmt(None, ".1f")
+        ('1.2', '')
+    """
+    return "" if x is None else format(x, spec)
+
+
+def write_results(result: dict[str, Any], out_dir: Path, command: str,
+                  table: Callable[[dict[str, Any]], list[str]]) -> tuple[Path, Path]:
+    """Write ``results-<kind>.json`` and ``results-<kind>.md``; return their paths.
+
+    Args:
+        result: a benchmark's ``kind``, ``settings``, ``rows`` (and extras).
+        out_dir: the folder (made if missing).
+        command: the command that made the results.
+        table: the benchmark's Markdown table of ``result`` (a list of lines).
+    """
+    kind = result["kind"]
+    result = {"kind": kind, "date": utc_now(), "command": command,
+              "machine": machine("cuda" if kind == "gpu" else "cpu"),
+              **{k: v for k, v in result.items() if k != "kind"}}
+    return save_results(out_dir, f"results-{kind}", result, markdown(result, table))
+
+
 def save_results(out_dir: Path, stem: str, result: dict[str, Any], text: str) -> tuple[Path, Path]:
-    """Write ``<stem>.json`` (``result``) and ``<stem>.md`` (``text``); return their paths."""
+    """Write ``<stem>.json`` (``result``) and ``<stem>.md`` (``text``); return their paths.
+
+    The files themselves: :func:`write_results` stamps and renders a benchmark's
+    results and calls this.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     jpath, mpath = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     jpath.write_text(json.dumps(result, indent=1) + "\n")
@@ -26,73 +82,24 @@ def save_results(out_dir: Path, stem: str, result: dict[str, Any], text: str) ->
     return jpath, mpath
 
 
-def write_results(result: dict[str, Any], out_dir: Path, command: str) -> tuple[Path, Path]:
-    """Write ``results-<kind>.json`` and ``results-<kind>.md``; return their paths."""
-    kind = result["kind"]
-    result = {
-        "date": utc_now(),
-        "command": command,
-        "machine": machine_info("cuda" if kind == "gpu" else "cpu"),
-        **result,
-    }
-    return save_results(out_dir, f"results-{kind}", result, markdown(result))
+def markdown(result: dict[str, Any], table: Callable[[dict[str, Any]], list[str]]) -> str:
+    """The Markdown page of a results dict: date, command, machine, settings, then ``table``.
 
-
-def _fmt(x: Any, spec: str) -> str:
-    return "" if x is None else format(x, spec)
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """A human-readable table of a results dictionary."""
+    Example:
+        >>> page = markdown({"kind": "cpu", "date": "d", "command": "c", "settings": {"d": 64},
+        ...                  "machine": {"cpu": "X", "logical_cpus": 1, "platform": "p",
+        ...                              "versions": {"numpy": "2"}}, "rows": []},
+        ...                 lambda r: ["| n |"])
+        >>> page.splitlines()[0], page.splitlines()[-1]
+        ('# Benchmark results (CPU)', '| n |')
+    """
     m = result["machine"]
-    cpu = m.get("cpu_details", {})
-    lines = [f"# Benchmark results ({result['kind'].upper()})", "",
+    lines = [f"# {TITLES.get(result['kind'], 'Benchmark results')}", "",
              f"- date: {result['date']}", f"- command: `{result['command']}`",
-             f"- machine: {m.get('gpu', m['cpu'])}; {m['logical_cpus']} logical CPUs; "
-             f"{m['platform']}",
-             f"- CPU: {cpu.get('model', m['cpu'])}, vendor {cpu.get('vendor', '?')}, family "
-             f"{cpu.get('family', '?')} model {cpu.get('model_number', '?')}; vector ISA "
-             f"{cpu.get('vector_isa', '?')} (AVX-512: {', '.join(cpu.get('avx512', [])) or 'no'})",
+             f"- machine: {machine_line(m)}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     lines += [f"- {k}: {v}" for k, v in result["settings"].items() if v is not None] + [""]
     if result.get("fitted_slopes"):
         lines += ["Fitted slope of log(time) against log(n): "
                   + ", ".join(f"{e} {s:.2f}" for e, s in result["fitted_slopes"].items()), ""]
-    if result["kind"].startswith("cpu"):
-        lines += ["| n | engine | best ms | median ms | x SDPA time | peak RSS growth MiB "
-                  "| tracemalloc MiB | x naive memory |", "|---|---|---|---|---|---|---|---|"]
-        for r in result["rows"]:
-            if "error" in r:
-                lines.append(f"| {r['n']} | {r['engine']} | error: {r['error'][-80:]} |")
-                continue
-            rss = r.get("peak_rss_growth_bytes")
-            tm = r.get("tracemalloc_peak_bytes")
-            lines.append(
-                f"| {r['n']} | {r['engine']} | {r['time_best_s'] * 1e3:.1f} | "
-                f"{r['time_median_s'] * 1e3:.1f} | {_fmt(r.get('time_ratio_vs_sdpa'), '.2f')} | "
-                f"{_fmt(None if rss is None else rss / MiB, '.1f')} | "
-                f"{_fmt(None if tm is None else tm / MiB, '.1f')} | "
-                f"{_fmt(r.get('memory_ratio_vs_naive'), '.4f')} |")
-    else:
-        p = result["matmul_peak"]
-        lines += [f"Measured bf16 matmul peak: {_fmt(p.get('tflops'), '.0f')} TFLOP/s "
-                  f"({p.get('n')}^3 product).", "",
-                  "| d | causal | n | engine | fwd ms | fwd TFLOP/s | fwd x SDPA | fwd % peak "
-                  "| fwd+bwd ms | fwd+bwd TFLOP/s | fwd+bwd x SDPA |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(result["rows"], key=lambda r: (r["d"], r["causal"], r["n"], r["engine"])):
-            if "error" in r:
-                lines.append(f"| {r['d']} | {r['causal']} | {r['n']} | {r['engine']} | "
-                             f"error: {r['error'][-80:]} |")
-                continue
-            frac = r.get("fwd_fraction_of_matmul_peak")
-            lines.append(
-                f"| {r['d']} | {r['causal']} | {r['n']} | {r['engine']} | "
-                f"{r['fwd_ms']:.3f} | {r['fwd_tflops']:.0f} | "
-                f"{_fmt(r.get('fwd_speedup_vs_sdpa'), '.2f')} | "
-                f"{_fmt(None if frac is None else 100 * frac, '.0f')} | "
-                f"{r['fwdbwd_ms']:.3f} | {r['fwdbwd_tflops']:.0f} | "
-                f"{_fmt(r.get('fwdbwd_speedup_vs_sdpa'), '.2f')} |")
-    return "\n".join(lines) + "\n"
-
-
+    return "\n".join(lines + table(result)) + "\n"

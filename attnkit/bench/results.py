@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engines import ENGINES, capabilities
+
 
 def results_folder(start: Path | str | None = None) -> Path | None:
     """The benchmarks folder: ``$ATTNKIT_BENCHMARKS``, else ``benchmarks/`` here or above.
@@ -58,7 +60,9 @@ def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] 
     """The results file ``results-<kind>.json`` of ``python -m attnkit.bench``, or ``None``.
 
     Args:
-        kind: ``"cpu"``, ``"gpu"`` or ``"cpu-window"``.
+        kind: ``"cpu"``, ``"cpu-window"``, ``"gpu"``, ``"decoding-cpu"``,
+            ``"distributed-cpu"``, ``"mla-cpu"`` or ``"topk-cpu"`` (one schema:
+            :mod:`attnkit.bench.report`).
         folder: where the files are; default :func:`results_folder`.
 
     Returns:
@@ -88,8 +92,6 @@ def engine_label(engine: str) -> str:
         >>> engine_label("flash-torch")
         'flash, torch input: tiled online softmax; never forms the (L, S) matrix'
     """
-    from ..engines import ENGINES, capabilities
-
     backend, _, kind = engine.rpartition("-")
     if engine in ENGINES or backend not in ENGINES:
         backend, kind = engine, ""

@@ -1,12 +1,11 @@
-"""Benchmark: ring attention's time, memory and traffic per rank against P, on the CPU.
+"""Ring attention's time, memory and traffic per rank against P, on the CPU.
 
-``python -m attnkit.bench.ring`` launches P local gloo processes for each
+``python -m attnkit.bench ring`` launches P local gloo processes for each
 P, runs each configuration (causal or not, contiguous or zigzag) and records per
 rank: the forward and forward+backward time, the seconds of the fastest forward
-spent computing blocks and waiting for blocks (from the same run as its time), the
+spent computing blocks and waiting for blocks (from the same call as its time), the
 query-key pairs computed (the work after causal skipping), the bytes sent around the
-ring, and the peak memory of one forward+backward. ``--out DIR`` writes
-``results-distributed-cpu.md`` and ``.json`` with the machine named.
+ring, and the peak memory of one forward+backward (``results-distributed-cpu``).
 
 Memory is measured in a second set of processes, after the timings, in which glibc
 maps every allocation of 64 KiB or more on its own (``mallopt(M_MMAP_THRESHOLD)``)
@@ -25,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,9 +33,7 @@ import torch.distributed as dist
 from ..distributed.launch import launch
 from ..distributed.layout import shard
 from ..distributed.ring import all_gather_attention, ring_attention
-from .machine import describe_machine, machine_line
-from .measure import peak_memory
-from .report import save_results, utc_now
+from .measure import peak_memory, time_calls
 
 #: glibc's ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (malloc.h), and the threshold.
 _M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 64 * 2**10
@@ -69,7 +64,7 @@ def _forward_backward(q: Any, k: Any, v: Any, d_out: Any, opts: dict[str, Any],
 
 
 def _measure(cfg: dict[str, Any], rank: int, world_size: int, repeats: int) -> dict[str, Any]:
-    """One configuration on this rank: times, and the forward's compute and wait of the same run."""
+    """One configuration on this rank: times, and the forward's compute and wait of the same call."""
     q, k, v, d_out = _inputs(cfg, rank, world_size)
     opts = {"causal": cfg["causal"], "layout": cfg["layout"]}
 
@@ -85,17 +80,18 @@ def _measure(cfg: dict[str, Any], rank: int, world_size: int, repeats: int) -> d
     timings: dict[str, float] = {}
     kept: dict[str, dict[str, float]] = {}
     for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd), ("all_gather_forward", gathered)):
-        fn({})  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
+        calls: list[tuple[float, dict[str, float]]] = []
+
+        def call(fn: Any = fn, calls: list = calls) -> None:
             stats: dict[str, float] = {}
-            dist.barrier()
             start = time.perf_counter()
             fn(stats)
-            took = time.perf_counter() - start
-            if took < best:  # keep the counters of the run whose time is reported
-                best, kept[name] = took, stats
-        timings[name] = best
+            calls.append((time.perf_counter() - start, stats))
+
+        # after a warm-up, `repeats` calls, the ranks started together by a barrier; the
+        # fastest call's time is reported with the counters of that same call
+        time_calls(call, repeats, before=dist.barrier)
+        timings[name], kept[name] = min(calls[1:], key=lambda c: c[0])
     fstats, bstats = kept["forward"], kept["forward_backward"]
     return {**cfg, "P": world_size, "rank": rank, "L_r": int(q.shape[-2]),
             **{f"{key}_ms": 1e3 * val for key, val in timings.items()},
@@ -128,29 +124,9 @@ def memory_rank(rank: int, world_size: int, configs: list[dict[str, Any]]) -> li
     return [_measure_memory(cfg, rank, world_size) for cfg in configs]
 
 
-def markdown(result: dict[str, Any], command: str) -> str:
-    """The measurements as a Markdown page."""
-    m, st = result["machine"], result["settings"]
+def table(result: dict[str, Any]) -> list[str]:
+    """The Markdown table of a ring results dict."""
     lines = [
-        "# Ring attention on local gloo processes (CPU): time, memory and traffic per rank",
-        "",
-        f"- date: {result['date']}",
-        f"- command: `{command}`",
-        f"- machine: {machine_line(m)}",
-        f"- versions: numpy {m['versions']['numpy']}, torch {m['versions']['torch']}",
-        f"- problem: q, k, v ({st['batch']}, {st['heads']}, n, {st['dim']}), float32, split over P ranks; "
-        f"torch threads per rank: max(1, {m['logical_cpus']} // P)",
-        f"- times: best of {st['repeats']} after a warm-up, ranks started together by a barrier; "
-        "compute/wait: this rank's seconds computing blocks and blocked in receives during that "
-        "same fastest forward",
-        "- pairs: query-key pairs this rank's forward pass attends over (those the causal mask "
-        "leaves: the work)",
-        "- memory: growth of the rank's resident-set high-water mark during one forward+backward, "
-        f"measured in separate processes in which glibc maps every allocation of "
-        f"{MMAP_THRESHOLD // 2**10} KiB or more on its own (so that freed memory leaves the process)",
-        "- with more ranks than cores the ranks share cores: times measure this machine, pairs and bytes "
-        "the algorithm",
-        "",
         "| n | causal | layout | P | rank | L_r | fwd ms | fwd+bwd ms | all-gather fwd ms | compute ms | "
         "wait ms | pairs | MiB sent (fwd) | MiB sent (fwd+bwd) | peak RSS growth MiB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -162,49 +138,36 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"{r['forward_ms']:.0f} | {r['forward_backward_ms']:.0f} | {r['all_gather_forward_ms']:.0f} | "
             f"{r['forward_compute_ms']:.0f} | {r['forward_wait_ms']:.0f} | {r['forward_pairs']} | "
             f"{r['forward_bytes_sent'] / 2**20:.2f} | {r['fwd_bwd_bytes_sent'] / 2**20:.2f} | {peak} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: measure for each P, print, optionally write the results files."""
-    p = argparse.ArgumentParser(prog="python -m attnkit.bench.ring",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--n", type=int, default=8192, help="sequence length")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None, help="folder for results-distributed-cpu.md/.json")
-    a = p.parse_args(argv)
-    for name in ("n", "batch", "heads", "dim", "repeats"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name} must be a positive integer; got {getattr(a, name)}")
-    if min(a.nprocs) < 1:
-        p.error(f"--nprocs must be positive integers; got {a.nprocs}")
-    shape = {"n": a.n, "batch": a.batch, "heads": a.heads, "dim": a.dim}
+def from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure for each P; returns the results (kind ``distributed-cpu``)."""
+    shape = {"n": args.n, "batch": args.batch, "heads": args.heads, "dim": args.dim}
     configs = [{**shape, "causal": causal, "layout": layout}
                for causal, layout in ((False, "contiguous"), (True, "contiguous"), (True, "zigzag"))]
     rows = []
-    for P in a.nprocs:
-        timed = launch(bench_rank, P, configs, a.repeats, timeout=3600, collective_timeout=600)
+    for P in args.nprocs:
+        timed = launch(bench_rank, P, configs, args.repeats, timeout=3600, collective_timeout=600)
         peaks = launch(memory_rank, P, configs, timeout=3600, collective_timeout=600)
         for per_rank, mem in zip(timed, peaks, strict=True):
             for row, peak in zip(per_rank, mem, strict=True):
                 row["fwd_bwd_peak_rss_growth_mib"] = peak
             rows.extend(per_rank)
     rows.sort(key=lambda r: (r["n"], r["causal"], r["layout"], r["P"], r["rank"]))
-    result = {"rows": rows, "machine": describe_machine(), "date": utc_now(),
-              "settings": {"batch": a.batch, "heads": a.heads, "dim": a.dim, "repeats": a.repeats,
-                           "compute_wait": "same run as the forward time",
-                           "memory": f"rss growth, glibc mmap threshold {MMAP_THRESHOLD} bytes"}}
-    command = "python -m attnkit.bench.ring " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(result, command.strip())
-    print(text)
-    if a.out is not None:
-        save_results(a.out, "results-distributed-cpu", result, text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"kind": "distributed-cpu", "settings": {
+        "batch": args.batch, "heads": args.heads, "dim": args.dim, "repeats": args.repeats,
+        "problem": f"q, k, v ({args.batch}, {args.heads}, n, {args.dim}), float32, split over P "
+                   "ranks; torch threads per rank: max(1, logical CPUs // P)",
+        "times": f"best of {args.repeats} after a warm-up, ranks started together by a barrier; "
+                 "compute/wait: this rank's seconds computing blocks and blocked in receives "
+                 "during that same fastest forward",
+        "compute_wait": "same run as the forward time",
+        "pairs": "query-key pairs this rank's forward pass attends over (those the causal mask "
+                 "leaves: the work)",
+        "memory": "growth of the rank's resident-set high-water mark during one forward+backward, "
+                  "measured in separate processes in which glibc maps every allocation of "
+                  f"{MMAP_THRESHOLD // 2**10} KiB or more on its own (so that freed memory leaves "
+                  f"the process): rss growth, glibc mmap threshold {MMAP_THRESHOLD} bytes",
+        "cores": "with more ranks than cores the ranks share cores: times measure this machine, "
+                 "pairs and bytes the algorithm"}, "rows": rows}

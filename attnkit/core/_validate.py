@@ -1,14 +1,16 @@
 """Validation: the one vocabulary of argument checks, and the one attention-call routine.
 
-* :func:`integer`, :func:`positive_int`, :func:`real` and :func:`choice` check one
-  argument each and raise a ``TypeError``/``ValueError`` whose message names the
-  argument and what it got, in one style (``"n must be a positive integer; got 0"``).
-  Every module of the library uses them (the grader has its own, student-facing,
-  messages).
+* :func:`integer`, :func:`positive_int`, :func:`real`, :func:`choice`, :func:`flag`
+  and :func:`array` check one argument each and raise, in one style
+  (``"n must be a positive integer; got 0"``), a ``TypeError`` when the argument
+  has the wrong type and a ``ValueError`` when it has the right type but a wrong
+  value. Every module of the library uses them (the grader has its own,
+  student-facing, messages); ``tests/test_architecture.py`` fails on a
+  private copy.
 * :func:`check_attention_args` turns the arguments of :func:`attnkit.attention`
-  into an :class:`AttentionSpec` (shapes, scale, causal alignment, mask kind and
-  the variants: window, sinks, soft-capping, grouped-query heads, score modifier).
-  Engines receive only validated arguments.
+  into an :class:`AttentionSpec` (shapes, scale, causal alignment, mask kind, the
+  variants: window, sinks, soft-capping, grouped-query heads, score modifier, and
+  which inputs need gradients). Engines receive only validated arguments.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._arrays import array_kind, dtype_name
+from ._arrays import array_kind, dtype_name, needs_grad
 
 CausalArg = bool | Literal["top-left", "bottom-right"]
 Alignment = Literal["top-left", "bottom-right"]
@@ -37,8 +39,33 @@ ScoreMod = Callable[[Any, Any, Any, Any, Any], Any]
 # ----------------------------------------------------------------------------- vocabulary
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+def _kind(value: Any) -> str:
+    """What sort of scalar ``value`` is: ``"bool"``, ``"int"``, ``"real"``, ``"str"`` or ``"other"``.
+
+    A bool is never an integer here (``True == 1`` in Python, but ``1`` is not a
+    flag and ``True`` is not a count), and any ``str`` subclass (``numpy.str_``,
+    what NumPy and pandas hand back) is a string.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (numbers.Integral, np.integer)):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "real"
+    if isinstance(value, str):
+        return "str"
+    return "other"
+
+
+def _bounds(what: str, low: Any, low_open: bool, high: Any, high_open: bool) -> str:
+    """``"an integer in [0, 4)"``, ``"a number > 1"``, ...: the phrase for a bounded value."""
+    if low is not None and high is not None:
+        return f"{what} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{what} {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{what} {'<' if high_open else '<='} {high:g}"
+    return what
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None,
@@ -54,7 +81,8 @@ def integer(name: str, value: Any, *, minimum: int | None = None,
         ``int(value)``.
 
     Raises:
-        ValueError: not an integer, or out of range; the message names the argument.
+        TypeError: not an integer (a bool, a float, a string, ...).
+        ValueError: an integer out of range; the message names the argument.
 
     Example:
         >>> integer("sinks", 4, minimum=0)
@@ -63,25 +91,20 @@ def integer(name: str, value: Any, *, minimum: int | None = None,
         Traceback (most recent call last):
         ...
         ValueError: n must be a positive integer; got 0
+        >>> integer("n", "3", minimum=1)
+        Traceback (most recent call last):
+        ...
+        TypeError: n must be a positive integer; got '3' of type str
     """
-    ok = _is_int(value)
-    if ok and minimum is not None and value < minimum:
-        ok = False
-    if ok and maximum is not None and value > maximum:
-        ok = False
-    if not ok:
-        if minimum == 1 and maximum is None:
-            what = "a positive integer"
-        elif minimum == 0 and maximum is None:
-            what = "a non-negative integer"
-        elif minimum is not None and maximum is not None:
-            what = f"an integer in [{minimum}, {maximum}]"
-        elif minimum is not None:
-            what = f"an integer >= {minimum}"
-        elif maximum is not None:
-            what = f"an integer <= {maximum}"
-        else:
-            what = "an integer"
+    if minimum == 1 and maximum is None:
+        what = "a positive integer"
+    elif minimum == 0 and maximum is None:
+        what = "a non-negative integer"
+    else:
+        what = _bounds("an integer", minimum, False, maximum, False)
+    if _kind(value) != "int":
+        raise TypeError(f"{name} must be {what}; got {value!r} of type {type(value).__name__}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be {what}; got {value!r}")
     return int(value)
 
@@ -97,6 +120,7 @@ def positive_int(name: str, value: Any) -> int:
 
 
 def real(name: str, value: Any, *, positive: bool = False, above: float | None = None,
+         minimum: float | None = None, below: float | None = None,
          finite: bool = True) -> float:
     """Check that ``value`` is a real number (not a bool); return it as a float.
 
@@ -104,7 +128,8 @@ def real(name: str, value: Any, *, positive: bool = False, above: float | None =
         name: the argument's name, for the message.
         value: what the caller passed.
         positive: require ``value > 0``.
-        above: require ``value > above``.
+        above: require ``value > above``. minimum: require ``value >= minimum``.
+        below: require ``value < below``.
         finite: require a finite value (no ``inf``/``nan``).
 
     Returns:
@@ -112,7 +137,7 @@ def real(name: str, value: Any, *, positive: bool = False, above: float | None =
 
     Raises:
         TypeError: not a real number.
-        ValueError: not finite, or not above the bound.
+        ValueError: not finite, or outside the bounds.
 
     Example:
         >>> real("softcap", 30, positive=True)
@@ -121,23 +146,35 @@ def real(name: str, value: Any, *, positive: bool = False, above: float | None =
         Traceback (most recent call last):
         ...
         TypeError: scale must be a real number; got '2' of type str
+        >>> real("reserve", 1.5, minimum=0, below=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: reserve must be a number in [0, 1); got 1.5
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if _kind(value) not in ("int", "real"):
         raise TypeError(f"{name} must be a real number; got {value!r} of type {type(value).__name__}")
     f = float(value)
     if finite and not math.isfinite(f):
         raise ValueError(f"{name} must be finite; got {value!r}")
     if positive and not f > 0:
         raise ValueError(f"{name} must be a finite positive number; got {value!r}")
-    if above is not None and not f > above:
-        raise ValueError(f"{name} must be a number > {above:g}; got {value!r}")
+    low, low_open = (above, True) if above is not None else (minimum, False)
+    if ((above is not None and not f > above) or (minimum is not None and not f >= minimum)
+            or (below is not None and not f < below)):
+        raise ValueError(f"{name} must be {_bounds('a number', low, low_open, below, True)}; "
+                         f"got {value!r}")
     return f
 
 
 def choice(name: str, value: Any, options: Sequence[Any]) -> Any:
-    """Check that ``value`` is one of ``options``; return it.
+    """Check that ``value`` is one of ``options``; return the option it equals.
+
+    A value matches an option of its own sort only: any ``str`` (``numpy.str_``
+    too) matches a string, an integer an integer, a bool a bool (``1`` is not
+    ``True``).
 
     Raises:
+        TypeError: a value of a sort that no option has (``1`` among strings).
         ValueError: any other value; the message lists the options.
 
     Example:
@@ -145,22 +182,63 @@ def choice(name: str, value: Any, options: Sequence[Any]) -> Any:
         Traceback (most recent call last):
         ...
         ValueError: device must be one of ['cpu', 'cuda']; got 'gpu'
+        >>> type(choice("device", np.str_("cpu"), ["cpu", "cuda"])).__name__
+        'str'
     """
-    if not any(value is o or (type(value) is type(o) and value == o) for o in options):
-        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}")
-    return value
+    for o in options:
+        if value is o or (_kind(value) == _kind(o) != "other" and value == o):
+            return o
+        if _kind(o) == "other" and type(value) is type(o) and value == o:
+            return o
+    if _kind(value) not in {_kind(o) for o in options}:
+        raise TypeError(f"{name} must be one of {list(options)}; got {value!r} of type "
+                        f"{type(value).__name__}")
+    raise ValueError(f"{name} must be one of {list(options)}; got {value!r}")
 
 
 def flag(name: str, value: Any) -> bool:
     """Check that ``value`` is a bool (Python's or NumPy's); return it.
 
+    Raises:
+        TypeError: anything else (``1`` included).
+
     Example:
         >>> flag("enable_gqa", True)
         True
     """
-    if not isinstance(value, (bool, np.bool_)):
+    if _kind(value) != "bool":
         raise TypeError(f"{name} must be a bool; got {value!r}")
     return bool(value)
+
+
+def array(name: str, value: Any, kind: str | None = None) -> str:
+    """Check that ``value`` is a NumPy array or a torch tensor (of ``kind``); return its kind.
+
+    Args:
+        name: the argument's name, for the message.
+        value: what the caller passed.
+        kind: ``"numpy"`` or ``"torch"`` to require that kind; ``None`` takes either.
+
+    Returns:
+        ``"numpy"`` or ``"torch"``.
+
+    Raises:
+        TypeError: anything else.
+
+    Example:
+        >>> array("x", np.zeros(2))
+        'numpy'
+        >>> array("x", [1, 2])
+        Traceback (most recent call last):
+        ...
+        TypeError: x must be a numpy.ndarray or torch.Tensor; got list
+    """
+    got = array_kind(value)
+    wanted = {"numpy": "a numpy.ndarray", "torch": "a torch.Tensor", None: None}[kind]
+    if got == "other" or (kind is not None and got != kind):
+        raise TypeError(f"{name} must be {wanted or 'a numpy.ndarray or torch.Tensor'}; "
+                        f"got {type(value).__name__}")
+    return got
 
 
 # ----------------------------------------------------------------------------- attention
@@ -186,6 +264,9 @@ class AttentionSpec:
         softcap: ``c`` of the soft-capping ``c * tanh(s / c)``, or ``None``.
         score_mod: the user's score modifier, or ``None``.
         groups: query heads per key/value head (``enable_gqa``); 1 without grouping.
+        needs_grad: which of ``"q"``, ``"k"``, ``"v"``, ``"mask"`` are tensors that
+            require grad while torch's grad mode is on (the engine must carry
+            their gradients, or refuse).
     """
 
     batch: tuple[int, ...]
@@ -204,6 +285,7 @@ class AttentionSpec:
     softcap: float | None = None
     score_mod: ScoreMod | None = None
     groups: int = 1
+    needs_grad: tuple[str, ...] = ()
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -223,26 +305,30 @@ class AttentionSpec:
                 "enable_gqa": self.groups > 1}
         return frozenset(name for name, on in used.items() if on)
 
-    @property
-    def bounded(self) -> bool:
-        """True when a causal mask or a window limits which keys a query sees."""
-        return self.causal is not None or self.window is not None
-
 
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in x.shape)
 
 
 def normalise_causal(causal: Any) -> Alignment | None:
-    """Map the ``causal`` argument to ``None``, ``"top-left"`` or ``"bottom-right"``."""
-    if isinstance(causal, (bool, np.bool_)):
+    """Map the ``causal`` argument to ``None``, ``"top-left"`` or ``"bottom-right"``.
+
+    Raises:
+        TypeError: neither a bool nor a string (``1`` is not ``True``).
+        ValueError: a string that names no alignment.
+
+    Example:
+        >>> normalise_causal(True), normalise_causal(np.str_("bottom-right"))
+        ('top-left', 'bottom-right')
+    """
+    if _kind(causal) == "bool":
         return "top-left" if causal else None
-    if isinstance(causal, str) and causal in ("top-left", "bottom-right"):
-        return causal  # type: ignore[return-value]
-    raise ValueError(
-        "causal must be False, True, 'top-left' or 'bottom-right'; "
-        f"got {causal!r} of type {type(causal).__name__}"
-    )
+    what = "causal must be False, True, 'top-left' or 'bottom-right'"
+    if _kind(causal) != "str":
+        raise TypeError(f"{what}; got {causal!r} of type {type(causal).__name__}")
+    if causal not in ("top-left", "bottom-right"):
+        raise ValueError(f"{what}; got {causal!r}")
+    return str(causal)  # type: ignore[return-value]
 
 
 def check_attention_args(
@@ -272,13 +358,14 @@ def check_attention_args(
     Raises:
         TypeError: an input that is not an array/tensor, a non-floating or complex
             dtype, mixed dtypes or array kinds, a mask that is neither boolean nor
-            floating, a ``scale`` that is not a real number.
+            floating; a ``scale``, ``softcap``, ``sinks``, window bound, ``causal``
+            or flag of the wrong type; a ``score_mod`` that is not callable.
         ValueError: fewer than 2 dimensions, q/k widths that differ, k/v lengths
             that differ, batch dimensions or a mask that do not broadcast, a
-            non-finite scale, an unknown ``causal`` value, a window that is not a pair
-            of non-negative integers or ``None``, negative ``sinks``, a ``softcap`` that
-            is not positive, query heads that are not a multiple of the key/value
-            heads (``enable_gqa``), a ``score_mod`` that is not callable.
+            non-finite scale, an unknown ``causal`` string, a window that is not a
+            pair, negative window bounds or ``sinks``, a ``softcap`` that is not
+            positive, query heads that are not a multiple of the key/value heads
+            (``enable_gqa``).
 
     Example:
         >>> import numpy as np
@@ -287,40 +374,71 @@ def check_attention_args(
         >>> spec.batch, spec.groups, spec.window
         ((2, 8), 4, (3, 0))
     """
-    kinds = {}
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        kind = array_kind(x)
-        if kind == "other":
-            raise TypeError(
-                f"{name} must be a numpy.ndarray or torch.Tensor; got {type(x).__name__}"
-            )
-        kinds[name] = kind
+    kind, dtype = _check_inputs(q, k, v)
+    qs, ks, vs = _shape(q), _shape(k), _shape(v)
+    groups, batch = _check_shapes(qs, ks, vs, flag("enable_gqa", enable_gqa))
+    L, E, S, Ev = qs[-2], qs[-1], ks[-2], vs[-1]
+    if score_mod is not None and not callable(score_mod):
+        raise TypeError(
+            "score_mod must be a function f(score, b, h, q_idx, kv_idx) -> score (or None); "
+            f"got {type(score_mod).__name__}"
+        )
+    inputs = {"q": q, "k": k, "v": v, "mask": mask}
+    return AttentionSpec(
+        batch=batch,
+        L=L,
+        S=S,
+        E=E,
+        Ev=Ev,
+        scale=_check_scale(scale, E, qs),
+        causal=normalise_causal(causal),
+        mask_kind=_check_mask(mask, (*batch, L, S)),
+        dtype=dtype,
+        kind=kind,  # type: ignore[arg-type]
+        return_weights=flag("return_weights", return_weights),
+        window=check_window(window),
+        sinks=integer("sinks", sinks, minimum=0),
+        softcap=None if softcap is None else real("softcap", softcap, positive=True),
+        score_mod=score_mod,
+        groups=groups,
+        needs_grad=tuple(n for n, x in inputs.items() if needs_grad(x)),
+    )
+
+
+def _check_inputs(q: Any, k: Any, v: Any) -> tuple[str, str]:
+    """q, k and v: arrays of one kind, one real floating dtype, at least 2-D; their kind and dtype."""
+    named = (("q", q), ("k", k), ("v", v))
+    kinds = {name: array(name, x) for name, x in named}
     if len(set(kinds.values())) > 1:
         raise TypeError(
             "q, k and v must all be NumPy arrays or all torch tensors; got "
             + ", ".join(f"{n}: {kd}" for n, kd in kinds.items())
         )
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        dt = dtype_name(x)
-        if dt not in FLOAT_DTYPES:
-            what = "complex" if "complex" in dt else "non-floating"
+    dtypes = {name: dtype_name(x) for name, x in named}
+    for name, x in named:
+        if dtypes[name] not in FLOAT_DTYPES:
+            what = "complex" if "complex" in dtypes[name] else "non-floating"
             raise TypeError(
                 f"{name} must have a real floating dtype (float16, bfloat16, float32, "
-                f"float64); got {what} dtype {dt} with shape {_shape(x)}"
+                f"float64); got {what} dtype {dtypes[name]} with shape {_shape(x)}"
             )
-    dtypes = {n: dtype_name(x) for n, x in (("q", q), ("k", k), ("v", v))}
     if len(set(dtypes.values())) > 1:
         raise TypeError(
             "q, k and v must share one dtype; got "
             + ", ".join(f"{n}: {d}" for n, d in dtypes.items())
         )
-    for name, x in (("q", q), ("k", k), ("v", v)):
+    for name, x in named:
         if x.ndim < 2:
             raise ValueError(
                 f"{name} must have at least 2 dimensions (..., length, width); "
                 f"got shape {_shape(x)}"
             )
-    qs, ks, vs = _shape(q), _shape(k), _shape(v)
+    return kinds["q"], dtypes["q"]
+
+
+def _check_shapes(qs: tuple[int, ...], ks: tuple[int, ...], vs: tuple[int, ...],
+                  enable_gqa: bool) -> tuple[int, tuple[int, ...]]:
+    """Widths, lengths, grouped heads and batch dimensions: ``(groups, batch)``."""
     if qs[-1] != ks[-1]:
         raise ValueError(
             f"q and k must have the same width E (last dimension); got q {qs} and k {ks}"
@@ -330,7 +448,6 @@ def check_attention_args(
             f"k and v must have the same length S (second-to-last dimension); "
             f"got k {ks} and v {vs}"
         )
-    enable_gqa = flag("enable_gqa", enable_gqa)
     groups = 1
     if enable_gqa:
         for name, shape in (("q", qs), ("k", ks), ("v", vs)):
@@ -351,7 +468,7 @@ def check_attention_args(
             )
         groups = Hq // Hkv
     try:
-        if groups > 1 or enable_gqa:
+        if enable_gqa:
             batch = (*np.broadcast_shapes(qs[:-3], ks[:-3], vs[:-3]), qs[-3])
         else:
             batch = tuple(np.broadcast_shapes(qs[:-2], ks[:-2], vs[:-2]))
@@ -360,75 +477,41 @@ def check_attention_args(
             "the batch dimensions of q, k and v (all but the last two) must broadcast; "
             f"got q {qs}, k {ks}, v {vs}"
         ) from None
-    batch = tuple(int(d) for d in batch)
-    L, E = qs[-2], qs[-1]
-    S, Ev = ks[-2], vs[-1]
+    return groups, tuple(int(d) for d in batch)
 
-    mask_kind = None
-    if mask is not None:
-        mkind = array_kind(mask)
-        if mkind == "other":
-            raise TypeError(
-                f"mask must be a numpy.ndarray or torch.Tensor (or None); got {type(mask).__name__}"
-            )
-        mdt = dtype_name(mask)
-        if mdt == "bool":
-            mask_kind = "bool"
-        elif mdt in FLOAT_DTYPES:
-            mask_kind = "float"
-        else:
-            raise TypeError(
-                "mask must be boolean (True = takes part) or floating (added to the "
-                f"scores); got dtype {mdt} with shape {_shape(mask)}"
-            )
-        target = (*batch, L, S)
-        try:
-            ok = tuple(np.broadcast_shapes(_shape(mask), target)) == target
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"mask must broadcast to (..., L, S) = {target}; got shape {_shape(mask)}"
-            )
 
-    if scale is None:
-        if E == 0:
-            raise ValueError(
-                "scale=None means 1/sqrt(E), undefined for E = 0; got q "
-                f"{qs}: pass scale explicitly"
-            )
-        scale_f = 1.0 / math.sqrt(E)
-    else:
-        scale_f = real("scale", scale)
-
-    return_weights = flag("return_weights", return_weights)
-    window_t = check_window(window)
-    sinks_i = integer("sinks", sinks, minimum=0)
-    softcap_f = None if softcap is None else real("softcap", softcap, positive=True)
-    if score_mod is not None and not callable(score_mod):
+def _check_mask(mask: Any, target: tuple[int, ...]) -> Literal["bool", "float"] | None:
+    """The kind of ``mask`` (``None``, ``"bool"``, ``"float"``), which must broadcast to ``target``."""
+    if mask is None:
+        return None
+    if array_kind(mask) == "other":
         raise TypeError(
-            "score_mod must be a function f(score, b, h, q_idx, kv_idx) -> score (or None); "
-            f"got {type(score_mod).__name__}"
+            f"mask must be a numpy.ndarray or torch.Tensor (or None); got {type(mask).__name__}"
         )
+    mdt = dtype_name(mask)
+    if mdt != "bool" and mdt not in FLOAT_DTYPES:
+        raise TypeError(
+            "mask must be boolean (True = takes part) or floating (added to the "
+            f"scores); got dtype {mdt} with shape {_shape(mask)}"
+        )
+    try:
+        ok = tuple(np.broadcast_shapes(_shape(mask), target)) == target
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"mask must broadcast to (..., L, S) = {target}; got shape {_shape(mask)}")
+    return "bool" if mdt == "bool" else "float"
 
-    return AttentionSpec(
-        batch=batch,
-        L=L,
-        S=S,
-        E=E,
-        Ev=Ev,
-        scale=scale_f,
-        causal=normalise_causal(causal),
-        mask_kind=mask_kind,
-        dtype=dtypes["q"],
-        kind=kinds["q"],  # type: ignore[arg-type]
-        return_weights=return_weights,
-        window=window_t,
-        sinks=sinks_i,
-        softcap=softcap_f,
-        score_mod=score_mod,
-        groups=groups,
-    )
+
+def _check_scale(scale: Any, E: int, qs: tuple[int, ...]) -> float:
+    """``scale`` as a float; ``None`` means ``1 / sqrt(E)``."""
+    if scale is not None:
+        return real("scale", scale)
+    if E == 0:
+        raise ValueError(
+            f"scale=None means 1/sqrt(E), undefined for E = 0; got q {qs}: pass scale explicitly"
+        )
+    return 1.0 / math.sqrt(E)
 
 
 def check_window(window: Any) -> Window | None:
@@ -437,7 +520,8 @@ def check_window(window: Any) -> Window | None:
     ``(None, None)`` (no bound on either side) is returned as ``None``.
 
     Raises:
-        ValueError: anything else, naming the argument.
+        TypeError: not a tuple or list, or a bound that is not an integer.
+        ValueError: not a pair, or a negative bound; the message names the argument.
 
     Example:
         >>> check_window((128, 0)), check_window((None, None))
@@ -445,11 +529,12 @@ def check_window(window: Any) -> Window | None:
     """
     if window is None:
         return None
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise ValueError(
-            "window must be None or a pair (left, right) of non-negative integers or None "
-            f"(None = unbounded on that side); got {window!r}"
-        )
+    what = ("window must be None or a pair (left, right) of non-negative integers or None "
+            f"(None = unbounded on that side); got {window!r}")
+    if not isinstance(window, (tuple, list)):
+        raise TypeError(f"{what} of type {type(window).__name__}")
+    if len(window) != 2:
+        raise ValueError(what)
     left, right = (None if w is None else integer(f"window[{i}]", w, minimum=0)
                    for i, w in enumerate(window))
     if left is None and right is None:

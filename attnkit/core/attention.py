@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import engines
-from ._arrays import to_numpy, to_torch
+from . import registry
+from ._arrays import to_numpy, to_torch, torch_module
 from ._validate import AttentionSpec, CausalArg, ScoreMod, Window, check_attention_args
 
 
@@ -40,6 +40,32 @@ def attention(
         weights (..., L, S)  (when return_weights=True)
 
     The leading batch dimensions ``...`` of q, k and v broadcast against each other.
+
+    Without the variants (``window``, ``sinks``, ``softcap``, ``score_mod``,
+    ``enable_gqa``), equivalent to these lines of NumPy, which every engine matches
+    to rounding (the NumPy reference engine is the same formula, written out)::
+
+        >>> def equivalent(q, k, v, mask=None, causal=False, scale=None):
+        ...     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+        ...     scores = q @ np.swapaxes(k, -1, -2) * (1 / np.sqrt(E) if scale is None else scale)
+        ...     allowed = np.ones((L, S), bool)                  # scores: (..., L, S)
+        ...     if mask is not None and mask.dtype == bool:      # True = takes part
+        ...         allowed = allowed & mask
+        ...     elif mask is not None:                           # floating: added
+        ...         scores = scores + mask
+        ...     if causal:                                       # key j <= query i + shift
+        ...         shift = S - L if causal == "bottom-right" else 0
+        ...         allowed = allowed & (np.arange(S) <= np.arange(L)[:, None] + shift)
+        ...     scores = np.where(allowed, scores, -np.inf)
+        ...     m = scores.max(-1, keepdims=True)                # stable: subtract the row max
+        ...     e = np.exp(scores - np.where(np.isfinite(m), m, 0.0))
+        ...     z = e.sum(-1, keepdims=True)                     # 0 on a row that sees no key
+        ...     return (e / np.where(z > 0, z, 1.0)) @ v         # ... and that row is 0
+        >>> rng = np.random.default_rng(0)
+        >>> q, k, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 2))
+        >>> for kw in ({}, {"mask": rng.random((3, 5)) < 0.5, "causal": "bottom-right"},
+        ...            {"mask": np.log(rng.random((2, 1, 5))), "causal": True, "scale": 0.5}):
+        ...     assert np.allclose(attention(q, k, v, **kw), equivalent(q, k, v, **kw))
 
     Args:
         q, k, v: NumPy arrays or torch tensors of one real floating dtype. The
@@ -103,7 +129,8 @@ def attention(
         TypeError, ValueError: bad arguments, with a message naming the argument
             and the shape or dtype it got (see :func:`attnkit.check_attention_args`);
             an argument the engine does not support (its declared capabilities,
-            :func:`attnkit.engines.capabilities`).
+            :func:`attnkit.engines.capabilities`), tensors that require grad for an
+            engine that computes no gradients (never a silently lost gradient).
         RuntimeError: a known engine that cannot run on this machine.
 
     Example:
@@ -150,7 +177,7 @@ def attention(
         window=window, sinks=sinks, softcap=softcap, enable_gqa=enable_gqa, score_mod=score_mod,
     )
     try:
-        engine = engines.load(backend)
+        engine = registry.load(backend)
     except ImportError as exc:
         raise RuntimeError(f"backend {backend!r} cannot run here: {exc}") from exc
     engine.CAPS.refuse(backend, spec, mask)
@@ -166,7 +193,7 @@ def attention(
     q2, k2, v2, mask2 = _convert((q, k, v, mask), target, like=q)
     inner = spec
     if spec.groups > 1:
-        q2, k2, v2, mask2, inner = _grouped(q2, k2, v2, mask2, spec)
+        q2, k2, v2, mask2, inner = group_heads(q2, k2, v2, mask2, spec)
     out, weights = engine.run(q2, k2, v2, mask2, inner)
     if spec.groups > 1:
         out = out.reshape(spec.out_shape)
@@ -177,13 +204,25 @@ def attention(
     return out, _convert_back(weights, spec, q)
 
 
-def _grouped(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, ...]:
+def group_heads(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, ...]:
     """``enable_gqa``: view the heads as ``(Hkv, groups)``; keys and values broadcast.
 
     ``q (..., Hq, L, E)`` becomes ``(..., Hkv, g, L, E)`` and ``k (..., Hkv, S, E)``
     becomes ``(..., Hkv, 1, S, E)``, so every engine sees ordinary broadcast batch
-    dimensions (no copy of the keys and values). The score modifier's head index is
-    mapped back to the query head.
+    dimensions (no copy of the keys and values); a mask with a heads axis is split
+    or lifted the same way. The score modifier's head index is mapped back to the
+    query head. Ring attention groups its shards with the same views.
+
+    Returns:
+        ``(q, k, v, mask, spec)``: the views, and the spec of the grouped call.
+        Undo with ``out.reshape(spec.out_shape)`` (the original spec).
+
+    Example:
+        >>> from attnkit import check_attention_args
+        >>> x, kv = np.ones((6, 3, 2)), np.ones((2, 4, 2))
+        >>> spec = check_attention_args(x, kv, kv, enable_gqa=True)
+        >>> [t.shape for t in group_heads(x, kv, kv, None, spec)[:3]]
+        [(2, 3, 3, 2), (2, 1, 4, 2), (2, 1, 4, 2)]
     """
     g = spec.groups
     hkv = spec.batch[-1] // g
@@ -218,9 +257,8 @@ def _convert_back(x: Any, spec: AttentionSpec, like: Any) -> Any:
             return x
         return x.detach().cpu().numpy().astype(like.dtype, copy=False)
     if isinstance(x, np.ndarray):
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device=like.device, dtype=like.dtype)
+        t = torch_module().from_numpy(np.ascontiguousarray(x))
+        return t.to(device=like.device, dtype=like.dtype)
     return x
 
 

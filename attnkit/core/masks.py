@@ -58,7 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import Alignment, Window, choice, integer, normalise_causal
+from ._arrays import torch_module
+from ._validate import Alignment, AttentionSpec, Window, choice, integer, normalise_causal
 
 
 def causal_offset(L: int, S: int, alignment: Alignment = "top-left") -> int:
@@ -66,7 +67,7 @@ def causal_offset(L: int, S: int, alignment: Alignment = "top-left") -> int:
 
     ``o = 0`` for top-left alignment and ``o = S - L`` for bottom-right.
     """
-    choice("alignment", alignment, ("top-left", "bottom-right"))
+    alignment = choice("alignment", alignment, ("top-left", "bottom-right"))
     return 0 if alignment == "top-left" else S - L
 
 
@@ -141,16 +142,36 @@ def softmax(x: Any, axis: int = -1) -> np.ndarray:
         >>> softmax(np.array([1.0, 2.0, 3.0])).round(4)
         array([0.09  , 0.2447, 0.6652])
     """
+    return softmax_lse(x, axis)[0]
+
+
+def softmax_lse(x: Any, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax` along ``axis``, and the log-sum-exp of each slice.
+
+    ``lse = m + log(sum(exp(x - m)))`` with ``m`` the slice's maximum: the
+    normaliser that split-KV decoding and ring attention merge partial results by
+    (``-inf`` for a slice whose every entry is ``-inf``).
+
+    Returns:
+        ``(weights, lse)``: ``weights`` shaped as ``x``, ``lse`` without ``axis``.
+
+    Example:
+        >>> w, lse = softmax_lse(np.array([[0.0, 0.0], [-np.inf, -np.inf]]))
+        >>> w.tolist(), lse.round(4).tolist()
+        ([[0.5, 0.5], [0.0, 0.0]], [0.6931, -inf])
+    """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
     if x.shape[axis] == 0:
-        return np.zeros_like(x)
+        return np.zeros_like(x), np.full(np.delete(x.shape, axis % x.ndim), -np.inf, x.dtype)
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)  # an all -inf slice: avoid -inf - -inf = nan
     e = np.exp(x - m)
     z = np.sum(e, axis=axis, keepdims=True)
-    return e / np.where(z > 0, z, 1.0)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: a slice with nothing to attend to
+        lse = np.squeeze(m + np.log(z), axis=axis)
+    return e / np.where(z > 0, z, 1.0), lse
 
 
 @dataclass(frozen=True)
@@ -191,10 +212,34 @@ class Band:
                 lo = S - L - left
         return cls(L, S, min(his) if his else None, lo, sinks if lo is not None else 0)
 
+    @classmethod
+    def of_spec(cls, spec: AttentionSpec) -> Band:
+        """The band of a validated call: its lengths, causal alignment, window and sinks.
+
+        Example:
+            >>> from attnkit import check_attention_args
+            >>> x = np.ones((6, 2))
+            >>> Band.of_spec(check_attention_args(x, x, x, causal=True, window=(2, 0)))
+            Band(L=6, S=6, hi=0, lo=-2, sinks=0)
+        """
+        return cls.of(spec.L, spec.S, spec.causal, spec.window, spec.sinks)
+
     @property
     def bounded(self) -> bool:
         """True when some key is hidden from some query by the band."""
         return self.hi is not None or self.lo is not None
+
+    @property
+    def width(self) -> int | None:
+        """The most keys one query sees besides the sinks, ``hi - lo + 1``; ``None`` if a side is open.
+
+        Example:
+            >>> Band.of(8, 8, causal="top-left", window=(3, 0)).width
+            4
+        """
+        if self.hi is None or self.lo is None:
+            return None
+        return max(0, self.hi - self.lo + 1)
 
     def mask(self, rows: Any, cols: Any) -> Any:
         """Boolean visibility for broadcastable index arrays (NumPy or torch)."""
@@ -271,10 +316,8 @@ def combined_bool_mask(mask: Any, causal: Alignment | None, L: int, S: int, xp: 
     """
     allowed = visible_mask(L, S, causal, window, sinks)
     if allowed is not None and xp == "torch":
-        import torch
-
         device = mask.device if mask is not None else None
-        allowed = torch.from_numpy(allowed).to(device)
+        allowed = torch_module().from_numpy(allowed).to(device)
     if mask is not None and str(mask.dtype).endswith("bool"):
         allowed = mask if allowed is None else (allowed & mask)
     return allowed

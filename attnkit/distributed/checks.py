@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .. import example
 from ..core.attention import attention
 from .launch import local_device
 from .layout import shard, shard_positions
@@ -127,8 +128,6 @@ def suite(rank: int, world_size: int, cases: list[dict[str, Any]]) -> dict[str, 
 def example_ring(rank: int, world_size: int, causal: bool = False,
                  layout: str = "contiguous") -> dict[str, Any]:
     """The book's shared example across the ranks: this rank's shards and its output shard."""
-    from .. import example
-
     q, k, v = (torch.from_numpy(np.array(x)) for x in (example.Q, example.K, example.V))
     shards = [shard(x, rank, world_size, layout=layout) for x in (q, k, v)]
     out = ring_attention(*shards, causal=causal, layout=layout)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import multiprocessing as mp
-import numbers
 import os
 import pickle
 import queue as queue_mod
@@ -30,14 +29,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
+from ..core._validate import choice, positive_int, real
+
 __all__ = ["launch", "local_device"]
 
 
 def local_device() -> Any:
     """This rank's device inside :func:`launch`: its GPU under NCCL, else the CPU."""
-    import torch
-    import torch.distributed as dist
-
     if dist.is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -45,8 +46,6 @@ def local_device() -> Any:
 
 def _to_cpu(x: Any) -> Any:
     """Move tensors in (nested) lists, tuples and dicts to the CPU, detached."""
-    import torch
-
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
     if isinstance(x, (list, tuple)):
@@ -59,9 +58,6 @@ def _to_cpu(x: Any) -> Any:
 
 def _worker(rank: int, world_size: int, fn: Callable[..., Any], args: tuple, init_file: str,
             backend: str, collective_timeout: float, threads: int, results: Any) -> None:
-    import torch
-    import torch.distributed as dist
-
     try:
         torch.set_num_threads(threads)
         if backend == "gloo":
@@ -125,9 +121,43 @@ def launch(
 
     Example:
         >>> from attnkit.distributed.checks import ring_check
-        >>> [r["max_error"] < 1e-12 for r in launch(ring_check, 2, {"n": 7})]  # doctest: +SKIP
+        >>> results = launch(ring_check, 2, {"n_q": 7, "n_k": 7})  # doctest: +SKIP
+        >>> [max(r["errors"].values()) < 1e-12 for r in results]  # doctest: +SKIP
         [True, True]
     """
+    _check_importable(fn)
+    nprocs = positive_int("nprocs", nprocs)
+    timeout = real("timeout", timeout, positive=True)
+    collective_timeout = real("collective_timeout", collective_timeout, positive=True)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if backend is None:
+        backend = "nccl" if gpus >= nprocs else "gloo"
+    backend = choice("backend", backend, ("gloo", "nccl"))
+    if backend == "nccl" and gpus < nprocs:
+        raise ValueError(f"backend='nccl' needs one GPU per process: nprocs={nprocs}, GPUs={gpus}")
+    threads = max(1, (os.cpu_count() or 1) // nprocs) if threads is None else positive_int(
+        "threads", threads)
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    tmp = tempfile.mkdtemp(prefix="attnkit-launch-")
+    init_file = os.path.join(tmp, "rendezvous")
+    procs = [ctx.Process(target=_worker, name=f"attnkit-rank-{rank}",
+                         args=(rank, nprocs, fn, args, init_file, backend, collective_timeout,
+                               threads, results))
+             for rank in range(nprocs)]
+    try:
+        for p in procs:
+            p.start()
+        return _collect(procs, results, timeout)
+    finally:
+        _stop(procs)
+        results.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_importable(fn: Any) -> None:
+    """``fn`` must be a module-level function that a spawned process can import by name."""
     if not callable(fn):
         raise TypeError(f"fn must be callable; got {type(fn).__name__}")
     module = getattr(fn, "__module__", None)
@@ -135,77 +165,57 @@ def launch(
     if module is None or interactive or "<locals>" in getattr(fn, "__qualname__", ""):
         raise ValueError(
             f"fn must be importable by the spawned processes (a module-level function in an importable "
-            f"module); got {getattr(fn, '__qualname__', fn)!r} from module "
-            f"{getattr(fn, '__module__', None)!r}. "
+            f"module); got {getattr(fn, '__qualname__', fn)!r} from module {module!r}. "
             "Move it into a .py module (functions defined in a notebook cannot be spawned)")
-    if isinstance(nprocs, bool) or not isinstance(nprocs, numbers.Integral) or nprocs < 1:
-        raise ValueError(f"nprocs must be a positive integer; got {nprocs!r}")
-    for name, value in (("timeout", timeout), ("collective_timeout", collective_timeout)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
-    import torch
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if backend is None:
-        backend = "nccl" if gpus >= nprocs else "gloo"
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend must be 'gloo' or 'nccl'; got {backend!r}")
-    if backend == "nccl" and gpus < nprocs:
-        raise ValueError(f"backend='nccl' needs one GPU per process: nprocs={nprocs}, GPUs={gpus}")
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // nprocs)
 
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    tmp = tempfile.mkdtemp(prefix="attnkit-launch-")
-    init_file = os.path.join(tmp, "rendezvous")
-    procs = [ctx.Process(target=_worker, name=f"attnkit-rank-{rank}",
-                         args=(rank, nprocs, fn, args, init_file, backend, float(collective_timeout),
-                               threads, results))
-             for rank in range(nprocs)]
-    try:
-        for p in procs:
-            p.start()
-        done: dict[int, Any] = {}
-        deadline = time.monotonic() + timeout
-        while len(done) < nprocs:
-            try:
-                item = results.get(timeout=0.2)
-            except queue_mod.Empty:
-                dead = [r for r, p in enumerate(procs) if r not in done and p.exitcode not in (None, 0)]
-                if dead:
-                    try:  # it may have queued its error just before dying
-                        item = results.get(timeout=1.0)
-                    except queue_mod.Empty:
-                        raise RuntimeError(
-                            f"rank {dead[0]} of {nprocs} exited with code {procs[dead[0]].exitcode} "
-                            "without a result (killed, or crashed in native code)") from None
-                elif time.monotonic() > deadline:
-                    late = [r for r in range(nprocs) if r not in done]
-                    raise TimeoutError(
-                        f"launch: ranks {late} of {nprocs} did not finish within {timeout} s") from None
-                else:
-                    continue
-            rank, status, payload = item
-            if status == "ok":
-                done[rank] = pickle.loads(payload)
+def _collect(procs: list[Any], results: Any, timeout: float) -> list[Any]:
+    """The ranks' return values in rank order; the first rank's error, death or the deadline raises."""
+    nprocs = len(procs)
+    done: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < nprocs:
+        try:
+            rank, status, payload = results.get(timeout=0.2)
+        except queue_mod.Empty:
+            dead = [r for r, p in enumerate(procs) if r not in done and p.exitcode not in (None, 0)]
+            if dead:
+                try:  # it may have queued its error just before dying
+                    rank, status, payload = results.get(timeout=1.0)
+                except queue_mod.Empty:
+                    raise RuntimeError(
+                        f"rank {dead[0]} of {nprocs} exited with code {procs[dead[0]].exitcode} "
+                        "without a result (killed, or crashed in native code)") from None
+            elif time.monotonic() > deadline:
+                late = [r for r in range(nprocs) if r not in done]
+                raise TimeoutError(
+                    f"launch: ranks {late} of {nprocs} did not finish within {timeout} s") from None
+            else:
                 continue
-            exc_bytes, summary, tb = payload
-            exc = pickle.loads(exc_bytes) if exc_bytes is not None else None
-            note = f"raised on rank {rank} of {nprocs}; that rank's traceback:\n{tb}"
-            if isinstance(exc, Exception) and hasattr(exc, "add_note"):
-                exc.add_note(note)
-                raise exc
-            raise RuntimeError(f"rank {rank} of {nprocs} raised {summary}\n{note}")
-        return [done[r] for r in range(nprocs)]
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
+        if status != "ok":
+            _reraise(rank, nprocs, payload)
+        done[rank] = pickle.loads(payload)
+    return [done[r] for r in range(nprocs)]
+
+
+def _reraise(rank: int, nprocs: int, payload: tuple[bytes | None, str, str]) -> None:
+    """Raise a rank's exception in the caller, with that rank's traceback as a note."""
+    exc_bytes, summary, tb = payload
+    exc = pickle.loads(exc_bytes) if exc_bytes is not None else None
+    note = f"raised on rank {rank} of {nprocs}; that rank's traceback:\n{tb}"
+    if isinstance(exc, Exception) and hasattr(exc, "add_note"):
+        exc.add_note(note)
+        raise exc
+    raise RuntimeError(f"rank {rank} of {nprocs} raised {summary}\n{note}")
+
+
+def _stop(procs: list[Any]) -> None:
+    """Stop the ranks still running, then wait for every one (killing those that linger)."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
             p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
-        results.close()
-        shutil.rmtree(tmp, ignore_errors=True)

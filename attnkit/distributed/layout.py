@@ -15,36 +15,19 @@ rounding). Lengths need not divide: chunk sizes differ by at most one (as
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
-from ..core._arrays import array_kind
+from ..core._validate import array, choice, integer
 from ..serving.decoding import split_sizes
 
 Layout = Literal["contiguous", "zigzag"]
 LAYOUTS: tuple[str, ...] = ("contiguous", "zigzag")
 
 __all__ = ["LAYOUTS", "Layout", "shard", "shard_positions", "shard_sizes", "unshard"]
-
-
-def _check_layout(layout: Any) -> Layout:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'contiguous' or 'zigzag'; got {layout!r}")
-    return layout
-
-
-def _check_rank(rank: Any, world_size: Any) -> tuple[int, int]:
-    for name, value in (("world_size", world_size), ("rank", rank)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an integer; got {value!r}")
-    if world_size < 1:
-        raise ValueError(f"world_size must be a positive integer; got {world_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size) = [0, {world_size}); got {rank}")
-    return int(rank), int(world_size)
 
 
 def shard_positions(n: int, rank: int, world_size: int, *, layout: Layout = "contiguous") -> np.ndarray:
@@ -56,8 +39,9 @@ def shard_positions(n: int, rank: int, world_size: int, *, layout: Layout = "con
         >>> shard_positions(5, 1, 2)
         array([3, 4])
     """
-    rank, world_size = _check_rank(rank, world_size)
-    layout = _check_layout(layout)
+    world_size = integer("world_size", world_size, minimum=1)
+    rank = integer("rank", rank, minimum=0, maximum=world_size - 1)
+    layout = choice("layout", layout, LAYOUTS)
     if layout == "contiguous":
         sizes = split_sizes(n, world_size)
         start = sum(sizes[:rank])
@@ -79,12 +63,9 @@ def shard_sizes(n: int, world_size: int, *, layout: Layout = "contiguous") -> li
     return [len(shard_positions(n, r, world_size, layout=layout)) for r in range(world_size)]
 
 
-def _check_dim(x: Any, dim: Any) -> int:
-    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"dim must be an integer; got {dim!r}")
-    if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"dim must lie in [-{x.ndim}, {x.ndim}) for shape {tuple(x.shape)}; got {dim}")
-    return int(dim) % x.ndim
+def _axis(x: Any, dim: Any) -> int:
+    """``dim`` as an axis of ``x`` (``0 <= axis < x.ndim``)."""
+    return integer("dim", dim, minimum=-x.ndim, maximum=x.ndim - 1) % x.ndim
 
 
 def shard(x: Any, rank: int, world_size: int, *, layout: Layout = "contiguous", dim: int = -2) -> Any:
@@ -107,22 +88,19 @@ def shard(x: Any, rank: int, world_size: int, *, layout: Layout = "contiguous", 
 
     Raises:
         TypeError: ``x`` not an array or tensor; non-integer ``rank``/``world_size``/``dim``.
-        ValueError: a rank outside ``[0, world_size)``, an unknown layout, a bad ``dim``.
+        ValueError: a rank outside ``[0, world_size)``, an unknown layout, a ``dim``
+            outside ``x``'s dimensions.
 
     Example:
         >>> import numpy as np
         >>> shard(np.arange(8)[:, None], 0, 2, layout="zigzag").ravel()
         array([0, 1, 6, 7])
     """
-    kind = array_kind(x)
-    if kind == "other":
-        raise TypeError(f"x must be a numpy.ndarray or torch.Tensor; got {type(x).__name__}")
-    axis = _check_dim(x, dim)
+    kind = array("x", x)
+    axis = _axis(x, dim)
     pos = shard_positions(int(x.shape[axis]), rank, world_size, layout=layout)
     if kind == "numpy":
         return np.ascontiguousarray(np.take(x, pos, axis=axis))
-    import torch
-
     return torch.index_select(x, axis, torch.from_numpy(pos).to(x.device)).contiguous()
 
 
@@ -140,7 +118,9 @@ def unshard(shards: Sequence[Any], *, layout: Layout = "contiguous", dim: int = 
         The concatenation along ``dim``, put back into position order.
 
     Raises:
-        ValueError: no shards, or shard lengths that no ``n`` gives under ``layout``.
+        ValueError: no shards; shards that differ in a dimension other than ``dim``
+            (or in their number of dimensions); shard lengths that no ``n`` gives
+            under ``layout``.
         TypeError: a mix of kinds, or a non-array.
 
     Example:
@@ -151,15 +131,14 @@ def unshard(shards: Sequence[Any], *, layout: Layout = "contiguous", dim: int = 
         True
     """
     shards = list(shards)
-    layout = _check_layout(layout)
+    layout = choice("layout", layout, LAYOUTS)
     if not shards:
         raise ValueError("shards must hold one shard per rank; got none")
-    kinds = {array_kind(s) for s in shards}
-    if "other" in kinds:
-        raise TypeError("shards must be numpy.ndarray or torch.Tensor")
+    kinds = {array(f"shards[{r}]", s) for r, s in enumerate(shards)}
     if len(kinds) > 1:
         raise TypeError("shards must be all NumPy arrays or all torch tensors; got a mix")
-    axis = _check_dim(shards[0], dim)
+    axis = _axis(shards[0], dim)
+    _check_same_widths(shards, axis, dim)
     P = len(shards)
     got = [int(s.shape[axis]) for s in shards]
     n = sum(got)
@@ -171,7 +150,17 @@ def unshard(shards: Sequence[Any], *, layout: Layout = "contiguous", dim: int = 
     order = np.argsort(np.concatenate([shard_positions(n, r, P, layout=layout) for r in range(P)]))
     if kinds == {"numpy"}:
         return np.take(np.concatenate(shards, axis=axis), order, axis=axis)
-    import torch
-
     full = torch.cat(shards, dim=axis)
     return torch.index_select(full, axis, torch.from_numpy(order).to(full.device))
+
+
+def _check_same_widths(shards: list[Any], axis: int, dim: int) -> None:
+    """Every shard has the shape of shard 0 but along ``axis`` (the sequence axis ``dim``)."""
+    first = tuple(shards[0].shape)
+    for r, x in enumerate(shards):
+        shape = tuple(x.shape)
+        if len(shape) != len(first) or shape[:axis] + shape[axis + 1:] != first[:axis] + first[axis + 1:]:
+            raise ValueError(
+                f"shards must have the same shape in every dimension but the sequence axis "
+                f"dim={dim}; got shards[0] of shape {first} and shards[{r}] of shape {shape}"
+            )

@@ -31,8 +31,8 @@ skipped, and under the zigzag layout every off-diagonal block costs half a block
 from __future__ import annotations
 
 import datetime
-import numbers
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +40,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..core._validate import CausalArg, check_attention_args, normalise_causal
+from ..core._arrays import work_dtype
+from ..core._validate import CausalArg, array, check_attention_args, choice, real
+from ..core.attention import group_heads
 from ..core.masks import causal_offset
 from ..engines import _online
 from ..engines.flash_torch import backward as flash_backward
 from ..engines.flash_torch import flash_attention_torch
 from ..serving.decoding import merge_partials
-from .layout import Layout, _check_layout, shard_positions
+from .layout import LAYOUTS, Layout, shard_positions
 
 __all__ = ["RingComm", "all_gather_attention", "block_backward", "ring_attention"]
 
@@ -179,12 +181,16 @@ def _block_mask(vis: Any, pad: Any, cols: Any) -> Any:
     return vis if pad is None else (vis & pad)
 
 
-def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: _Plan,
-             scale: float, comm: RingComm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward ring: returns this rank's ``out (..., L, Ev)`` and ``lse (..., L)``."""
-    out = lse = None
-    k_cur, v_cur, pad_cur = k, v, pad
+def _around_the_ring(k: torch.Tensor, v: torch.Tensor, pad: Any, plan: _Plan,
+                     comm: RingComm) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, Any]]:
+    """``(s, k_s, v_s, pad_s)`` at each of the P steps: the block of rank ``s = r - t``.
+
+    The next block is posted to arrive from the previous rank before the caller
+    computes with this one, and waited for when the caller asks for the next step
+    (the forward and the backward ring travel the same way).
+    """
     P, r = plan.world_size, plan.rank
+    k_cur, v_cur, pad_cur = k, v, pad
     for t in range(P):
         s = (r - t) % P  # whose block this rank holds now
         reqs, nxt = [], None
@@ -194,6 +200,18 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
             if pad is not None:
                 nxt.append(pad.new_empty(plan.mask_shapes[src]))
             reqs = comm.post([x for x in (k_cur, v_cur, pad_cur) if x is not None], nxt)
+        yield s, k_cur, v_cur, pad_cur
+        if reqs:
+            comm.wait(reqs)
+            k_cur, v_cur = nxt[0], nxt[1]
+            pad_cur = nxt[2] if pad is not None else None
+
+
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: _Plan,
+             scale: float, comm: RingComm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward ring: returns this rank's ``out (..., L, Ev)`` and ``lse (..., L)``."""
+    out = lse = None
+    for s, k_cur, v_cur, pad_cur in _around_the_ring(k, v, pad, plan, comm):
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
@@ -217,12 +235,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any, plan: 
             else:
                 out, lse = merge_partials([out, o_b], [lse, lse_b])
         comm.stats["compute_s"] += time.perf_counter() - start
-        if reqs:
-            comm.wait(reqs)
-            k_cur, v_cur = nxt[0], nxt[1]
-            pad_cur = nxt[2] if pad is not None else None
     if out is None:  # this rank's queries see no key at all
-        work = torch.float64 if q.dtype == torch.float64 else torch.float32
+        work = work_dtype(q)
         batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         out = q.new_zeros((*batch, q.shape[-2], v.shape[-1]), dtype=work)
         lse = q.new_full((*batch, q.shape[-2]), float("-inf"), dtype=work)
@@ -254,26 +268,17 @@ def block_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any,
     ``q, k, v`` (summed over broadcast dimensions).
     """
     spec = check_attention_args(q, k, v, mask=mask, causal=causal or False, scale=scale)
-    block_q, block_k = _online.blocks(None, block_k, "torch", _online.is_banded(spec))
+    block_q, block_k = _online.call_blocks(spec, None, block_k, "torch")
     dq, dk, dv = flash_backward(q, k, v, mask, out, lse, d_out, spec, block_q, block_k)
     return dq.sum_to_size(q.shape), dk.sum_to_size(k.shape), dv.sum_to_size(v.shape)
 
 
 def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: RingComm):
     """The backward ring: K/V travel again, each with its running dK, dV."""
-    P, r = plan.world_size, plan.rank
+    P = plan.world_size
     dq = torch.zeros_like(q)
     dk_acc, dv_acc = torch.zeros_like(k), torch.zeros_like(v)
-    k_cur, v_cur, pad_cur = k, v, pad
-    for t in range(P):
-        s = (r - t) % P
-        reqs, nxt = [], None
-        if t < P - 1:
-            src = (s - 1) % P
-            nxt = [k.new_empty(plan.k_shapes[src][0]), v.new_empty(plan.k_shapes[src][1])]
-            if pad is not None:
-                nxt.append(pad.new_empty(plan.mask_shapes[src]))
-            reqs = comm.post([x for x in (k_cur, v_cur, pad_cur) if x is not None], nxt)
+    for s, k_cur, v_cur, pad_cur in _around_the_ring(k, v, pad, plan, comm):
         blk = plan.block(s, q.device)
         start = time.perf_counter()
         if blk is not None:
@@ -297,10 +302,6 @@ def _backward(q, k, v, pad, out, lse, d_out, plan: _Plan, scale: float, comm: Ri
         comm.stats["compute_s"] += time.perf_counter() - start
         if P > 1:  # the gradients of block s travel on with it; those of block s - 1 arrive
             dk_acc, dv_acc = comm.exchange([dk_acc, dv_acc], list(plan.k_shapes[(s - 1) % P]), tag=1)
-        if reqs:
-            comm.wait(reqs)
-            k_cur, v_cur = nxt[0], nxt[1]
-            pad_cur = nxt[2] if pad is not None else None
     return dq, dk_acc, dv_acc  # after P hand-overs each rank holds its own blocks' gradients
 
 
@@ -310,7 +311,7 @@ class RingAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad: Any,
                 plan: _Plan, scale: float, comm: RingComm) -> torch.Tensor:
-        work = torch.float64 if q.dtype == torch.float64 else torch.float32
+        work = work_dtype(q)
         qw, kw, vw = (x.detach().to(work) for x in (q, k, v))
         out, lse = _forward(qw, kw, vw, pad, plan, scale, comm)
         ctx.save_for_backward(qw, kw, vw, out, lse)
@@ -401,41 +402,25 @@ def ring_attention(
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("ring_attention needs an initialised torch.distributed process group "
                            "(use attnkit.distributed.launch, or dist.init_process_group)")
-    layout = _check_layout(layout)
-    alignment = normalise_causal(causal)
+    layout = choice("layout", layout, LAYOUTS)
     for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not isinstance(enable_gqa, (bool, np.bool_)):
-        raise TypeError(f"enable_gqa must be a bool; got {enable_gqa!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
-                                or not timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds or None; got {timeout!r}")
-    q_v, k_v, v_v, pad = q, k, v, mask
-    if enable_gqa:  # view q (..., Hkv, g, L, E) against k (..., Hkv, 1, S, E): no copies of K/V
-        if q.ndim < 3 or k.ndim < 3 or v.ndim < 3:
-            raise ValueError(f"enable_gqa needs a head axis (..., H, L, E); got q {tuple(q.shape)}, "
-                             f"k {tuple(k.shape)}")
-        Hq, Hkv = q.shape[-3], k.shape[-3]
-        if v.shape[-3] != Hkv or Hq % Hkv:
-            raise ValueError(f"enable_gqa needs k and v with the same heads Hkv dividing q's Hq; got "
-                             f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-        q_v = q.unflatten(-3, (Hkv, Hq // Hkv))
-        k_v, v_v = k.unsqueeze(-3), v.unsqueeze(-3)
+        array(name, x, "torch")
     if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a boolean torch.Tensor (a key-padding mask); got "
-                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        array("mask", mask, "torch")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a boolean torch.Tensor (a key-padding mask); got {mask.dtype}")
         if mask.ndim < 2 or mask.shape[-2] != 1 or mask.shape[-1] != k.shape[-2]:
             raise ValueError(
                 "ring_attention takes a key-padding mask of shape (..., 1, S_r) (this rank's keys, "
                 f"query axis of size 1); got mask {tuple(mask.shape)} for k {tuple(k.shape)}")
-        if enable_gqa and mask.ndim >= 3:
-            pad = (mask.unflatten(-3, (k.shape[-3], q.shape[-3] // k.shape[-3]))
-                   if mask.shape[-3] != 1 else mask.unsqueeze(-3))
+    spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale,
+                                enable_gqa=enable_gqa)
+    timeout = None if timeout is None else real("timeout", timeout, positive=True)
+    q_v, k_v, v_v, pad = q, k, v, mask
+    if spec.groups > 1:  # q (..., Hkv, g, L, E) against k (..., Hkv, 1, S, E): no copies of K/V
+        q_v, k_v, v_v, pad, _ = group_heads(q, k, v, mask, spec)
+    if pad is not None:
         pad = pad.to(device=q.device, dtype=torch.uint8).contiguous()  # bool does not travel on gloo
-    spec = check_attention_args(q_v, k_v, v_v, mask=None if pad is None else pad.bool(),
-                                causal=False, scale=scale)
 
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"stats must be a dict or None; got {type(stats).__name__}")
@@ -454,15 +439,13 @@ def ring_attention(
                 for _, S_s in lengths]
     plan = _Plan(
         rank=r, world_size=P, q_pos=q_pos, k_pos=k_pos,
-        offset=None if alignment is None else causal_offset(n_q, n_k, alignment),
+        offset=None if spec.causal is None else causal_offset(n_q, n_k, spec.causal),
         k_shapes=k_shapes,
         mask_shapes=None if pad is None else [(*pad.shape[:-1], S_s) for _, S_s in lengths],
     )
     out = RingAttentionFunction.apply(q_v, k_v.contiguous(), v_v.contiguous(), pad, plan,
                                       spec.scale, comm)
-    if enable_gqa:
-        out = out.flatten(-4, -3)
-    return out
+    return out.flatten(-4, -3) if spec.groups > 1 else out
 
 
 def all_gather_attention(
@@ -485,9 +468,9 @@ def all_gather_attention(
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("all_gather_attention needs an initialised torch.distributed process group")
-    layout = _check_layout(layout)
-    alignment = normalise_causal(causal)
-    spec = check_attention_args(q, k, v, causal=False, scale=scale)
+    layout = choice("layout", layout, LAYOUTS)
+    spec = check_attention_args(q, k, v, causal=causal, scale=scale)
+    alignment = spec.causal
     P, r = dist.get_world_size(group), dist.get_rank(group)
     lengths = _gather_lengths(spec.L, spec.S, q.device, group)
     n_q, n_k = sum(a for a, _ in lengths), sum(b for _, b in lengths)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._arrays import torch_module
 from ..core._validate import AttentionSpec, positive_int
 from ..core.masks import Band
 
@@ -50,32 +52,47 @@ OPTIMISTIC: bool = True
 RESCALE_THRESHOLD: float = 8.0
 
 
-def blocks(block_q: Any, block_k: Any, kind: str = "numpy",
-           banded: bool = False) -> tuple[int, int]:
+def blocks(block_q: Any, block_k: Any, kind: str = "numpy", banded: bool = False,
+           width: int | None = None) -> tuple[int, int]:
     """The block sizes to use: the arguments if given, else the module's, else the defaults.
 
-    ``banded``: a causal mask or a window hides keys from the queries
-    (:func:`default_blocks`).
+    ``banded``: a causal mask or a window hides keys from the queries; ``width``:
+    the most keys a query sees under a window (:func:`default_blocks`).
 
     Raises:
-        ValueError: a block size that is not a positive integer (named in the message).
+        TypeError, ValueError: a block size that is not a positive integer (named in
+            the message).
 
     Example:
         >>> blocks(64, 128)
         (64, 128)
     """
-    dq, dk = default_blocks(kind, banded)
+    dq, dk = default_blocks(kind, banded, width)
     bq = block_q if block_q is not None else (BLOCK_Q if BLOCK_Q is not None else dq)
     bk = block_k if block_k is not None else (BLOCK_K if BLOCK_K is not None else dk)
     return positive_int("block_q", bq), positive_int("block_k", bk)
 
 
-def is_banded(spec: AttentionSpec) -> bool:
-    """Whether a call's causal mask or window hides keys from its queries (:class:`Band`)."""
-    return Band.of(spec.L, spec.S, spec.causal, spec.window, spec.sinks).bounded
+def call_blocks(spec: AttentionSpec, block_q: Any = None, block_k: Any = None,
+                kind: str = "numpy") -> tuple[int, int]:
+    """The block sizes for the call ``spec``: :func:`blocks` with its band's shape.
+
+    Example:
+        >>> from attnkit import check_attention_args
+        >>> x = np.ones((4096, 8))
+        >>> call_blocks(check_attention_args(x, x, x, causal=True, window=(100, 0)))
+        (96, 96)
+    """
+    band = Band.of_spec(spec)
+    return blocks(block_q, block_k, kind, band.bounded, band.width)
 
 
-def default_blocks(kind: str, banded: bool = False) -> tuple[int, int]:
+#: The narrowest tile :func:`default_blocks` picks for a window: below it, the fixed
+#: cost of a block of queries outweighs the hidden scores a taller block computes.
+MIN_WINDOW_BLOCK: int = 16
+
+
+def default_blocks(kind: str, banded: bool = False, width: int | None = None) -> tuple[int, int]:
     """The default ``(block_q, block_k)`` of the NumPy and torch loops.
 
     Without a causal mask or a window: blocks of 1024 queries by 512 keys (a 2 MiB
@@ -86,10 +103,16 @@ def default_blocks(kind: str, banded: bool = False) -> tuple[int, int]:
     and at n <= 4096 in the NumPy loop (2 % more at 8192); in the torch loop,
     256 x 512 and 1024 x 1024 took more.
 
-    With a causal mask or a window (``banded``): 512 x 512. A block of queries
-    computes every key that any of its rows sees, so taller blocks compute more
-    hidden scores: with a causal window of 256 keys, 1024-row blocks took 1.2 to 1.6
-    times as long as 512-row blocks at n = 8192 and 16384.
+    With a causal mask (``banded``): 512 x 512. A block of queries computes every
+    key that any of its rows sees, so taller blocks compute more hidden scores.
+
+    With a window that bounds both sides, of ``width`` keys per query at most:
+    square tiles of ``width`` rounded down to a multiple of 16 (at least
+    :data:`MIN_WINDOW_BLOCK`, at most 512). A block of ``b`` queries visits the
+    ``b + width - 1`` keys that any of its rows sees, so with ``b <= width`` the
+    keys visited per query stay within twice the keys visible (for windows of
+    :data:`MIN_WINDOW_BLOCK` keys or more); 512-row blocks under a window of 256
+    keys visited about 3 times the keys each query sees.
 
     ``python -m attnkit.bench`` measures the engines with these defaults;
     :data:`BLOCK_Q` and :data:`BLOCK_K` override them.
@@ -97,8 +120,13 @@ def default_blocks(kind: str, banded: bool = False) -> tuple[int, int]:
     Example:
         >>> default_blocks("torch"), default_blocks("torch", banded=True)
         ((1024, 512), (512, 512))
+        >>> default_blocks("numpy", banded=True, width=257)
+        (256, 256)
     """
     del kind  # one default for both loops
+    if width is not None:
+        b = min(512, max(MIN_WINDOW_BLOCK, width // 16 * 16))
+        return b, b
     return (512, 512) if banded else (1024, 512)
 
 
@@ -139,9 +167,7 @@ def scratch(kind: str, sizes: tuple[int, ...], dtype: Any, device: Any = None) -
         if kind == "numpy":
             buf = np.empty(max(total, 1), dtype=dtype)
         else:
-            import torch
-
-            buf = torch.empty(max(total, 1), dtype=dtype, device=device)
+            buf = torch_module().empty(max(total, 1), dtype=dtype, device=device)
     try:
         yield [buf[o:o + int(n)] for o, n in zip(offsets, sizes, strict=True)]
     finally:
@@ -164,8 +190,6 @@ def _faster_base(exp: Any, exp2: Any, x: Any, out: Any) -> str:
     ``ATTNKIT_EXP`` (``exp`` or ``exp2``) in the environment overrides the probe;
     ``exp2`` must be at least 10 % faster to be chosen.
     """
-    import os
-
     forced = os.environ.get("ATTNKIT_EXP")
     if forced in ("exp", "exp2"):
         return forced
@@ -201,8 +225,7 @@ def torch_exp_base() -> str:
     The same probe as :func:`numpy_exp_base`, for the torch loop on CPU tensors; the
     environment variable ``ATTNKIT_EXP`` overrides it too.
     """
-    import torch
-
+    torch = torch_module()
     x = torch.linspace(-20.0, 0.0, 256 * 512).reshape(256, 512)
     return _faster_base(torch.exp, torch.exp2, x, torch.empty_like(x))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..core import registry
 from ..core._validate import FLOAT_DTYPES, AttentionSpec
 
 #: The variant features of :func:`attnkit.attention` that an engine may declare.
@@ -37,7 +38,10 @@ class Capabilities:
         mask_rows: ``"any"``, or ``"key"`` for masks that must be the same for every
             query (shape ``(..., 1, S)``: key padding, per-key biases).
         weights: whether it can return the ``(..., L, S)`` weights.
-        gradients: whether torch autograd flows through it (torch inputs).
+        gradients: whether torch autograd flows through it to ``q``, ``k`` and ``v``
+            (their tensors come back with a ``grad_fn``); an engine without it refuses
+            tensors that need gradients, so that no gradient is ever lost silently.
+        mask_gradients: whether a floating mask that requires grad gets its gradient.
         devices: where it computes: ``"cpu"`` and/or ``"cuda"``.
         features: the variants it supports, a subset of :data:`FEATURES`.
         tiled: whether it works tile by tile and skips the tiles that ``causal`` or
@@ -54,6 +58,7 @@ class Capabilities:
     mask_rows: Literal["any", "key"] = "any"
     weights: bool = False
     gradients: bool = False
+    mask_gradients: bool = False
     devices: tuple[str, ...] = ("cpu",)
     features: frozenset[str] = field(default_factory=frozenset)
     tiled: bool = False
@@ -64,11 +69,6 @@ class Capabilities:
         unknown = set(self.features) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {list(FEATURES)}")
-
-    @property
-    def arrays(self) -> tuple[str, ...]:
-        """The array kinds a caller may pass (always both: the other kind is converted)."""
-        return ("numpy", "torch")
 
     def supports(self, feature: str) -> bool:
         """Whether the engine declares ``feature`` (one of :data:`FEATURES`)."""
@@ -83,11 +83,26 @@ class Capabilities:
             mask: the caller's mask (its shape decides ``mask_rows``), or ``None``.
 
         Raises:
-            ValueError: ``return_weights``, a mask kind or form, or a variant feature
-                the engine does not declare.
+            ValueError: ``return_weights``, a mask kind or form, a variant feature, or
+                gradients (tensors that require grad) the engine does not declare.
             TypeError: a dtype the engine does not compute in.
         """
         others = "an engine that declares it (see attnkit.engines.capabilities())"
+        need = [n for n in spec.needs_grad if n != "mask"]
+        if need and not self.gradients:
+            raise ValueError(
+                f"backend {name!r} computes no gradients, but {', '.join(need)} "
+                f"require{'s' if len(need) == 1 else ''} grad: the result would have none "
+                f"(the gradient would be lost); use a backend that carries gradients "
+                f"({', '.join(map(repr, registry.declaring('gradients')))}), or call it on "
+                "detached tensors or under torch.no_grad()"
+            )
+        if "mask" in spec.needs_grad and not self.mask_gradients:
+            raise ValueError(
+                f"mask requires grad, but backend {name!r} computes no gradient for a floating "
+                f"mask; pass mask.detach(), or use a backend that differentiates the mask "
+                f"({', '.join(map(repr, registry.declaring('mask_gradients')))})"
+            )
         if spec.return_weights and not self.weights:
             raise ValueError(
                 f"backend {name!r} never forms the (..., L, S) weight matrix, so it cannot "

@@ -17,6 +17,7 @@ from . import _online
 from .base import FEATURES, Capabilities
 from .flash_numpy import flash_attention_numpy, forward
 
+#: Gradients flow to q, k and v of torch inputs (the torch half); NumPy inputs never need any.
 CAPS = Capabilities(
     native="any", gradients=True, devices=("cpu", "cuda"), features=frozenset(FEATURES),
     tiled=True, notes="tiled online softmax; never forms the (L, S) matrix",
@@ -33,8 +34,8 @@ def available() -> tuple[bool, str]:
 def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, None]:
     """Attention on validated inputs of either kind; returns ``(out, None)``."""
     if spec.kind == "numpy":
-        bq, bk = _online.blocks(None, None, "numpy", _online.is_banded(spec))
-        out, _ = forward(q, k, v, mask, spec, bq, bk)
+        out, _ = forward(q, k, v, mask, spec, *_online.call_blocks(spec))
         return out, None
-    flash_torch = importlib.import_module("attnkit.engines.flash_torch")  # imports torch
+    # The torch half imports torch at its top: it is imported on the first tensor call.
+    flash_torch = importlib.import_module("attnkit.engines.flash_torch")
     return flash_torch.flash_attention_torch(q, k, v, mask=mask, spec=spec), None

@@ -51,6 +51,7 @@ import math
 
 import numpy as np
 
+from ..core._arrays import work_dtype
 from ..core._validate import AttentionSpec, CausalArg, Window, check_attention_args
 from ..core.masks import Band
 from . import _online
@@ -107,23 +108,22 @@ def flash_attention_numpy(
                                 sinks=sinks, softcap=softcap)
     if spec.kind != "numpy":
         raise TypeError(f"flash_attention_numpy takes NumPy arrays; got q of kind {spec.kind}")
-    bq, bk = _online.blocks(block_q, block_k, "numpy", _online.is_banded(spec))
-    out, lse = forward(q, k, v, mask, spec, bq, bk)
+    out, lse = forward(q, k, v, mask, spec, *_online.call_blocks(spec, block_q, block_k))
     return (out, lse) if return_lse else out
 
 
-def default_blocks(banded: bool = False) -> tuple[int, int]:
+def default_blocks(banded: bool = False, width: int | None = None) -> tuple[int, int]:
     """The ``(block_q, block_k)`` this engine uses when none are given.
 
-    ``banded``: for a call with a causal mask or a window
-    (:func:`attnkit.engines._online.default_blocks`).
+    ``banded``: for a call with a causal mask or a window; ``width``: the most keys a
+    query sees under a window (:func:`attnkit.engines._online.default_blocks`).
 
     Example:
         >>> bq, bk = default_blocks()
         >>> bq > 0 and bk > 0
         True
     """
-    return _online.blocks(None, None, "numpy", banded)
+    return _online.blocks(None, None, "numpy", banded, width)
 
 
 def forward(
@@ -131,13 +131,13 @@ def forward(
     spec: AttentionSpec, block_q: int, block_k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The tiled forward pass on validated NumPy inputs; returns ``(out, lse)``."""
-    work = np.float64 if q.dtype == np.float64 else np.float32
+    work = work_dtype(q)
     base = _online.numpy_exp_base()
     exp = np.exp2 if base == "exp2" else np.exp
     u = _online.units(base)  # scores are kept in units of the exponential's base
     thresh = _online.RESCALE_THRESHOLD * u
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
-    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    band = Band.of_spec(spec)
     mods = spec.softcap is not None or spec.score_mod is not None
 
     # q is scaled block by block (natural units when a modifier needs them, else the base's)

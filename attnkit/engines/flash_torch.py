@@ -24,10 +24,12 @@ from typing import Any
 
 import torch
 
+from ..core._arrays import work_dtype
 from ..core._validate import AttentionSpec, CausalArg, Window, check_attention_args
 from ..core.masks import Band
 from . import _online
 from ._online import LOG2E
+from .flash import CAPS
 from .mods import apply_score_mods
 
 
@@ -79,25 +81,31 @@ def flash_attention_torch(
                                     window=window, sinks=sinks, softcap=softcap)
         if spec.kind != "torch":
             raise TypeError(f"flash_attention_torch takes torch tensors; got q of kind {spec.kind}")
-    if mask is not None and mask.requires_grad:
-        raise ValueError(
-            "mask requires grad, but the flash engine computes no gradient for a floating "
-            "mask; pass mask.detach(), or use backend='torch' to differentiate the mask"
-        )
-    bq, bk = _online.blocks(block_q, block_k, "torch", _online.is_banded(spec))
+        CAPS.refuse("flash", spec, mask)  # attnkit.attention has done this for its calls
+    bq, bk = _online.call_blocks(spec, block_q, block_k, "torch")
     if spec.L == 0 or spec.S == 0:
         raise ValueError(f"flash_attention_torch needs L > 0 and S > 0; got L={spec.L}, "
                          f"S={spec.S} (attnkit.attention handles empty inputs)")
-    if not return_lse and not (torch.is_grad_enabled()
-                               and any(x.requires_grad for x in (q, k, v))):
+    if not return_lse and not {"q", "k", "v"} & set(spec.needs_grad):
         # Inference: no graph to record and no log-sum-exp to keep for a backward pass.
-        work = torch.float64 if q.dtype == torch.float64 else torch.float32
-        qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
-        if mask is not None:
-            mask = mask.to(qw.device)
-        return forward(qw, kw, vw, mask, spec, bq, bk, need_lse=False)[0].to(q.dtype)
+        return _forward_in_work_dtype(q, k, v, mask, spec, bq, bk, need_lse=False)[1].to(q.dtype)
     out, lse = FlashAttentionFunction.apply(q, k, v, mask, spec, bq, bk)
     return (out, lse) if return_lse else out
+
+
+def _forward_in_work_dtype(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec, block_q: int,
+                           block_k: int, need_lse: bool) -> tuple[tuple[Any, ...], Any, Any]:
+    """:func:`forward` in float32 (float64 for float64 inputs), mask on the inputs' device.
+
+    The inference shortcut and :class:`FlashAttentionFunction` both run this.
+    Returns ``((qw, kw, vw, mask), out, lse)``: the inputs as computed, and the results.
+    """
+    work = work_dtype(q)
+    qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
+    if mask is not None:
+        mask = mask.to(qw.device)
+    out, lse = forward(qw, kw, vw, mask, spec, block_q, block_k, need_lse=need_lse)
+    return (qw, kw, vw, mask), out, lse
 
 
 def _mask_tile_(s: Any, mask: Any, spec: AttentionSpec, band: Band, full: bool,
@@ -193,7 +201,7 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
         ka = k_mem.view(*k_batch, S, E + 1)  # [k, 1]: its transpose is [k^T; 1]
         ka[..., :E].copy_(k)
         ka[..., E].fill_(1.0)
-        tiles = _Tiles(spec, batch, Band.of(L, S, spec.causal, spec.window, spec.sinks),
+        tiles = _Tiles(spec, batch, Band.of_spec(spec),
                        ka.transpose(-2, -1), v, mask, mods, u, base, block_k, tile_mem, pv_mem)
         q_factor = spec.scale * (1.0 if mods else u)
         for i0 in range(0, L, block_q):
@@ -237,7 +245,7 @@ class _Tiles:
     _k_tiles: dict[tuple[int, int], tuple[Any, Any]] = dataclasses.field(default_factory=dict)
     _views: dict[tuple[int, int], Any] = dataclasses.field(default_factory=dict)
 
-    def scores(self, qa: Any, shift: Any, i0: int, i1: int, j0: int, j1: int,
+    def scores(self, qa: Any, m_i: Any, i0: int, i1: int, j0: int, j1: int,
                full: bool) -> Any:
         """One tile of scores, in units ``u``, minus the shift, masked: ``(..., bq, bk)``."""
         E = self.spec.E
@@ -246,8 +254,8 @@ class _Tiles:
         k_j = self._k_tiles[j0, j1][0]
         if self.mods:  # natural scores through the modifiers, then the shift
             s = _mods(qa[..., :E], k_j[..., :E, :], self.spec, i0, i1, j0, j1, self.u)
-            if shift is not None:
-                s.sub_(shift)
+            if m_i is not None:
+                s.sub_(m_i)
         else:  # (..., bq, E + 1) x (..., E + 1, bk), into the tile's memory
             if (i1 - i0, j1 - j0) not in self._views:
                 n = math.prod(self.batch) * (i1 - i0) * (j1 - j0)
@@ -272,7 +280,8 @@ class _Tiles:
               careful: bool) -> tuple[Any, Any, bool] | None:
         """Fold every visible key tile into ``acc`` for queries ``[i0, i1)``.
 
-        Returns ``(shift, l, guarded)``: the rows' shifts, their sums of exponentials
+        Returns ``(m_i, l_i, guarded)``: the rows' running maxima (the shifts, which
+        move lazily), their sums of exponentials
         (``l == 0``: every key hidden from the row) and whether any row could have
         seen nothing in the first tile (a mask, or a tile the band cuts); ``None``
         when no tile is visible, or when this optimistic pass (``careful=False``) ends
@@ -288,17 +297,17 @@ class _Tiles:
         exp_ = torch.Tensor.exp2_ if self.base == "exp2" else torch.Tensor.exp_
         thresh = _online.RESCALE_THRESHOLD * self.u
         qa[..., E:].zero_()
-        shift = l_i = None
+        m_i = l_i = None  # the running maximum (the shift) and the sum of exponentials
         guarded = self.mask is not None
         for j0, j1, full in self.band.tiles(i0, i1, self.block_k):
-            s = self.scores(qa, shift, i0, i1, j0, j1, full)
+            s = self.scores(qa, m_i, i0, i1, j0, j1, full)
             v_j = self._k_tiles[j0, j1][1]
-            if shift is None:  # the first tile: its row maxima become the shift
+            if m_i is None:  # the first tile: its row maxima become the shift
                 guarded = guarded or not full
                 r = s.amax(dim=-1, keepdim=True)
-                shift = r.masked_fill_(r == float("-inf"), 0.0) if guarded else r
-                torch.neg(shift, out=qa[..., E:])  # later products subtract it
-                p = exp_(s.sub_(shift))
+                m_i = r.masked_fill_(r == float("-inf"), 0.0) if guarded else r
+                torch.neg(m_i, out=qa[..., E:])  # later products subtract it
+                p = exp_(s.sub_(m_i))
                 l_i = p.sum(dim=-1, keepdim=True)
                 torch.matmul(p, v_j, out=acc)
                 careful = careful or (guarded and bool((l_i == 0).any()))
@@ -309,8 +318,8 @@ class _Tiles:
                 if bool(move.any()):  # lazy: move the shift only where needed
                     delta = torch.where(move, r, 0.0)
                     s.sub_(delta)
-                    shift.add_(delta)
-                    torch.neg(shift, out=qa[..., E:])
+                    m_i.add_(delta)
+                    torch.neg(m_i, out=qa[..., E:])
                     # rescales what came before; 0 for a row that has seen nothing yet
                     alpha = exp_(torch.where(l_i > 0, -delta, float("-inf")))
                     l_i.mul_(alpha)
@@ -318,16 +327,16 @@ class _Tiles:
             p = exp_(s)  # (..., bq, bk), in place
             l_i.add_(p.sum(dim=-1, keepdim=True))
             self.accumulate(acc, p, v_j)  # (..., bq, bk) x (..., bk, Ev)
-        if shift is None:
+        if m_i is None:
             return None
         # One sum each finds an inf or a nan (a sum of finite values that overflows
         # only costs a careful pass); torch.isfinite would take several passes over acc.
         if not careful and not math.isfinite(float(l_i.sum()) + float(acc.sum())):
             return None
-        return shift, l_i, guarded
+        return m_i, l_i, guarded
 
 
-def _finish_block(acc: Any, shift: Any, l_i: Any, guarded: bool, base: str, out: Any,
+def _finish_block(acc: Any, m_i: Any, l_i: Any, guarded: bool, base: str, out: Any,
                   lse: Any, i0: int, i1: int) -> None:
     """Write a block's outputs ``acc / l`` (0 where ``l == 0``) and its log-sum-exp."""
     o = out[..., i0:i1, :]
@@ -337,7 +346,7 @@ def _finish_block(acc: Any, shift: Any, l_i: Any, guarded: bool, base: str, out:
         o.masked_fill_(dead, 0.0)
     if lse is not None:
         log_l = torch.log2(l_i) if base == "exp2" else torch.log(l_i)
-        lse_i = _online.lse_natural(shift, log_l, base)  # -inf where l_i = 0
+        lse_i = _online.lse_natural(m_i, log_l, base)  # -inf where l_i = 0
         if dead is not None:
             lse_i.masked_fill_(dead, float("-inf"))
         lse[..., i0:i1] = lse_i[..., 0]
@@ -364,7 +373,7 @@ def backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, d_out: Any,
                          lse.reshape(*merged, L), d_out.reshape(*merged, L, Ev), flat,
                          block_q, block_k)
         return tuple(g.reshape(*batch, *g.shape[len(merged):]) for g in grads)
-    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    band = Band.of_spec(spec)
     mods = spec.softcap is not None or spec.score_mod is not None
     q = q.expand(*batch, L, spec.E)
     k = k.expand(*batch, S, spec.E)
@@ -404,11 +413,8 @@ class FlashAttentionFunction(torch.autograd.Function):
     def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
                 block_q: int, block_k: int) -> tuple[Any, Any]:
         """Run the tiled forward in float32 (float64 for float64 inputs); save for backward."""
-        work = torch.float64 if q.dtype == torch.float64 else torch.float32
-        qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
-        if mask is not None:
-            mask = mask.to(qw.device)
-        out, lse = forward(qw, kw, vw, mask, spec, block_q, block_k)
+        (qw, kw, vw, mask), out, lse = _forward_in_work_dtype(q, k, v, mask, spec, block_q,
+                                                              block_k, need_lse=True)
         ctx.save_for_backward(qw, kw, vw, out, lse)
         ctx.mask, ctx.spec, ctx.blocks = mask, spec, (block_q, block_k)
         ctx.inputs = [(x.shape, x.dtype) for x in (q, k, v)]

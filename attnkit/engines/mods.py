@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core._arrays import is_tensor
+from ..core._arrays import is_tensor, torch_module
 from ..core._validate import AttentionSpec
 
 
@@ -63,8 +63,7 @@ def apply_score_mods(scores: Any, spec: AttentionSpec, i0: int, i1: int, j0: int
     B, H = batch_as_bh(spec.batch)
     bq, bk = i1 - i0, j1 - j0
     if torch_in:
-        import torch
-
+        torch = torch_module()
         dev = scores.device
         s4 = scores.expand(*spec.batch, bq, bk).reshape(B, H, bq, bk)
         b = torch.arange(B, device=dev).view(B, 1, 1, 1)

@@ -9,6 +9,7 @@ Every other engine is tested against this one. It is written to be read::
     scores[~allowed] = -inf            (boolean mask AND causal AND window/sinks)
     weights = softmax(scores)          each row sums to 1, or is 0 if fully masked
     out     = weights @ v              (..., L, S) x (..., S, Ev) -> (..., L, Ev)
+    lse     = log(sum(exp(scores)))    on request: what merges partial results
 
 Half-precision inputs are computed in float32 (so that ``q @ k^T`` cannot overflow
 float16's range of +-65504) and the result is cast back. Grouped-query heads
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core._arrays import work_dtype
 from ..core._validate import AttentionSpec
-from ..core.masks import combined_bool_mask, softmax
+from ..core.masks import combined_bool_mask, softmax_lse
 from .base import FEATURES, Capabilities
 from .mods import apply_score_mods
 
@@ -37,10 +39,15 @@ def available() -> tuple[bool, str]:
 
 
 def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
-        spec: AttentionSpec) -> tuple[np.ndarray, np.ndarray | None]:
-    """Attention on validated NumPy inputs; returns ``(out, weights)``."""
+        spec: AttentionSpec, return_lse: bool = False) -> tuple[np.ndarray, ...]:
+    """Attention on validated NumPy inputs; returns ``(out, weights)``, or ``(out, weights, lse)``.
+
+    ``weights`` is ``None`` unless ``spec.return_weights``; ``lse (..., L)`` (with
+    ``return_lse``) is the log-sum-exp of each row of masked scores, in the working
+    precision (``-inf`` for a row that sees no key).
+    """
     out_dtype = q.dtype
-    work = np.float64 if q.dtype == np.float64 else np.float32
+    work = work_dtype(q)
     q, k, v = (x.astype(work, copy=False) for x in (q, k, v))
     scores = (q @ np.swapaxes(k, -1, -2)) * work(spec.scale)  # (..., L, S)
     scores = apply_score_mods(scores, spec, 0, spec.L, 0, spec.S)
@@ -50,8 +57,11 @@ def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
                                  sinks=spec.sinks)
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf)
-    weights = softmax(scores, axis=-1)  # (..., L, S)
+    weights, lse = softmax_lse(scores, axis=-1)  # (..., L, S) and (..., L)
     out = weights @ v  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     out = np.broadcast_to(out, spec.out_shape).astype(out_dtype)
-    weights = np.broadcast_to(weights, spec.weights_shape).astype(out_dtype)
+    weights = (np.broadcast_to(weights, spec.weights_shape).astype(out_dtype)
+               if spec.return_weights else None)  # a copy only when asked for
+    if return_lse:
+        return out, weights, np.broadcast_to(lse, (*spec.batch, spec.L))
     return out, weights

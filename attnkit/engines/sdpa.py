@@ -29,7 +29,7 @@ from ..core.masks import combined_bool_mask
 from .base import Capabilities
 
 CAPS = Capabilities(
-    native="torch", gradients=True, devices=("cpu", "cuda"),
+    native="torch", gradients=True, mask_gradients=True, devices=("cpu", "cuda"),
     features=frozenset({"window", "sinks", "enable_gqa"}),
     notes="PyTorch's fused kernel; a window is a boolean mask",
 )

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from ..core._arrays import work_dtype
 from ..core._validate import AttentionSpec
 from ..core.masks import combined_bool_mask
 from .base import FEATURES, Capabilities
 from .mods import apply_score_mods
 
 CAPS = Capabilities(
-    native="torch", weights=True, gradients=True, devices=("cpu", "cuda"),
+    native="torch", weights=True, gradients=True, mask_gradients=True, devices=("cpu", "cuda"),
     features=frozenset(FEATURES), notes="the formula in torch operations; autograd",
 )
 
@@ -36,17 +37,38 @@ def stable_softmax(scores: torch.Tensor) -> torch.Tensor:
         tensor([[1., 0.],
                 [0., 0.]])
     """
-    m = scores.detach().amax(dim=-1, keepdim=True)
+    return softmax_lse(scores)[0]
+
+
+def softmax_lse(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`stable_softmax` and the log-sum-exp of each row (``-inf`` for an all ``-inf`` row).
+
+    Both are differentiable, with finite (zero) gradients on a row of all ``-inf``.
+
+    Example:
+        >>> w, lse = softmax_lse(torch.tensor([[0.0, 0.0], [float("-inf")] * 2]))
+        >>> lse
+        tensor([0.6931,   -inf])
+    """
+    m = scores.detach().amax(dim=-1, keepdim=True)  # the shift cancels: no gradient through it
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     e = torch.exp(scores - m)
     z = e.sum(dim=-1, keepdim=True)
-    return e / torch.where(z > 0, z, torch.ones_like(z))
+    z_safe = torch.where(z > 0, z, torch.ones_like(z))
+    lse = torch.where(z > 0, m + torch.log(z_safe), torch.full_like(z, float("-inf")))
+    return e / z_safe, lse[..., 0]
 
 
-def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, Any]:
-    """Attention on validated tensors; returns ``(out, weights)``."""
+def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
+        return_lse: bool = False) -> tuple[Any, ...]:
+    """Attention on validated tensors; returns ``(out, weights)``, or ``(out, weights, lse)``.
+
+    ``weights`` is ``None`` unless ``spec.return_weights``; ``lse (..., L)`` (with
+    ``return_lse``) is the log-sum-exp of each row of masked scores, in the working
+    precision (``-inf`` for a row that sees no key).
+    """
     out_dtype = q.dtype
-    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    work = work_dtype(q)
     q, k, v = q.to(work), k.to(work), v.to(work)
     scores = torch.matmul(q, k.transpose(-2, -1)) * spec.scale  # (..., L, E) x (..., E, S)
     scores = apply_score_mods(scores, spec, 0, spec.L, 0, spec.S)
@@ -56,8 +78,10 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple[Any, An
                                  window=spec.window, sinks=spec.sinks)
     if allowed is not None:
         scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
-    weights = stable_softmax(scores)  # (..., L, S)
+    weights, lse = softmax_lse(scores)  # (..., L, S) and (..., L)
     out = torch.matmul(weights, v)  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     out = out.expand(spec.out_shape).to(out_dtype)
-    weights = weights.expand(spec.weights_shape).to(out_dtype)
+    weights = weights.expand(spec.weights_shape).to(out_dtype) if spec.return_weights else None
+    if return_lse:
+        return out, weights, lse.expand(*spec.batch, spec.L)
     return out, weights

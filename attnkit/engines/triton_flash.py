@@ -81,15 +81,12 @@ def key_bias(mask: Any, spec: AttentionSpec) -> Any:
     """The ``(B, S)`` float32 key mask for the kernels, in base-2 units, or ``None``.
 
     A boolean key-padding mask becomes 0 (takes part) or ``-inf`` (hidden); a
-    floating one is multiplied by ``log2(e)``, as the scores are.
-
-    Raises:
-        ValueError: a mask that is not the same for every query (its query axis,
-            the second-to-last, is longer than 1), from :meth:`Capabilities.refuse`.
+    floating one is multiplied by ``log2(e)``, as the scores are. ``mask`` is one
+    that :meth:`Capabilities.refuse` has accepted: the same for every query (shape
+    ``(..., 1, S)``).
     """
     if mask is None:
         return None
-    CAPS.refuse("triton", spec, mask)
     mask = mask.expand(*spec.batch, 1, spec.S).reshape(-1, spec.S)  # (B, S)
     if spec.mask_kind == "bool":
         zero = torch.zeros((), dtype=torch.float32, device=mask.device)
@@ -150,6 +147,9 @@ def flash_attention_triton(
                                     window=window, sinks=sinks, softcap=softcap)
         if spec.kind != "torch":
             raise TypeError(f"flash_attention_triton takes torch tensors; got q of kind {spec.kind}")
+        # dtypes, masks, variants, gradients: the one place that says no (attnkit.attention
+        # has asked it already for its own calls)
+        CAPS.refuse("triton", spec, mask)
     if q.device.type != "cuda" and not interpreting():
         raise ValueError(
             f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for the CPU "
@@ -158,16 +158,10 @@ def flash_attention_triton(
     if spec.L == 0 or spec.S == 0:
         raise ValueError(f"the Triton kernels need L > 0 and S > 0; got L={spec.L}, "
                          f"S={spec.S} (attnkit.attention handles empty inputs)")
-    CAPS.refuse("triton", spec)  # dtypes and variants: the one place that says no
     if math.prod(spec.batch) > 65535:
         raise ValueError(
             f"the Triton kernels launch one program row per batch entry, at most 65535; got "
             f"batch dimensions {spec.batch} ({math.prod(spec.batch)} entries): split the batch"
-        )
-    if mask is not None and mask.requires_grad:
-        raise ValueError(
-            "mask requires grad, but the Triton kernels compute no gradient for a mask; "
-            "pass mask.detach(), or use backend='torch' to differentiate the mask"
         )
     bias = key_bias(mask, spec)
     if bias is not None:
@@ -219,22 +213,48 @@ def autotuning() -> bool:
     return os.environ.get("ATTNKIT_TRITON_AUTOTUNE", "0") == "1" and not interpreting()
 
 
-def _config(name: str, E: int, float32: bool) -> dict[str, int]:
-    """The fixed launch configuration of kernel ``name``."""
-    if interpreting():  # small tiles: the interpreter runs each one in NumPy
-        return {"BLOCK_M": 16, "BLOCK_N": 16}
+#: Tiles in Triton's CPU interpreter, which runs each one in NumPy: small ones.
+INTERPRETER_BLOCKS: tuple[int, int] = (16, 16)
+
+
+def window_block_cap(width: int | None) -> int | None:
+    """The largest tile side (``BLOCK_M`` and ``BLOCK_N``) for a window of ``width`` keys.
+
+    A block of ``BLOCK_M`` queries visits the key blocks (of ``BLOCK_N``, aligned to
+    ``BLOCK_N``) that any of its rows sees: at most ``BLOCK_M + width + 2 * BLOCK_N``
+    keys. Sides of at most ``width / 3`` (a power of two, at least 16) keep that
+    within twice the ``width`` keys a query sees. ``None`` without a window.
+
+    Example:
+        >>> window_block_cap(257), window_block_cap(64), window_block_cap(None)
+        (64, 16, None)
+    """
+    if width is None:
+        return None
+    return max(16, 1 << max(0, (width // 3).bit_length() - 1))
+
+
+def _config(name: str, E: int, float32: bool, width: int | None = None) -> dict[str, int]:
+    """The fixed launch configuration of kernel ``name``, its tiles capped by the window."""
     table = DEFAULT_CONFIGS[name]
     m, n, warps, stages = table["float32"] if float32 else table.get(E, table["other"])
+    if interpreting():  # small tiles: the interpreter runs each one in NumPy
+        m, n = INTERPRETER_BLOCKS
+    cap = window_block_cap(width)
+    if cap is not None:
+        m, n = min(m, cap), min(n, cap)
+    if interpreting():
+        return {"BLOCK_M": m, "BLOCK_N": n}
     return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}
 
 
 _TUNED: dict[str, Any] = {}
 
 
-def _kernel(name: str) -> Any:
-    """Kernel ``name``: plain, or wrapped in ``triton.autotune`` when autotuning."""
+def _kernel(name: str, tune: bool) -> Any:
+    """Kernel ``name``: plain, or wrapped in ``triton.autotune`` when ``tune``."""
     raw = getattr(ka, name)
-    if not autotuning():
+    if not tune:
         return raw
     if name not in _TUNED:
         configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
@@ -249,41 +269,78 @@ def tuned_configs() -> dict[str, str]:
     return {name: str(getattr(k, "best_config", None)) for name, k in _TUNED.items()}
 
 
-def _launch(name: str, grid_rows: int, B: int, *args: Any, **meta: Any) -> None:
-    kernel = _kernel(name)
+def _launch(name: str, grid_rows: int, B: int, *args: Any, width: int | None = None,
+            **meta: Any) -> dict[str, int]:
+    """Launch kernel ``name`` over ``cdiv(grid_rows, block)`` x ``B`` programs.
+
+    Autotuned (``ATTNKIT_TRITON_AUTOTUNE=1``) unless a window of ``width`` keys caps
+    the tiles (:func:`window_block_cap`) or the forward counts its visits; returns
+    the fixed configuration used (empty when autotuned).
+    """
     along = "BLOCK_N" if name == "attn_bwd_dkdv" else "BLOCK_M"
-    if autotuning():
-        kernel[lambda m: (triton.cdiv(grid_rows, m[along]), B)](*args, **meta)
-        return
-    config = _config(name, meta["E"], meta["IEEE"])
-    kernel[(triton.cdiv(grid_rows, config[along]), B)](*args, **meta, **config)
+    cap = window_block_cap(width)
+    fits = cap is None or all(max(m, n) <= cap for m, n, _, _ in AUTOTUNE_CONFIGS[name])
+    if autotuning() and fits and not meta.get("COUNT"):
+        _kernel(name, True)[lambda m: (triton.cdiv(grid_rows, m[along]), B)](*args, **meta)
+        return {}
+    config = _config(name, meta["E"], meta["IEEE"], width)
+    _kernel(name, False)[(triton.cdiv(grid_rows, config[along]), B)](*args, **meta, **config)
+    return config
 
 
-def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> tuple[Any, Any]:
-    """Run ``attn_fwd`` on ``(B, L, E)`` tensors; returns ``out (B, L, EV)``, ``lse (B, L)`` base 2."""
+def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec,
+             count: bool = False) -> tuple[Any, Any, Any]:
+    """Run ``attn_fwd`` on ``(B, L, E)`` tensors: ``out (B, L, EV)``, ``lse (B, L)`` base 2, visits.
+
+    ``visits`` (with ``count``): ``(B, L)`` int32, the keys whose scores the kernel
+    computed for each query (its block's count); else ``None``.
+    """
     B, L, E = q.shape
     S, EV = k.shape[1], v.shape[2]
     out = torch.empty((B, L, EV), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, L), device=q.device, dtype=torch.float32)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
-    band, meta = _band(spec, L, S)
-    _launch(
-        "attn_fwd", L, B, q, k, v, dummy, out, lse,
+    band, meta = _band(spec)
+    # one count per (batch entry, program); at most one program per query
+    visits = torch.zeros((B, L if count else 1), device=q.device, dtype=torch.int32)
+    config = _launch(
+        "attn_fwd", L, B, q, k, v, dummy, out, lse, visits,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), 0 if bias is None else bias.stride(0),
-        L, S, spec.scale * LOG2E, *band,
-        E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, **meta,
+        L, S, spec.scale * LOG2E, *band, width=Band.of_spec(spec).width,
+        E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, COUNT=count, **meta,
     )
-    return out, lse
+    if not count:
+        return out, lse, None
+    programs = triton.cdiv(L, config["BLOCK_M"])
+    per_block = visits.reshape(-1)[: B * programs].reshape(B, programs)
+    return out, lse, per_block.repeat_interleave(config["BLOCK_M"], dim=1)[:, :L]
 
 
-def _band(spec: AttentionSpec, L: int, S: int) -> tuple[tuple[int, int, int, float, float], dict]:
+def visited_keys(q: Any, k: Any, v: Any, **kwargs: Any) -> Any:
+    """Keys whose scores the forward kernel computes for each query, as the kernel counts them.
+
+    Shapes: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)`` -> ``(B, L)`` int32,
+    ``B`` the batch entries: each block of queries stores its key loops' trip counts
+    times ``BLOCK_N``. ``kwargs``: ``causal``, ``scale``, ``window``, ``sinks``,
+    ``softcap`` as :func:`attnkit.attention`. For tests and the benchmark: the keys a
+    query sees are :func:`attnkit.core.masks.visible_mask`'s row sums.
+    """
+    spec = check_attention_args(q, k, v, **kwargs)
+    CAPS.refuse("triton", spec)
+    we, wev = _width(spec.E), _width(spec.Ev)
+    flat = [_flat(x, spec.batch, n, w) for x, n, w in ((q, spec.L, we), (k, spec.S, we),
+                                                         (v, spec.S, wev))]
+    return _forward(*flat, None, spec, count=True)[2]
+
+
+def _band(spec: AttentionSpec) -> tuple[tuple[int, int, int, float, float], dict]:
     """The kernels' ``(offset, lo_off, sinks, cap_in, cap_out)`` and the causal/window/softcap flags.
 
     Soft-capping on base-2 scores ``s``: ``cap_out * tanh(s * cap_in)`` with
     ``cap_in = ln 2 / c`` and ``cap_out = c * log2(e)``.
     """
-    band = Band.of(L, S, spec.causal, spec.window, spec.sinks)
+    band = Band.of_spec(spec)
     c = spec.softcap
     values = (0 if band.hi is None else band.hi, 0 if band.lo is None else band.lo, band.sinks,
               1.0 if c is None else LN2 / c, 1.0 if c is None else c * LOG2E)
@@ -301,13 +358,16 @@ def _backward(q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, d_out: Any,
     delta = (d_out.float() * out.float()).sum(-1).contiguous()  # D = rowsum(dO * O), (B, L)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
-    band, flags = _band(spec, L, S)
+    band, flags = _band(spec)
     common = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
               d_out.stride(0), d_out.stride(1), 0 if bias is None else bias.stride(0),
               L, S, spec.scale * LOG2E, spec.scale, *band)
     meta = dict(E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, **flags)
-    _launch("attn_bwd_dkdv", S, B, q, k, v, dummy, d_out, lse, delta, dk, dv, *common, **meta)
-    _launch("attn_bwd_dq", L, B, q, k, v, dummy, d_out, lse, delta, dq, *common, **meta)
+    width = Band.of_spec(spec).width
+    _launch("attn_bwd_dkdv", S, B, q, k, v, dummy, d_out, lse, delta, dk, dv, *common,
+            width=width, **meta)
+    _launch("attn_bwd_dq", L, B, q, k, v, dummy, d_out, lse, delta, dq, *common, width=width,
+            **meta)
     return dq, dk, dv
 
 
@@ -321,7 +381,7 @@ class TritonFlashFunction(torch.autograd.Function):
         qf = _flat(q, spec.batch, spec.L, we)
         kf = _flat(k, spec.batch, spec.S, we)
         vf = _flat(v, spec.batch, spec.S, wev)
-        out, lse = _forward(qf, kf, vf, bias, spec)
+        out, lse, _ = _forward(qf, kf, vf, bias, spec)
         ctx.save_for_backward(qf, kf, vf, out, lse)
         ctx.bias, ctx.spec = bias, spec
         ctx.shapes = (q.shape, k.shape, v.shape)

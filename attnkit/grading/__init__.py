@@ -5,7 +5,8 @@ nbgrader source notebooks with solutions and hidden tests):
 
 * **Students** work in the released notebooks (solutions and hidden tests removed)
   and run the public tests, which call :func:`check` and friends; a failed check
-  says what was expected and what was got. Importing this package needs only NumPy.
+  says what was expected and what was got (in a course release, public checks test
+  only the form of an answer). Importing this package needs only NumPy.
 * **Release**: ``python -m attnkit.grading release --out DIR`` (``make
   student-notebooks``) writes the student notebooks with nbgrader.
 * **Instructors**: ``attnkit grade ch05 submissions/*.ipynb --out graded/`` runs each
@@ -16,6 +17,27 @@ nbgrader source notebooks with solutions and hidden tests):
 >>> check("weight_pos1", 0.24473, 0.2447)
 """
 
-from .checks import ATOL, check, check_choice, check_expr, check_shape, quiet
+from .checks import (
+    ATOL,
+    FORM_CHECKS,
+    check,
+    check_choice,
+    check_expr,
+    check_finite,
+    check_normalised,
+    check_number,
+    check_range,
+    check_set_of,
+    check_shape,
+    check_symbols,
+    check_unchanged,
+    explain,
+    forbid,
+    quiet,
+)
 
-__all__ = ["ATOL", "check", "check_choice", "check_expr", "check_shape", "quiet"]
+__all__ = [
+    "ATOL", "FORM_CHECKS", "check", "check_choice", "check_expr", "check_finite", "check_normalised",
+    "check_number", "check_range", "check_set_of", "check_shape", "check_symbols", "check_unchanged",
+    "explain", "forbid", "quiet",
+]

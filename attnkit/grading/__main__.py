@@ -1,8 +1,10 @@
 """``python -m attnkit.grading release|grade|list``: the exercise commands.
 
-* ``release [--out DIR] [--check] [SET...]``: write the student notebooks (default
-  ``book/exercises``); with ``--check``, write nothing and fail if the files in DIR
-  differ from a fresh release (used by the tests and CI).
+* ``release [--out DIR] [--mode self-study|course] [--check] [SET...]``: write the
+  student notebooks and worked-solution pages (default ``book/exercises``); ``--mode
+  course`` hides every value check in the hidden tests and publishes no solutions (the
+  default follows ``hide_solutions`` in ``_config.yml``); with ``--check``, write nothing
+  and fail if the files in DIR differ from a fresh release (used by the tests and CI).
 * ``grade ...``: the same as ``attnkit grade`` (see :mod:`attnkit.grading.cli`).
 * ``list``: the exercise sets found in the source directory.
 * ``plan SET [--source DIR]``: each grader and check cell of a set, its points and the
@@ -30,6 +32,11 @@ def _release(argv: Sequence[str]) -> int:
     p.add_argument("--source", help="directory of the source notebooks")
     p.add_argument("--check", action="store_true",
                    help="compare DIR with a fresh release instead of writing it")
+    p.add_argument("--mode", choices=["self-study", "course"],
+                   help="self-study: public checks show expected values, worked solutions "
+                        "published; course: public checks test only the form of an answer, "
+                        "no solutions (default: course where _config.yml sets "
+                        "hide_solutions: true, else self-study)")
     args = p.parse_args(list(argv))
     from .release import release
 
@@ -38,12 +45,12 @@ def _release(argv: Sequence[str]) -> int:
             src = Path(args.source) if args.source else default_source_dir()
             args.out = str(src.resolve().parents[1] / "book" / "exercises")
         if not args.check:
-            for path in release(args.out, args.sets, args.source):
+            for path in release(args.out, args.sets, args.source, mode=args.mode):
                 print(f"wrote {path}")
             return 0
         with tempfile.TemporaryDirectory() as tmp:
             stale = []
-            for fresh in release(tmp, args.sets, args.source):
+            for fresh in release(tmp, args.sets, args.source, mode=args.mode):
                 old = Path(args.out) / fresh.relative_to(tmp)
                 if not old.exists() or old.read_bytes() != fresh.read_bytes():
                     stale.append(str(old))

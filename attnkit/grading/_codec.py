@@ -9,7 +9,9 @@ process, so nothing a student defines can run where the checks run.
 
 ``ENCODER`` is the source of the encoder; the kernel runs it (sent with each request,
 never stored in the kernel's history) and the grader uses the same definitions to
-send arguments to the student's functions.
+send arguments to the student's functions. Both sides name the tagged forms through
+one table, :data:`TAGS`: the encoder's source is given the table as data, and
+:func:`decode` dispatches on it, so a tag is spelled in one place only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENCODER", "MIME", "AnswerError", "Opaque", "StudentCallable", "decode", "encode"]
+__all__ = [
+    "ENCODER", "ENCODER_NAMES", "MIME", "TAGS", "AnswerError", "Opaque", "StudentCallable", "decode",
+    "encode",
+]
 
 #: MIME type of the display message that carries a payload out of the kernel.
 MIME = "application/x-attnkit-answer+json"
@@ -30,7 +35,25 @@ MIME = "application/x-attnkit-answer+json"
 #: Largest payload the grader decodes (bytes of JSON).
 MAX_PAYLOAD = 64 * 1024**2
 
-ENCODER = r'''
+#: The wire format's tags: a tagged value is a JSON object ``{TAG: data}`` with one key.
+#: The kernel's encoder and decoder (``ENCODER``) and the grader's :func:`decode` all
+#: read this one table.
+TAGS: dict[str, str] = {
+    "int": "$int",              # an int beyond 2**53, as its decimal digits
+    "nonfinite": "$f",          # inf, -inf or nan, as repr()
+    "complex": "$c",            # [real, imag]
+    "ndarray": "$nd",           # [dtype.str, shape, base64 of the C-ordered bytes]
+    "tuple": "$tuple",          # [items]
+    "set": "$set",              # [items]
+    "dict": "$dict",            # [[key, value], ...]
+    "sympy": "$sym",            # an expression tree (see _attnkit_sym)
+    "sympy_matrix": "$symmat",  # [rows, cols, [trees]]
+    "function": "$fn",          # a function of the student's: its name (the grader calls it)
+    "object": "$obj",           # anything else: [type name, repr]; not data
+    "error": "$error",          # the value could not be encoded: the message
+}
+
+_ENCODER_BODY = r'''
 def _attnkit_encode(x, depth=0):
     import base64, math, sys
     if depth > 20:
@@ -38,11 +61,11 @@ def _attnkit_encode(x, depth=0):
     if x is None or isinstance(x, (bool, str)):
         return x
     if isinstance(x, int):
-        return x if abs(x) < 2**53 else {"$int": str(x)}
+        return x if abs(x) < 2**53 else {_attnkit_T["int"]: str(x)}
     if isinstance(x, float):
-        return x if math.isfinite(x) else {"$f": repr(x)}
+        return x if math.isfinite(x) else {_attnkit_T["nonfinite"]: repr(x)}
     if isinstance(x, complex):
-        return {"$c": [_attnkit_encode(x.real), _attnkit_encode(x.imag)]}
+        return {_attnkit_T["complex"]: [_attnkit_encode(x.real), _attnkit_encode(x.imag)]}
     np = sys.modules.get("numpy")
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
@@ -53,26 +76,26 @@ def _attnkit_encode(x, depth=0):
         x = np.asarray(x)
     if np is not None and isinstance(x, np.ndarray):
         if x.dtype.kind not in "biufc":
-            return {"$obj": ["ndarray of " + str(x.dtype), ""]}
+            return {_attnkit_T["object"]: ["ndarray of " + str(x.dtype), ""]}
         a = np.ascontiguousarray(x)
-        return {"$nd": [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]}
+        return {_attnkit_T["ndarray"]: [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]}
     sympy = sys.modules.get("sympy")
     if sympy is not None and isinstance(x, sympy.MatrixBase):
-        return {"$symmat": [x.rows, x.cols, [_attnkit_sym(e) for e in x]]}
+        return {_attnkit_T["sympy_matrix"]: [x.rows, x.cols, [_attnkit_sym(e) for e in x]]}
     if sympy is not None and isinstance(x, sympy.Basic):
-        return {"$sym": _attnkit_sym(x)}
+        return {_attnkit_T["sympy"]: _attnkit_sym(x)}
     if isinstance(x, tuple):
-        return {"$tuple": [_attnkit_encode(v, depth + 1) for v in x]}
+        return {_attnkit_T["tuple"]: [_attnkit_encode(v, depth + 1) for v in x]}
     if isinstance(x, list):
         return [_attnkit_encode(v, depth + 1) for v in x]
     if isinstance(x, (set, frozenset)):
-        return {"$set": [_attnkit_encode(v, depth + 1) for v in x]}
+        return {_attnkit_T["set"]: [_attnkit_encode(v, depth + 1) for v in x]}
     if isinstance(x, dict):
-        return {"$dict": [[_attnkit_encode(k, depth + 1), _attnkit_encode(v, depth + 1)]
+        return {_attnkit_T["dict"]: [[_attnkit_encode(k, depth + 1), _attnkit_encode(v, depth + 1)]
                           for k, v in x.items()]}
     if callable(x) and not isinstance(x, type):
-        return {"$fn": getattr(x, "__name__", "function")}
-    return {"$obj": [type(x).__name__, repr(x)[:200]]}
+        return {_attnkit_T["function"]: getattr(x, "__name__", "function")}
+    return {_attnkit_T["object"]: [type(x).__name__, repr(x)[:200]]}
 
 def _attnkit_sym(e):
     import sympy
@@ -95,22 +118,28 @@ def _attnkit_decode(x):
     if not isinstance(x, dict):
         return x
     (tag, v), = x.items()
-    if tag == "$f":
+    if tag == _attnkit_T["nonfinite"]:
         return float(v)
-    if tag == "$int":
+    if tag == _attnkit_T["int"]:
         return int(v)
-    if tag == "$c":
+    if tag == _attnkit_T["complex"]:
         return complex(v[0], v[1])
-    if tag == "$nd":
+    if tag == _attnkit_T["ndarray"]:
         return np.frombuffer(base64.b64decode(v[2]), dtype=np.dtype(v[0])).reshape(v[1]).copy()
-    if tag == "$tuple":
+    if tag == _attnkit_T["tuple"]:
         return tuple(_attnkit_decode(e) for e in v)
-    if tag == "$set":
+    if tag == _attnkit_T["set"]:
         return {_attnkit_decode(e) for e in v}
-    if tag == "$dict":
+    if tag == _attnkit_T["dict"]:
         return {_attnkit_decode(k): _attnkit_decode(e) for k, e in v}
     raise ValueError("cannot decode " + tag)
 '''
+
+#: The kernel-side source: the tag table as data, then the encoder and decoder.
+ENCODER = f"_attnkit_T = {TAGS!r}\n" + _ENCODER_BODY
+
+#: The names ``ENCODER`` defines in the kernel (deleted again after each request).
+ENCODER_NAMES = ("_attnkit_T", "_attnkit_encode", "_attnkit_sym", "_attnkit_decode")
 
 _ns: dict[str, Any] = {}
 exec(compile(ENCODER, "<attnkit answer codec>", "exec"), _ns)  # noqa: S102 - our own source
@@ -190,8 +219,73 @@ def _sym(tree: Any, depth: int = 0) -> Any:
     return cls(*built, evaluate=False) if head in ("Add", "Mul", "Pow") else cls(*built)
 
 
+def _nonfinite(v: Any, depth: int) -> float:
+    f = float(str(v)[:10])
+    if math.isfinite(f):
+        raise AnswerError("bad float")
+    return f
+
+
+def _complex(v: Any, depth: int) -> complex:
+    return complex(float(v[0]) if not isinstance(v[0], dict) else decode(v[0], depth + 1),
+                   float(v[1]) if not isinstance(v[1], dict) else decode(v[1], depth + 1))
+
+
+def _ndarray(v: Any, depth: int) -> np.ndarray:
+    dtype, shape, data = v
+    if not isinstance(dtype, str) or not _DTYPE.match(dtype):
+        raise AnswerError(f"array dtype {str(dtype)[:20]!r} is not accepted")
+    if not isinstance(shape, list) or len(shape) > 32 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise AnswerError("bad array shape")
+    raw = base64.b64decode(str(data), validate=True)
+    dt = np.dtype(dtype)
+    if len(raw) != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+        raise AnswerError("array data does not match its shape")
+    return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
+
+
+def _sympy_matrix(v: Any, depth: int) -> Any:
+    import sympy
+
+    rows, cols, items = v
+    if not (isinstance(rows, int) and isinstance(cols, int) and len(items) == rows * cols
+            and rows * cols <= 10_000):
+        raise AnswerError("bad SymPy matrix")
+    return sympy.Matrix(rows, cols, [_sym(e) for e in items])
+
+
+def _error(v: Any, depth: int) -> Any:
+    raise AnswerError(str(v)[:500])
+
+
+#: How the grader builds each tagged form (keys are the names of :data:`TAGS`).
+_DECODERS: dict[str, Any] = {
+    "int": lambda v, d: int(str(v)[:4000]),
+    "nonfinite": _nonfinite,
+    "complex": _complex,
+    "ndarray": _ndarray,
+    "tuple": lambda v, d: tuple(decode(e, d + 1) for e in v),
+    "set": lambda v, d: {_hashable(decode(e, d + 1)) for e in v},
+    "dict": lambda v, d: {_hashable(decode(k, d + 1)): decode(e, d + 1) for k, e in v},
+    "sympy": lambda v, d: _sym(v),
+    "sympy_matrix": _sympy_matrix,
+    "function": lambda v, d: StudentCallable(str(v)),
+    "object": lambda v, d: Opaque(str(v[0]), str(v[1])),
+    "error": _error,
+}
+assert set(_DECODERS) == set(TAGS), "every tag of the wire format has one decoder"
+_BY_TAG = {TAGS[name]: fn for name, fn in _DECODERS.items()}
+
+
 def decode(x: Any, depth: int = 0) -> Any:
-    """Build a plain value from an encoded answer; raise :class:`AnswerError` on anything else."""
+    """Build a plain value from an encoded answer; raise :class:`AnswerError` on anything else.
+
+    Example:
+        >>> import numpy as np
+        >>> decode(encode((1, float("inf"), np.arange(3))))
+        (1, inf, array([0, 1, 2]))
+    """
     if depth > 40:
         raise AnswerError("nested too deeply")
     if x is None or isinstance(x, (bool, str, int)):
@@ -203,56 +297,15 @@ def decode(x: Any, depth: int = 0) -> Any:
     if not isinstance(x, dict) or len(x) != 1:
         raise AnswerError("not an encoded value")
     (tag, v), = x.items()
+    build = _BY_TAG.get(tag) if isinstance(tag, str) else None
+    if build is None:
+        raise AnswerError(f"unknown tag {str(tag)[:10]!r}")
     try:
-        if tag == "$f":
-            f = float(str(v)[:10])
-            if math.isfinite(f):
-                raise AnswerError("bad float")
-            return f
-        if tag == "$int":
-            return int(str(v)[:4000])
-        if tag == "$c":
-            return complex(float(v[0]) if not isinstance(v[0], dict) else decode(v[0]),
-                           float(v[1]) if not isinstance(v[1], dict) else decode(v[1]))
-        if tag == "$nd":
-            dtype, shape, data = v
-            if not isinstance(dtype, str) or not _DTYPE.match(dtype):
-                raise AnswerError(f"array dtype {str(dtype)[:20]!r} is not accepted")
-            if not isinstance(shape, list) or len(shape) > 32 or not all(
-                    isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-                raise AnswerError("bad array shape")
-            raw = base64.b64decode(str(data), validate=True)
-            dt = np.dtype(dtype)
-            if len(raw) != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
-                raise AnswerError("array data does not match its shape")
-            return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
-        if tag == "$tuple":
-            return tuple(decode(e, depth + 1) for e in v)
-        if tag == "$set":
-            return {_hashable(decode(e, depth + 1)) for e in v}
-        if tag == "$dict":
-            return {_hashable(decode(k, depth + 1)): decode(e, depth + 1) for k, e in v}
-        if tag == "$sym":
-            return _sym(v)
-        if tag == "$symmat":
-            import sympy
-
-            rows, cols, items = v
-            if not (isinstance(rows, int) and isinstance(cols, int) and len(items) == rows * cols
-                    and rows * cols <= 10_000):
-                raise AnswerError("bad SymPy matrix")
-            return sympy.Matrix(rows, cols, [_sym(e) for e in items])
-        if tag == "$fn":
-            return StudentCallable(str(v))
-        if tag == "$obj":
-            return Opaque(str(v[0]), str(v[1]))
-        if tag == "$error":
-            raise AnswerError(str(v)[:500])
+        return build(v, depth)
     except AnswerError:
         raise
     except Exception as exc:  # malformed payload of any kind
         raise AnswerError(f"malformed {tag[:10]!r} value ({type(exc).__name__})") from None
-    raise AnswerError(f"unknown tag {str(tag)[:10]!r}")
 
 
 def _hashable(x: Any) -> Any:
@@ -264,7 +317,7 @@ def _hashable(x: Any) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse a payload (JSON text) and :func:`decode` it."""
+    """Parse a payload (JSON text); its values are still encoded (see :func:`decode`)."""
     if len(text) > MAX_PAYLOAD:
         raise AnswerError(f"the answer is larger than {MAX_PAYLOAD // 1024**2} MB")
     try:

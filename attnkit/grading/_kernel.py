@@ -25,7 +25,8 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from ._codec import ENCODER, MIME, AnswerError, decode, encode, loads
+from ._codec import ENCODER, ENCODER_NAMES, MIME, TAGS, AnswerError, encode, loads
+from ._guard import GUARD, GUARD_NAMES
 from ._sandbox import Sandbox
 
 __all__ = ["CellRun", "KernelDied", "KernelSession"]
@@ -43,7 +44,7 @@ class CellRun:
     outputs: list[str] = field(default_factory=list)
     error: str = ""
     cut: int = 0                      # bytes of output left out
-    payload: Any = None               # a decoded answer (grader requests only)
+    payload: Any = None               # the parsed answer, still encoded (grader requests)
 
 
 class KernelDied(RuntimeError):
@@ -217,26 +218,38 @@ class KernelSession:
                 "            try:\n"
                 "                out[n] = _attnkit_encode(ns[n])\n"
                 "            except Exception as e:\n"
-                "                out[n] = {'$error': type(e).__name__ + ': ' + str(e)[:300]}\n"
+                f"                out[n] = {{{TAGS['error']!r}: type(e).__name__ + ': ' + str(e)[:300]}}\n"
                 f"    publish_display_data({{{MIME!r}: json.dumps(out)}})\n"
                 "_attnkit_fetch()\n"
-                "del _attnkit_fetch, _attnkit_encode, _attnkit_sym, _attnkit_decode\n")
+                f"del _attnkit_fetch, {', '.join(ENCODER_NAMES)}\n")
         return self._request(code)
 
-    def call(self, name: str, args: tuple, kwargs: dict) -> CellRun:
-        """Call the student's function ``name`` in the kernel; ``payload`` is the encoded result."""
-        blob = json.dumps({"args": encode(list(args)), "kwargs": encode(dict(kwargs))})
-        code = (ENCODER + "\n"
+    def call(self, name: str, args: tuple, kwargs: dict,
+             forbidden: tuple[str, ...] = ()) -> CellRun:
+        """Call the student's function ``name`` in the kernel; ``payload`` is the encoded result.
+
+        With ``forbidden`` (dotted names), the call runs under the guard of
+        :mod:`attnkit.grading._guard`, sent with the request: a call of one of those names
+        from the student's code makes the result ``raised: ForbiddenCall: ...``.
+        """
+        blob = json.dumps({"args": encode(list(args)), "kwargs": encode(dict(kwargs)),
+                           "forbidden": [str(n) for n in forbidden]})
+        names = ", ".join(("_attnkit_call",) + ENCODER_NAMES + GUARD_NAMES)
+        code = (ENCODER + "\n" + GUARD + "\n"
                 "def _attnkit_call():\n"
-                "    import json\n"
+                "    import contextlib, json\n"
                 "    from IPython import get_ipython\n"
                 "    from IPython.display import publish_display_data\n"
                 f"    data = json.loads({blob!r})\n"
                 "    args = _attnkit_decode(data['args'])\n"
                 "    kwargs = _attnkit_decode(data['kwargs'])\n"
                 f"    fn = get_ipython().user_ns[{name!r}]\n"
+                f"    guard = (_attnkit_guard({name!r}, data['forbidden']) if data['forbidden']\n"
+                "             else contextlib.nullcontext())\n"
                 "    try:\n"
-                "        res = {'value': _attnkit_encode(fn(*args, **kwargs))}\n"
+                "        with guard:\n"
+                "            value = fn(*args, **kwargs)\n"
+                "        res = {'value': _attnkit_encode(value)}\n"
                 "    except KeyboardInterrupt:\n"
                 "        raise\n"
                 "    except BaseException as e:\n"
@@ -245,7 +258,7 @@ class KernelSession:
                 "try:\n"
                 "    _attnkit_call()\n"
                 "finally:\n"
-                "    del _attnkit_call, _attnkit_encode, _attnkit_sym, _attnkit_decode\n")
+                f"    del {names}\n")
         return self._request(code)
 
     def _request(self, code: str) -> CellRun:
@@ -362,7 +375,3 @@ def _kill_cgroup(cg: Any) -> None:
                 break
             time.sleep(0.02)
 
-
-def decode_payload(run: CellRun) -> Any:
-    """The decoded payload of a request (raises :class:`AnswerError` for bad data)."""
-    return decode(run.payload)

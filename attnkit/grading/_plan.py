@@ -22,6 +22,14 @@ can state it instead, in a comment line of its own::
 
 which is what an instructor writes when the inference would be wrong (a check that
 reads a student's variable of the same name as one of its own temporaries).
+
+A grader cell may also declare that a student's function must be written without
+some library functions, with string literals only::
+
+    forbid("masked_attention", "attnkit.attention", "attnkit.engines")
+
+The plan collects these (:attr:`Plan.forbidden`); the grader runs every call of that
+function under the guard of :mod:`attnkit.grading._guard`.
 :func:`plan_text` shows the result for review (``python -m attnkit.grading plan ch05``).
 """
 
@@ -33,7 +41,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "PlanCell", "assigned_names", "build_plan", "plan_text", "reads_of"]
+__all__ = [
+    "Plan", "PlanCell", "assigned_names", "build_plan", "forbidden_in", "plan_text", "reads_of",
+]
 
 _READS = re.compile(r"^[ \t]*#[ \t]*reads:[ \t]*(.*)$", re.M)
 _BUILTINS = set(dir(builtins)) | {"__name__", "__file__", "get_ipython", "display", "In", "Out"}
@@ -52,10 +62,14 @@ class PlanCell:
 
 @dataclass
 class Plan:
-    """Grader and check cells by grade id, in source order."""
+    """Grader and check cells by grade id, in source order, and the forbidden names.
+
+    ``forbidden`` maps a student's function to the dotted names it may not call.
+    """
 
     exercise_set: str
     cells: dict[str, PlanCell]
+    forbidden: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def max_points(self) -> float:
@@ -109,6 +123,33 @@ def reads_of(source: str, known: set[str]) -> list[str]:
     return out
 
 
+def forbidden_in(source: str) -> dict[str, tuple[str, ...]]:
+    """The ``forbid("function", "name", ...)`` declarations of a grader cell.
+
+    Raises:
+        SyntaxError: the source is not plain Python.
+        ValueError: a ``forbid`` call whose arguments are not all string literals (the
+            grader must read it without running it).
+
+    Example:
+        >>> forbidden_in('forbid("f", "attnkit.attention", "attnkit.softmax")')
+        {'f': ('attnkit.attention', 'attnkit.softmax')}
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "forbid"):
+            continue
+        args = node.args
+        if node.keywords or len(args) < 2 or not all(
+                isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
+            raise ValueError("forbid(...) takes string literals only: the function's name, "
+                             "then the dotted names it may not call")
+        function, *names = (a.value for a in args)  # type: ignore[attr-defined]
+        out[function] = tuple(dict.fromkeys(out.get(function, ()) + tuple(names)))
+    return out
+
+
 def _meta(cell: Any) -> dict:
     m = cell.get("metadata", {}).get("nbgrader", {})
     return m if isinstance(m, dict) else {}
@@ -126,6 +167,7 @@ def build_plan(exercise_set: str, source_nb: Any) -> Plan:
         ValueError: a grader or check cell is not plain Python (the message names it).
     """
     cells: dict[str, PlanCell] = {}
+    forbidden: dict[str, tuple[str, ...]] = {}
     known: set[str] = set()
     for cell in source_nb["cells"]:
         m = _meta(cell)
@@ -142,12 +184,16 @@ def build_plan(exercise_set: str, source_nb: Any) -> Plan:
                 reads = reads_of(src, known)
                 cells[gid] = PlanCell(gid, "grader", src, 0.0, reads)
                 known |= assigned_names(src)
+                for function, names in forbidden_in(src).items():
+                    forbidden[function] = tuple(dict.fromkeys(forbidden.get(function, ()) + names))
         except SyntaxError as exc:
             raise ValueError(
                 f"cell {gid} of {exercise_set} must be plain Python (the grader runs it "
                 f"outside IPython): {exc.msg} at line {exc.lineno}"
             ) from None
-    return Plan(exercise_set, cells)
+        except ValueError as exc:
+            raise ValueError(f"cell {gid} of {exercise_set}: {exc}") from None
+    return Plan(exercise_set, cells, forbidden)
 
 
 def plan_text(plan: Plan) -> str:
@@ -156,4 +202,6 @@ def plan_text(plan: Plan) -> str:
     for c in plan.cells.values():
         pts = f"{c.points:g} pt" if c.kind == "check" else "grader cell"
         lines.append(f"  {c.grade_id:<40} {pts:<12} reads: {', '.join(c.reads) or '-'}")
+    for function, names in plan.forbidden.items():
+        lines.append(f"  write it yourself: {function} may not call {', '.join(names)}")
     return "\n".join(lines)

@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks", help="where results-grading.json/.md go")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from attnkit.bench.measure import machine_info
+    from attnkit.bench.machine import machine
     from attnkit.bench.report import save_results, utc_now
 
     try:
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = "python -m attnkit.grading.bench " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
-    result = {"date": utc_now(), "command": command.strip(), "machine": machine_info("cpu"),
+    result = {"date": utc_now(), "command": command.strip(), "machine": machine("cpu"),
               **result}
     text = markdown(result)
     paths = save_results(Path(args.out), "results-grading", result, text)

@@ -272,18 +272,25 @@ class _StudentCallFailed(Exception):
 
 
 class _StudentFunction:
-    """Stands for a student's function in the grader's namespace: calls it in the sandbox."""
+    """Stands for a student's function in the grader's namespace: calls it in the sandbox.
 
-    def __init__(self, name: str, ctx: _Ctx, label: str) -> None:
+    ``forbidden`` maps function names to the library names they may not call (the
+    set's ``forbid`` declarations); a call of this function runs under that guard.
+    """
+
+    def __init__(self, name: str, ctx: _Ctx, label: str,
+                 forbidden: dict[str, tuple[str, ...]] | None = None) -> None:
         self.__name__ = name
         self._ctx = ctx
         self._label = label
+        self._forbidden = forbidden or {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ctx = self._ctx
         if ctx.gave_up:
             raise _StudentCallFailed(ctx.gave_up)
-        run = ctx.session.call(self.__name__, args, kwargs)
+        run = ctx.session.call(self.__name__, args, kwargs,
+                               forbidden=self._forbidden.get(self.__name__, ()))
         if run.status in ("killed", "died"):
             ctx.res.events.append(f"{self._label}: calling {self.__name__}(...): {run.error}; "
                                   "the kernel was restarted")
@@ -304,7 +311,7 @@ class _StudentFunction:
             raise _StudentCallFailed(f"{self.__name__}(...) returned something that is not "
                                      f"data: {exc}") from None
         if isinstance(value, StudentCallable):
-            return _StudentFunction(value.name, ctx, self._label)
+            return _StudentFunction(value.name, ctx, self._label, self._forbidden)
         return value
 
     def __repr__(self) -> str:
@@ -324,8 +331,13 @@ def _label(index: int, gid: str | None, source: str) -> str:
     return f"cell {index} (yours: {first[:40]!r})"
 
 
-def _run_grader_code(cell: Any, ns: dict, ctx: _Ctx, label: str) -> str:
-    """Run a grader or check cell in the clean namespace; return '' or the failure message."""
+def _run_grader_code(cell: Any, ns: dict, ctx: _Ctx, label: str,
+                     forbidden: dict[str, tuple[str, ...]] | None = None) -> str:
+    """Run a grader or check cell in the clean namespace; return '' or the failure message.
+
+    ``forbidden`` (the plan's ``forbid`` declarations) goes with every student function
+    the cell reads, so that its calls run under the guard.
+    """
     if cell.reads:
         if ctx.gave_up:
             return ctx.gave_up
@@ -345,7 +357,7 @@ def _run_grader_code(cell: Any, ns: dict, ctx: _Ctx, label: str) -> str:
             except AnswerError as exc:
                 return f"{name}: {exc}"
             if isinstance(value, StudentCallable):
-                value = _StudentFunction(name, ctx, label)
+                value = _StudentFunction(name, ctx, label, forbidden)
             ns[name] = value
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -377,7 +389,7 @@ def _grade_one(nb: Any, plan: Plan, ctx: _Ctx, max_output: int) -> None:
             if gid in seen:
                 continue
             seen.add(gid)
-            msg = _run_grader_code(pc, ns, ctx, label)
+            msg = _run_grader_code(pc, ns, ctx, label, plan.forbidden)
             msg = _cap(msg, 1000, "message").strip()
             res.checks.append(CheckResult(pc.grade_id, 0.0 if msg else pc.points, pc.points, msg))
             continue
@@ -401,7 +413,7 @@ def _grade_one(nb: Any, plan: Plan, ctx: _Ctx, max_output: int) -> None:
             if ctx.gave_up:
                 res.events.append(ctx.gave_up)
         if pc is not None and pc.kind == "grader":
-            msg = _run_grader_code(pc, ns, ctx, label)
+            msg = _run_grader_code(pc, ns, ctx, label, plan.forbidden)
             if msg:
                 res.events.append(f"{label}: the grader's copy of this cell failed: {msg}")
     # checks whose cells were never reached (e.g. after giving up) score 0
@@ -654,16 +666,21 @@ def _prepare(exercise_set: str, submissions: Sequence[str | os.PathLike[str]],
 def _release(exercise_set: str, source_text: str) -> str:
     """The student version of the source notebook (nbgrader ``generate_assignment``), as JSON.
 
-    A function of the source text alone, so it is made once per process and source.
+    The course release: what a student was given at most (no solutions, no value checks,
+    no worked solutions); grading reads every check from the source, so points do not
+    depend on the release a student had. A function of the source text alone, so it is
+    made once per process and source.
     """
     import tempfile
 
     from ._course import Course
+    from .release import prepare_source
 
     with tempfile.TemporaryDirectory(prefix="attnkit-release-") as tmp:
         src = Path(tmp) / "in" / f"{exercise_set}.ipynb"
         src.parent.mkdir()
-        src.write_text(source_text, encoding="utf-8")
+        prepared = prepare_source(nbformat.reads(source_text, as_version=4), "course")
+        src.write_text(nbformat.writes(prepared), encoding="utf-8")
         return Course(Path(tmp) / "course", exercise_set).generate(src).read_text(encoding="utf-8")
 
 

@@ -1,9 +1,13 @@
 """Find solutions or hidden tests in published files (used by the tests of the website).
 
-A *secret* is a line of a source notebook inside a solution region or a hidden-test
-region that does not also appear in a released student notebook (a line such as
-``return out`` can be in both). Published text is compared with all whitespace
-removed, so code highlighted into HTML spans is still found.
+A *secret* is a line of a source notebook inside a solution region, a hidden-test
+region or a value-check region that does not also appear in a released student
+notebook (a line such as ``return out`` can be in both; a self-study release publishes
+its value checks, so they are secret only against a course release). Published text is
+compared with all whitespace removed, so code highlighted into HTML spans is still found.
+
+For a course release, :func:`public_check_calls` and :func:`value_leaks` find public
+checks that could compute an answer or that spell out a reference value.
 
 >>> import nbformat
 >>> from attnkit.grading.leaks import secrets, find_leaks
@@ -15,18 +19,26 @@ removed, so code highlighted into HTML spans is still found.
 
 from __future__ import annotations
 
+import ast
 import html
 import json
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .sets import MARKERS
 
-__all__ = ["find_leaks", "published_text", "secrets"]
+__all__ = [
+    "INPUT_BUILDERS", "INPUT_METHODS", "find_leaks", "public_check_calls", "published_text",
+    "secrets", "value_leaks",
+]
 
-_REGIONS = (("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"))
+_REGIONS = (("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"),
+            ("BEGIN VALUE CHECKS", "END VALUE CHECKS"))
 
 
 def _squash(text: str) -> str:
@@ -58,7 +70,7 @@ def secrets(
         source_nb: an nbgrader source notebook (a ``NotebookNode`` or dict).
         public_nbs: notebooks that are published anyway (the student versions of
             every set); a line that also occurs in one of them is not secret.
-        hidden_only: only hidden-test lines, not solution lines.
+        hidden_only: only hidden-test and value-check lines, not solution lines.
         min_length: shorter lines (without whitespace) are ignored as too generic.
     """
     public = "\n".join(_squash(_source(c)) for nb in public_nbs for c in nb["cells"])
@@ -109,3 +121,104 @@ def find_leaks(text: str, secret_lines: Iterable[str]) -> list[str]:
     hits = [m for m in MARKERS if _squash(m) in hay]
     hits += [s for s in secret_lines if _squash(s) in hay]
     return sorted(set(hits))
+
+
+# -- a course release: public checks that test form only -------------------------------------
+
+#: Calls a public check of a course release may make besides the form checks, ``quiet``,
+#: the student's own functions and the grader cells' helpers: building inputs.
+INPUT_BUILDERS = frozenset({
+    # builtins
+    "abs", "bool", "dict", "enumerate", "float", "int", "isinstance", "len", "list", "range",
+    "set", "sorted", "str", "tuple", "type", "zip",
+    # NumPy constructors and random inputs
+    "np.arange", "np.array", "np.asarray", "np.concatenate", "np.eye", "np.full", "np.linspace",
+    "np.ones", "np.random.default_rng", "np.stack", "np.tril", "np.triu", "np.zeros",
+    "np.swapaxes", "np.float16", "np.float32", "np.float64",
+})
+
+#: Methods a public check may call on its inputs (random draws, copies, reshapes).
+INPUT_METHODS = frozenset({
+    "append", "astype", "copy", "integers", "normal", "random", "reshape", "standard_normal",
+    "uniform",
+})
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def public_check_calls(
+    check_source: str,
+    allowed_names: set[str],
+    form_checks: Iterable[str],
+) -> list[str]:
+    """The calls in a course release's public check that are not allowed there.
+
+    Allowed: the form checks, ``quiet``, ``allowed_names`` (the student's functions the
+    check reads, and helpers the grader cells define), :data:`INPUT_BUILDERS` and
+    :data:`INPUT_METHODS`. Anything else (``check``, ``check_expr``, a call into
+    ``attnkit``, arithmetic helpers such as ``np.exp``) could compute the answer.
+
+    Example:
+        >>> public_check_calls("check('x', x, attnkit.softmax(z))", {"x"}, ["check_shape"])
+        ['attnkit.softmax', 'check']
+    """
+    ok = set(form_checks) | {"quiet"} | set(allowed_names) | INPUT_BUILDERS
+    bad = set()
+    for node in ast.walk(ast.parse(check_source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        if name is not None and name in ok:
+            continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr in INPUT_METHODS:
+            continue
+        bad.add(name or ast.unparse(node.func))
+    return sorted(bad)
+
+
+def _value_forms(value: Any) -> set[str]:
+    """How a reference value would be written in a notebook, if it is distinctive enough."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
+        return set()
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        return {str(v), f"{v:,}", f"{v:_}"} if abs(v) >= 100 else set()
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v) or v == round(v, 1) or abs(v) < 1e-12:
+            return set()              # round numbers (0.5, 64.0) occur everywhere
+        forms = {f"{v:.4f}", f"{v:.3f}", f"{v:.4g}", f"{v:.5g}", repr(v)}
+        return {f for f in forms if sum(ch.isdigit() for ch in f.lstrip("-0.")) >= 3}
+    return set()
+
+
+def value_leaks(released_nb: Any, answers: dict[str, Any]) -> list[str]:
+    """Reference values of ``answers`` that a released notebook's code cells spell out.
+
+    Only distinctive values are looked for (ints of three digits or more, floats that
+    are not round); markdown cells are not searched (a task states its data).
+
+    Example:
+        >>> import nbformat
+        >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        ...     "check('reach', reach, 12264)")])
+        >>> value_leaks(nb, {"reach": 12264, "choice": "B"})
+        ['reach = 12264']
+    """
+    code = "\n".join(_source(c) for c in released_nb["cells"] if c.get("cell_type") == "code")
+    tokens = set(re.findall(r"-?[\d_,]*\.?\d+(?:e-?\d+)?", code))
+    hits = []
+    for name, value in answers.items():
+        for form in sorted(_value_forms(value)):
+            if form in tokens:
+                hits.append(f"{name} = {form}")
+    return hits

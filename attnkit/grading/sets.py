@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MARKERS",
+    "MODES",
     "SET_NAME",
+    "VALUE_CHECKS",
+    "WORKED_TAG",
     "default_source_dir",
     "exercise_sets",
     "grade_ids",
@@ -26,12 +30,31 @@ __all__ = [
 #: Exercise-set names: ``ch01`` ... ``ch99``.
 SET_NAME = re.compile(r"^ch\d{2}$")
 
-#: nbgrader's markers; a released or published file must contain none of them.
+#: The two releases of a set: solutions published (checks show expected values) or a
+#: course (solutions hidden; public checks test only the form of an answer).
+MODES = ("self-study", "course")
+
+#: The region of a check cell that compares with the right value: public in a
+#: self-study release, moved into the hidden tests in a course release.
+VALUE_CHECKS = ("### BEGIN VALUE CHECKS", "### END VALUE CHECKS")
+
+#: The tag of a source cell that explains a worked solution (never released).
+WORKED_TAG = "worked-solution"
+
+#: The markers of the sources (nbgrader's and attnkit's own: value checks, and the
+#: ``<!-- BEGIN COURSE -->`` / ``<!-- BEGIN SELF-STUDY -->`` blocks of markdown cells);
+#: a released or published file must contain none of them.
 MARKERS = (
     "BEGIN SOLUTION",
     "END SOLUTION",
     "BEGIN HIDDEN TESTS",
     "END HIDDEN TESTS",
+    "BEGIN VALUE CHECKS",
+    "END VALUE CHECKS",
+    "BEGIN SELF-STUDY",
+    "END SELF-STUDY",
+    "BEGIN COURSE",
+    "END COURSE",
 )
 
 

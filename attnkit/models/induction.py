@@ -20,7 +20,6 @@ This module imports torch; ``import attnkit`` alone does not.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .transformer import TinyTransformer, _positive_int
+from ..core._validate import array, choice, integer, positive_int, real
+from .transformer import TinyTransformer
 
 __all__ = [
     "TrainingRun",
@@ -77,9 +77,9 @@ def induction_batch(batch_size: int, length: int, vocab_size: int, *,
         >>> tuple(x.shape), bool(induction_positions(x).any(1).all())
         ((2, 8), True)
     """
-    B = _positive_int("batch_size", batch_size)
-    L = _positive_int("length", length)
-    V = _positive_int("vocab_size", vocab_size)
+    B = positive_int("batch_size", batch_size)
+    L = positive_int("length", length)
+    V = positive_int("vocab_size", vocab_size)
     if L < 4:
         raise ValueError(f"length must be at least 4; got {L}")
     p_min, p_max = max(L // 4, 2), L // 2
@@ -108,8 +108,7 @@ def earlier_occurrence(tokens: Tensor) -> Tensor:
         >>> earlier_occurrence(torch.tensor([[5, 6, 5, 6]])).tolist()
         [[-1, -1, 0, 1]]
     """
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"tokens must be a torch.Tensor; got {type(tokens).__name__}")
+    array("tokens", tokens, "torch")
     if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"tokens must be an integer tensor of shape (B, L); got "
                          f"{tuple(tokens.shape)} of dtype {tokens.dtype}")
@@ -333,15 +332,14 @@ def train_induction(model: TinyTransformer, *, steps: int = 600, batch_size: int
     """
     if not isinstance(model, TinyTransformer):
         raise TypeError(f"model must be a TinyTransformer; got {type(model).__name__}")
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    length = model.max_len if length is None else _positive_int("length", length)
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    length = model.max_len if length is None else positive_int("length", length)
     if length > model.max_len:
         raise ValueError(f"length = {length} exceeds the model's max_len = {model.max_len}")
     induction_batch(1, length, model.vocab_size)  # validates length against the vocabulary
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
-    track_every = _positive_int("track_every", track_every)
+    lr = real("lr", lr, positive=True)
+    track_every = positive_int("track_every", track_every)
     if track is not None:
         _check_model_tokens(model, track)
         if not bool(induction_positions(track).any()):
@@ -399,11 +397,10 @@ def previous_token_score(weights: Any, *, where: Tensor | None = None) -> Tensor
     if where is None:
         return diag.mean(-1)
     B, L = w.shape[0], w.shape[-1]
-    if not isinstance(where, torch.Tensor) or where.dtype != torch.bool or where.shape != (B, L) \
-            or w.ndim < 3:
-        shape = tuple(where.shape) if isinstance(where, torch.Tensor) else type(where).__name__
+    array("where", where, "torch")
+    if where.dtype != torch.bool or where.shape != (B, L) or w.ndim < 3:
         raise ValueError(f"where must be a bool tensor of shape ({B}, {L}) for weights of shape "
-                         f"{tuple(w.shape)}; got {shape}")
+                         f"{tuple(w.shape)}; got {where.dtype} of shape {tuple(where.shape)}")
     sel = where[:, 1:].view(B, *([1] * (w.ndim - 3)), L - 1).expand_as(diag)
     count = sel.sum(dim=(0, -1))
     if bool((count == 0).any()):
@@ -456,19 +453,19 @@ def _check_heads(model: Any, heads: Any) -> dict[int, list[int]]:
         raise TypeError(f"heads must be a mapping {{layer: [head, ...]}}; got {type(heads).__name__}")
     out: dict[int, list[int]] = {}
     for layer, hs in heads.items():
-        if not 0 <= int(layer) < len(model.blocks):
+        layer = integer("a layer in heads", layer)
+        if not 0 <= layer < len(model.blocks):
             raise ValueError(f"layer {layer} out of range: the model has {len(model.blocks)} layers")
-        n_heads = model.blocks[int(layer)].attn.num_heads
-        for h in hs:
-            if not 0 <= int(h) < n_heads:
+        n_heads = model.blocks[layer].attn.num_heads
+        out[layer] = [integer(f"a head in heads[{layer}]", h) for h in hs]
+        for h in out[layer]:
+            if not 0 <= h < n_heads:
                 raise ValueError(f"head {h} out of range: layer {layer} has {n_heads} heads")
-        out[int(layer)] = [int(h) for h in hs]
     return out
 
 
 def _mode(mode: Any, reference: Any, model: TinyTransformer) -> None:
-    if mode not in ("zero", "mean"):
-        raise ValueError(f"mode must be 'zero' or 'mean'; got {mode!r}")
+    mode = choice("mode", mode, ("zero", "mean"))
     if mode == "mean":
         if reference is None:
             raise ValueError("mode='mean' needs reference tokens to take the mean over")
@@ -615,13 +612,11 @@ def ablate_path(model: TinyTransformer, heads: Mapping[int, Sequence[int]], *, i
     if model.norm != "pre":
         raise ValueError("ablate_path needs a pre-LN model: in post-LN the residual stream "
                          f"is normalised after each sub-layer, not a sum; got norm={model.norm!r}")
-    if isinstance(into, bool) or not isinstance(into, int) or not 0 <= into < len(model.blocks):
-        raise ValueError(f"into must be a layer index in [0, {len(model.blocks)}); got {into!r}")
+    into = integer("into", into, minimum=0, maximum=len(model.blocks) - 1)
     if any(layer >= into for layer in chosen):
         raise ValueError(f"the heads removed must come from layers before into = {into}; "
                          f"got layers {sorted(chosen)}")
-    if path not in ("query", "key", "value"):
-        raise ValueError(f"path must be 'query', 'key' or 'value'; got {path!r}")
+    path = choice("path", path, ("query", "key", "value"))
     _mode(mode, reference, model)
     means = _mean_head_outputs(model, list(chosen), reference) if mode == "mean" else {}
     removed: dict[int, Tensor] = {}

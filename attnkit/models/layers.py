@@ -12,13 +12,19 @@ rest of the library.
 * :class:`MultiHeadAttention` - heads, output projection, multi-query / grouped-query
   attention (``num_kv_heads``), a :class:`KVCache` for decoding, optional RoPE, and
   :meth:`MultiHeadAttention.from_torch` to load ``torch.nn.MultiheadAttention`` weights.
-* :class:`KVCache`, :func:`repeat_kv`, :func:`kv_cache_bytes` - the decoding pieces.
+* :class:`KVCache`, :func:`kv_cache_bytes` - the decoding pieces; :func:`repeat_kv`, the
+  copy that grouped-query attention avoids (the layers pass ``enable_gqa`` instead).
 * :class:`RelativePositionBias` - T5's learned, bucketed relative-position bias.
 
 Shape letters (as in PyTorch's ``scaled_dot_product_attention``)::
 
     B batch   L queries   S keys/values   D model width (embed_dim)
     H query heads   Hkv key/value heads   Dh head width (D / H)
+
+A layer with parameters trains only through an engine that carries gradients
+(``attnkit.engines.capabilities(name).gradients``): while its parameters require
+grad and grad is enabled, any other backend is a ``ValueError`` before anything is
+computed (under ``torch.no_grad()``, or with frozen parameters, every engine serves).
 
 This module imports torch; ``import attnkit`` alone does not.
 """
@@ -31,9 +37,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core._validate import choice, positive_int, real
+from ..core._validate import array, choice, positive_int, real
 from ..core.attention import attention
-from ..engines import ENGINES
+from ..core.registry import declaring
+from ..engines import ENGINES, capabilities
 from .numpy_attention import NumpyAttention
 from .positions import apply_rope, relative_position_bucket
 
@@ -51,8 +58,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- checks
 def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    array(name, x, "torch")
     if x.ndim not in (2, 3):
         raise ValueError(
             f"{name} must have shape (B, L, D) or (L, D); got shape {tuple(x.shape)}"
@@ -62,6 +68,26 @@ def _tensor(name: str, x: Any, width: int | None = None) -> Tensor:
             f"{name} must have last dimension {width} (embed_dim); got shape {tuple(x.shape)}"
         )
     return x
+
+
+def _trains_through_backend(module: nn.Module, args: Any) -> None:
+    """Forward pre-hook: a layer that trains refuses an engine that carries no gradients.
+
+    Raises:
+        ValueError: grad is enabled, the layer has parameters that require grad, and
+            its backend declares no gradients (they would be lost silently: only the
+            layers after attention would train).
+    """
+    del args
+    if not torch.is_grad_enabled() or not any(p.requires_grad for p in module.parameters()):
+        return
+    if not capabilities(module.backend).gradients:
+        raise ValueError(
+            f"{type(module).__name__} is training (its parameters require grad), but backend "
+            f"{module.backend!r} computes no gradients, so its projections would get none; use "
+            f"a backend that carries gradients ({', '.join(map(repr, declaring('gradients')))}), "
+            "or run under torch.no_grad() (or freeze the parameters) for inference"
+        )
 
 
 # ------------------------------------------------------------------ single head
@@ -125,7 +151,8 @@ class SelfAttention(nn.Module):
 
     Raises:
         ValueError: non-positive widths or an unknown backend; in ``forward``, an
-            ``x`` whose last dimension is not ``embed_dim``.
+            ``x`` whose last dimension is not ``embed_dim``, or training through a
+            backend that computes no gradients.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -144,6 +171,7 @@ class SelfAttention(nn.Module):
         self.W_q = nn.Linear(self.embed_dim, d_k, bias=bias)
         self.W_k = nn.Linear(self.embed_dim, d_k, bias=bias)
         self.W_v = nn.Linear(self.embed_dim, d_v, bias=bias)
+        self.register_forward_pre_hook(_trains_through_backend)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool | str = False,
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -182,15 +210,12 @@ def repeat_kv(x: Any, n_rep: int) -> Any:
         [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     """
     n_rep = positive_int("n_rep", n_rep)
-    if isinstance(x, torch.Tensor):
-        if x.ndim < 3:
-            raise ValueError(f"x must have shape (..., Hkv, S, Dh); got {tuple(x.shape)}")
-        return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=-3)
-    if isinstance(x, np.ndarray):
-        if x.ndim < 3:
-            raise ValueError(f"x must have shape (..., Hkv, S, Dh); got {x.shape}")
-        return x if n_rep == 1 else np.repeat(x, n_rep, axis=-3)
-    raise TypeError(f"x must be a torch.Tensor or numpy.ndarray; got {type(x).__name__}")
+    kind = array("x", x)
+    if x.ndim < 3:
+        raise ValueError(f"x must have shape (..., Hkv, S, Dh); got {tuple(x.shape)}")
+    if n_rep == 1:
+        return x
+    return x.repeat_interleave(n_rep, dim=-3) if kind == "torch" else np.repeat(x, n_rep, axis=-3)
 
 
 def kv_cache_bytes(*, layers: int, kv_heads: int, head_dim: int, tokens: int,
@@ -266,8 +291,7 @@ class KVCache:
                 shapes/dtypes that differ from what the cache holds.
         """
         for name, x in (("k", k), ("v", v)):
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+            array(name, x, "torch")
             if x.ndim != 4:
                 raise ValueError(f"{name} must have shape (B, Hkv, T, Dh); got {tuple(x.shape)}")
         if k.shape[:3] != v.shape[:3]:
@@ -309,7 +333,10 @@ class MultiHeadAttention(nn.Module):
 
     where query head ``h`` uses key/value head ``g(h) = h // (H / Hkv)``.
     ``num_kv_heads = num_heads`` is ordinary multi-head attention, ``1`` is
-    multi-query attention, anything between is grouped-query attention.
+    multi-query attention, anything between is grouped-query attention: the ``Hkv``
+    key/value heads are passed to :func:`attnkit.attention` with ``enable_gqa=True``
+    and broadcast to their groups of query heads, never copied (:func:`repeat_kv`
+    is the copy this avoids).
 
     Shapes (batch first, like ``nn.MultiheadAttention(batch_first=True)``)::
 
@@ -332,7 +359,8 @@ class MultiHeadAttention(nn.Module):
             return weights) or ``"sdpa"``.
 
     Raises:
-        ValueError: widths or head counts that do not divide, an unknown backend.
+        ValueError: widths or head counts that do not divide, an unknown backend; in
+            ``forward``, training through a backend that computes no gradients.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -364,6 +392,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(H * self.head_dim, D, bias=bias)
+        self.register_forward_pre_hook(_trains_through_backend)
 
     def forward(
         self,
@@ -422,11 +451,9 @@ class MultiHeadAttention(nn.Module):
             k = apply_rope(k, positions=np.arange(t0, t0 + S), base=self.rope_base)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S_total, Dh): the past and the new
-        k = repeat_kv(k, H // Hkv)  # (B, Hkv, S_total, Dh) -> (B, H, S_total, Dh)
-        v = repeat_kv(v, H // Hkv)
-
+        # query heads h * (H / Hkv) .. (h + 1) * (H / Hkv) - 1 share key/value head h
         result = attention(q, k, v, mask=mask, causal=causal, backend=self.backend,
-                           return_weights=return_weights)
+                           return_weights=return_weights, enable_gqa=Hkv < H)
         out, weights = result if return_weights else (result, None)
         out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, H, L, Dh) -> (B, L, H * Dh)
         out = self.out_proj(out)  # (B, L, H * Dh) -> (B, L, D)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core._validate import real
+from ..core._validate import array, real
 from ..core.attention import attention
 
 __all__ = ["NumpyAttention"]
@@ -51,8 +51,7 @@ class NumpyAttention:
             TypeError: inputs that are not NumPy arrays (or see :func:`attnkit.attention`).
         """
         for name, x in (("q", q), ("k", k), ("v", v)):
-            if not isinstance(x, np.ndarray):
-                raise TypeError(f"{name} must be a numpy.ndarray; got {type(x).__name__}")
+            array(name, x, "numpy")
         return attention(q, k, v, mask=mask, causal=causal, scale=self.scale,
                          backend="numpy", return_weights=return_weights)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core._arrays import array_kind
-from ..core._validate import integer, real
+from ..core._arrays import array_kind, torch_module
+from ..core._validate import array, integer, real
 
 __all__ = [
     "alibi_bias",
@@ -157,9 +157,7 @@ def apply_rope(x: Any, positions: Any = None, *, base: float = 10000.0) -> Any:
         >>> apply_rope(x, positions=[np.pi / 2]).round(4)
         array([[0., 1.]])
     """
-    kind = array_kind(x)
-    if kind == "other":
-        raise TypeError(f"x must be a numpy.ndarray or torch.Tensor; got {type(x).__name__}")
+    kind = array("x", x)
     if "float" not in str(x.dtype):
         raise TypeError(f"x must have a floating dtype; got {x.dtype} with shape {tuple(x.shape)}")
     if x.ndim < 2 or x.shape[-1] % 2:
@@ -175,8 +173,7 @@ def apply_rope(x: Any, positions: Any = None, *, base: float = 10000.0) -> Any:
         )
     cos, sin = np.cos(angles), np.sin(angles)
     if kind == "torch":
-        import torch
-
+        torch = torch_module()
         cos = torch.from_numpy(cos).to(device=x.device, dtype=x.dtype)
         sin = torch.from_numpy(sin).to(device=x.device, dtype=x.dtype)
         x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., L, D/2) each

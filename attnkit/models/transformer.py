@@ -28,10 +28,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..core._validate import array, choice, positive_int
 from .layers import MultiHeadAttention
 
 __all__ = [
@@ -43,18 +43,6 @@ __all__ = [
 _NORMS = ("pre", "post")
 
 
-def _positive_int(name: str, n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer; got {n!r}")
-    return int(n)
-
-
-def _norm(norm: Any) -> str:
-    if norm not in _NORMS:
-        raise ValueError(f"norm must be 'pre' or 'post'; got {norm!r}")
-    return str(norm)
-
-
 def _attn_inputs(inputs: Any, x: Tensor) -> dict[str, Tensor]:
     if inputs is None:
         return {}
@@ -62,18 +50,17 @@ def _attn_inputs(inputs: Any, x: Tensor) -> dict[str, Tensor]:
         raise TypeError(f"attn_inputs must be a mapping or None; got {type(inputs).__name__}")
     out = {}
     for name, t in inputs.items():
-        if name not in ("query", "key", "value"):
-            raise ValueError(f"attn_inputs keys must be 'query', 'key' or 'value'; got {name!r}")
-        if not isinstance(t, torch.Tensor) or t.shape != x.shape:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"attn_inputs[{name!r}] must have x's shape {tuple(x.shape)}; got {shape}")
+        name = choice("attn_inputs keys", name, ("query", "key", "value"))
+        array(f"attn_inputs[{name!r}]", t, "torch")
+        if t.shape != x.shape:
+            raise ValueError(f"attn_inputs[{name!r}] must have x's shape {tuple(x.shape)}; "
+                             f"got {tuple(t.shape)}")
         out[name] = t
     return out
 
 
 def _seq(name: str, x: Any, width: int) -> Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    array(name, x, "torch")
     if x.ndim != 3 or x.shape[-1] != width:
         raise ValueError(f"{name} must have shape (B, L, {width}); got {tuple(x.shape)}")
     return x
@@ -107,11 +94,10 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int | None = None, *, activation: str = "gelu") -> None:
         super().__init__()
-        d_model = _positive_int("d_model", d_model)
-        d_ff = 4 * d_model if d_ff is None else _positive_int("d_ff", d_ff)
+        d_model = positive_int("d_model", d_model)
+        d_ff = 4 * d_model if d_ff is None else positive_int("d_ff", d_ff)
         acts = {"gelu": nn.GELU, "relu": nn.ReLU}
-        if activation not in acts:
-            raise ValueError(f"activation must be 'gelu' or 'relu'; got {activation!r}")
+        activation = choice("activation", activation, list(acts))
         self.w_1 = nn.Linear(d_model, d_ff)
         self.act = acts[activation]()
         self.w_2 = nn.Linear(d_ff, d_model)
@@ -168,8 +154,8 @@ class TransformerBlock(nn.Module):
                  norm: str = "pre", feed_forward: bool = True, cross_attention: bool = False,
                  num_kv_heads: int | None = None, rope: bool = False) -> None:
         super().__init__()
-        self.d_model = _positive_int("d_model", d_model)
-        self.norm = _norm(norm)
+        self.d_model = positive_int("d_model", d_model)
+        self.norm = choice("norm", norm, _NORMS)
         self.attn = MultiHeadAttention(self.d_model, num_heads, num_kv_heads=num_kv_heads, rope=rope)
         self.ln_attn = nn.LayerNorm(self.d_model)
         self.cross = MultiHeadAttention(self.d_model, num_heads) if cross_attention else None
@@ -271,11 +257,11 @@ class TinyTransformer(nn.Module):
                  num_layers: int = 2, *, d_ff: int | None = None, norm: str = "pre",
                  feed_forward: bool = True) -> None:
         super().__init__()
-        self.vocab_size = _positive_int("vocab_size", vocab_size)
-        self.max_len = _positive_int("max_len", max_len)
-        self.d_model = _positive_int("d_model", d_model)
-        _positive_int("num_layers", num_layers)
-        self.norm = _norm(norm)
+        self.vocab_size = positive_int("vocab_size", vocab_size)
+        self.max_len = positive_int("max_len", max_len)
+        self.d_model = positive_int("d_model", d_model)
+        positive_int("num_layers", num_layers)
+        self.norm = choice("norm", norm, _NORMS)
         self.tok_emb = nn.Embedding(self.vocab_size, self.d_model)
         self.pos_emb = nn.Embedding(self.max_len, self.d_model)
         self.blocks = nn.ModuleList(
@@ -288,8 +274,7 @@ class TinyTransformer(nn.Module):
     def forward(self, tokens: Tensor, *, return_weights: bool = False
                 ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Logits for the next token at every position (and each layer's weights)."""
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(f"tokens must be a torch.Tensor; got {type(tokens).__name__}")
+        array("tokens", tokens, "torch")
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"tokens must be an integer tensor of shape (B, L); got "
                              f"{tuple(tokens.shape)} of dtype {tokens.dtype}")

@@ -12,34 +12,6 @@ Nothing here needs torch at import time.
 
 from __future__ import annotations
 
-from .sizing import (
-    GPU,
-    GPUS,
-    MODELS,
-    GiB,
-    ModelShape,
-    Quantized,
-    StepCost,
-    decode_cost,
-    kv_bytes_per_token,
-    kv_cache_bytes_for,
-    prefill_cost,
-    quantize,
-    sequences_that_fit,
-)
-
-__all__ = [
-    "GPU",
-    "GPUS",
-    "GiB",
-    "MODELS",
-    "ModelShape",
-    "Quantized",
-    "StepCost",
-    "decode_cost",
-    "kv_bytes_per_token",
-    "kv_cache_bytes_for",
-    "prefill_cost",
-    "quantize",
-    "sequences_that_fit",
-]
+# Every name of attnkit.serving.sizing, served from here too (its __all__ is this package's).
+from .sizing import *  # noqa: F403
+from .sizing import __all__ as __all__

@@ -31,16 +31,26 @@ Shapes::
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
+import functools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ..core._arrays import array_kind
-from ..core._validate import AttentionSpec, CausalArg, check_attention_args, positive_int
-from ..core.masks import causal_offset
+from ..core import registry
+from ..core._arrays import torch_module, work_dtype
+from ..core._validate import (
+    AttentionSpec,
+    CausalArg,
+    array,
+    check_attention_args,
+    flag,
+    integer,
+    positive_int,
+)
+from ..core.masks import Band, causal_offset
 
 __all__ = ["merge_partials", "partial_attention", "split_kv_attention", "split_sizes"]
 
@@ -54,10 +64,9 @@ def split_sizes(n: int, parts: int) -> list[int]:
         >>> split_sizes(10, 4)
         [3, 3, 2, 2]
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise ValueError(f"n must be a non-negative integer; got {n!r}")
+    n = integer("n", n, minimum=0)
     parts = positive_int("parts", parts)
-    base, extra = divmod(int(n), parts)
+    base, extra = divmod(n, parts)
     return [base + (1 if c < extra else 0) for c in range(parts)]
 
 
@@ -109,12 +118,8 @@ def merge_partials(outs: Sequence[Any], lses: Sequence[Any]) -> tuple[Any, Any]:
         raise ValueError(
             f"outs and lses must have the same length; got {len(outs)} outputs and {len(lses)} lses"
         )
-    kinds = {array_kind(x) for x in (*outs, *lses)}
-    if "other" in kinds:
-        bad = next(x for x in (*outs, *lses) if array_kind(x) == "other")
-        raise TypeError(
-            f"outs and lses must be numpy.ndarray or torch.Tensor; got {type(bad).__name__}"
-        )
+    kinds = {array(f"{name}[{c}]", x) for name, xs in (("outs", outs), ("lses", lses))
+             for c, x in enumerate(xs)}
     if len(kinds) > 1:
         raise TypeError("outs and lses must be all NumPy arrays or all torch tensors; got a mix")
     for c, (o, s) in enumerate(zip(outs, lses)):
@@ -129,7 +134,7 @@ def merge_partials(outs: Sequence[Any], lses: Sequence[Any]) -> tuple[Any, Any]:
 
 
 def _merge_numpy(outs: list[np.ndarray], lses: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    work = np.result_type(*lses, np.float32)
+    work = work_dtype(np.result_type(*lses))
     lse_stack = np.stack(np.broadcast_arrays(*[s.astype(work, copy=False) for s in lses]))
     m = lse_stack.max(axis=0)  # (..., L): the largest lse_c, -inf if every chunk is empty
     m_safe = np.where(np.isfinite(m), m, 0.0)  # no -inf - -inf
@@ -145,9 +150,8 @@ def _merge_numpy(outs: list[np.ndarray], lses: list[np.ndarray]) -> tuple[np.nda
 
 
 def _merge_torch(outs: list[Any], lses: list[Any]) -> tuple[Any, Any]:
-    import torch
-
-    work = torch.float64 if any(s.dtype == torch.float64 for s in lses) else torch.float32
+    torch = torch_module()
+    work = work_dtype(functools.reduce(torch.promote_types, [s.dtype for s in lses]))
     lse_stack = torch.stack(torch.broadcast_tensors(*[s.to(work) for s in lses]))
     m = lse_stack.amax(dim=0).detach()  # the shift cancels: no gradient needed through it
     m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
@@ -212,66 +216,47 @@ def _partial(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec, col0: int,
     """Partial attention on validated inputs: keys ``col0 .. col0 + S`` of ``S_total``.
 
     ``mask`` is already sliced to this chunk's columns; the causal rule uses the
-    global key positions ``col0 + j`` against ``S_total``.
+    global key positions ``col0 + j`` against ``S_total``. The reference engine of
+    the inputs' kind (:mod:`attnkit.engines.numpy_ref`, :mod:`attnkit.engines.torch_eager`)
+    computes the chunk and its log-sum-exp.
     """
-    L, S = spec.L, k.shape[-2]
-    offset = None if spec.causal is None else causal_offset(L, S_total, spec.causal)
-    if spec.kind == "numpy":
-        work = np.float64 if q.dtype == np.float64 else np.float32
-        # (..., L, E) x (..., E, S) -> (..., L, S); astype(copy=False): no copy of a long cache
-        scores = (q.astype(work) @ np.swapaxes(k.astype(work, copy=False), -1, -2)) * work(spec.scale)
-        if mask is not None and spec.mask_kind == "float":
-            scores = scores + mask.astype(work)
-        hidden = None
-        if mask is not None and spec.mask_kind == "bool":
-            hidden = ~mask
-        if offset is not None:
-            cut = (col0 + np.arange(S))[None, :] > np.arange(L)[:, None] + offset
-            hidden = cut if hidden is None else (hidden | cut)
-        if hidden is not None:
-            scores = np.where(hidden, -np.inf, scores)  # (..., L, S)
-        m = scores.max(axis=-1, keepdims=True) if S > 0 else np.full((*scores.shape[:-1], 1), -np.inf)
-        m_safe = np.where(np.isfinite(m), m, 0.0)
-        p = np.exp(scores - m_safe)  # (..., L, S)
-        l_i = p.sum(axis=-1, keepdims=True)  # (..., L, 1)
-        alive = l_i > 0
-        out = np.where(alive, (p @ v.astype(work, copy=False)) / np.where(alive, l_i, 1.0), 0.0)
-        with np.errstate(divide="ignore"):
-            lse = np.where(alive, m_safe + np.log(np.where(alive, l_i, 1.0)), -np.inf)[..., 0]
-        out = np.broadcast_to(out, spec.out_shape)
-        return (out.astype(spec.dtype, copy=False),
-                np.broadcast_to(lse, (*spec.batch, L)).astype(work, copy=False))
+    L, S = spec.L, int(k.shape[-2])
+    if S == 0:  # nothing to attend to: a zero output, and lse = -inf
+        zeros = np.zeros if spec.kind == "numpy" else q.new_zeros
+        return (zeros(spec.out_shape, dtype=q.dtype),
+                _full((*spec.batch, L), -np.inf, work_dtype(q), like=q))
+    chunk = dataclasses.replace(spec, S=S, causal=None, return_weights=False)
+    if spec.causal is not None:  # query i sees global key col0 + j iff col0 + j <= i + offset
+        band = Band(L, S, causal_offset(L, S_total, spec.causal) - col0, None, 0)
+        visible = band.mask(np.arange(L)[:, None], np.arange(S)[None, :])  # (L, S)
+        if spec.kind == "torch":
+            visible = torch_module().from_numpy(visible).to(q.device)
+        mask, kind = _and_visible(mask, spec.mask_kind, visible, spec.kind)
+        chunk = dataclasses.replace(chunk, mask_kind=kind)
+    engine = registry.load("numpy" if spec.kind == "numpy" else "torch")
+    out, _, lse = engine.run(q, k, v, mask, chunk, return_lse=True)
+    return out, lse
 
-    import torch
 
-    work = torch.float64 if q.dtype == torch.float64 else torch.float32
-    scores = torch.matmul(q.to(work), k.to(work).transpose(-2, -1)) * spec.scale  # (..., L, S)
-    if mask is not None and spec.mask_kind == "float":
-        scores = scores + mask.to(work)
-    hidden = None
-    if mask is not None and spec.mask_kind == "bool":
-        hidden = ~mask
-    if offset is not None:
-        cols = col0 + torch.arange(S, device=scores.device)
-        rows = torch.arange(L, device=scores.device)
-        cut = cols[None, :] > rows[:, None] + offset
-        hidden = cut if hidden is None else (hidden | cut)
-    if hidden is not None:
-        scores = scores.masked_fill(hidden, float("-inf"))
-    if S > 0:
-        m = scores.amax(dim=-1, keepdim=True).detach()
+def _and_visible(mask: Any, kind: str | None, visible: Any, xp: str) -> tuple[Any, str]:
+    """``mask`` combined with a boolean ``visible``: AND for a boolean mask, ``-inf`` added to a float one."""
+    if kind is None:
+        return visible, "bool"
+    if kind == "bool":
+        return mask & visible, "bool"
+    if xp == "numpy":
+        hidden = np.where(visible, 0.0, -np.inf)
     else:
-        m = scores.new_full((*scores.shape[:-1], 1), float("-inf"))
-    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    p = torch.exp(scores - m_safe)
-    l_i = p.sum(dim=-1, keepdim=True)
-    alive = l_i > 0
-    l_safe = torch.where(alive, l_i, torch.ones_like(l_i))
-    out = torch.where(alive, torch.matmul(p, v.to(work)) / l_safe, torch.zeros((), dtype=work,
-                                                                                device=p.device))
-    lse = torch.where(alive, m_safe + torch.log(l_safe), torch.full_like(l_safe, float("-inf")))
-    out = out.expand(spec.out_shape)
-    return out.to(q.dtype), lse[..., 0].expand(*spec.batch, L)
+        hidden = torch_module().zeros(visible.shape, dtype=mask.dtype, device=mask.device)
+        hidden.masked_fill_(~visible, float("-inf"))
+    return mask + hidden, "float"
+
+
+def _full(shape: tuple[int, ...], value: float, dtype: Any, like: Any) -> Any:
+    """An array of ``value`` of the kind (and device) of ``like``."""
+    if isinstance(like, np.ndarray):
+        return np.full(shape, value, dtype=dtype)
+    return like.new_full(shape, value, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- split-KV
@@ -334,8 +319,7 @@ def split_kv_attention(
     spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale)
     num_splits = positive_int("num_splits", num_splits)
     workers = positive_int("workers", workers)
-    if not isinstance(return_lse, (bool, np.bool_)):
-        raise TypeError(f"return_lse must be a bool; got {return_lse!r}")
+    return_lse = flag("return_lse", return_lse)
     L, S = spec.L, spec.S
     if mask is not None:  # a view at full size, so that chunks are column slices of it
         if spec.kind == "numpy":

@@ -32,15 +32,14 @@ Shapes (one layer; ``H`` key/value heads, ``E`` key width, ``Ev`` value width)::
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ..core._arrays import array_kind, dtype_name
-from ..core._validate import CausalArg, normalise_causal
+from ..core._arrays import dtype_name, torch_module
+from ..core._validate import CausalArg, array, choice, integer, normalise_causal, positive_int
 from ..core.masks import causal_offset
 from .decoding import merge_partials, partial_attention
 
@@ -55,13 +54,6 @@ __all__ = [
 
 class OutOfBlocksError(RuntimeError):
     """The pool has fewer free blocks than an append needs (nothing was written)."""
-
-
-def _count(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {what}; got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -141,22 +133,19 @@ def compare_allocation(lengths: Sequence[int], *, block_size: int, max_length: i
         ``contiguous_waste`` are the unused fractions).
 
     Raises:
-        ValueError: a length that is negative, not an integer or above ``max_length``;
-            a ``block_size`` or ``max_length`` that is not a positive integer.
+        TypeError: a length, ``block_size`` or ``max_length`` that is not an integer.
+        ValueError: a negative length or one above ``max_length``; a ``block_size`` or
+            ``max_length`` below 1.
 
     Example:
         >>> c = compare_allocation([3, 10, 1], block_size=4, max_length=16)
         >>> c.tokens, c.paged_reserved, c.contiguous_reserved
         (14, 20, 48)
     """
-    block_size = _count("block_size", block_size)
-    max_length = _count("max_length", max_length)
-    lens = []
-    for i, n in enumerate(lengths):
-        n = _count(f"lengths[{i}]", n, minimum=0)
-        if n > max_length:
-            raise ValueError(f"lengths[{i}] = {n} exceeds max_length = {max_length}")
-        lens.append(n)
+    block_size = positive_int("block_size", block_size)
+    max_length = positive_int("max_length", max_length)
+    lens = [integer(f"lengths[{i}]", n, minimum=0, maximum=max_length)
+            for i, n in enumerate(lengths)]
     return AllocationComparison(
         lengths=tuple(lens),
         block_size=block_size,
@@ -187,8 +176,9 @@ class PagedKVCache:
         device: torch device of the pool (``array="torch"`` only; default CPU).
 
     Raises:
-        ValueError: a size that is not a positive integer, an unknown ``dtype`` or
-            ``array``, or a ``device`` given for NumPy.
+        TypeError: a size that is not an integer.
+        ValueError: a size below 1, an unknown ``dtype`` or ``array``, or a ``device``
+            given for NumPy.
 
     Example:
         >>> import numpy as np
@@ -212,28 +202,24 @@ class PagedKVCache:
         array: Literal["numpy", "torch"] = "numpy",
         device: Any = None,
     ) -> None:
-        self.num_blocks = _count("num_blocks", num_blocks)
-        self.block_size = _count("block_size", block_size)
-        self.num_heads = _count("num_heads", num_heads)
-        self.head_dim = _count("head_dim", head_dim)
-        self.value_dim = self.head_dim if value_dim is None else _count("value_dim", value_dim)
-        if array not in ("numpy", "torch"):
-            raise ValueError(f"array must be 'numpy' or 'torch'; got {array!r}")
-        allowed = ("float16", "float32", "float64") + (("bfloat16",) if array == "torch" else ())
-        if dtype not in allowed:
-            raise ValueError(f"dtype must be one of {allowed} for array={array!r}; got {dtype!r}")
-        self.array, self.dtype = array, dtype
+        self.num_blocks = positive_int("num_blocks", num_blocks)
+        self.block_size = positive_int("block_size", block_size)
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.head_dim = positive_int("head_dim", head_dim)
+        self.value_dim = self.head_dim if value_dim is None else positive_int("value_dim", value_dim)
+        array = choice("array", array, ("numpy", "torch"))
+        bf16 = ("bfloat16",) if array == "torch" else ()  # NumPy has no bfloat16
+        self.array, self.dtype = array, choice("dtype", dtype, ("float16", "float32", "float64", *bf16))
         k_shape = (self.num_blocks, self.num_heads, self.block_size, self.head_dim)
         v_shape = (self.num_blocks, self.num_heads, self.block_size, self.value_dim)
         if array == "numpy":
             if device is not None:
                 raise ValueError(f"device applies to array='torch' only; got device={device!r}")
-            self.k_pool: Any = np.zeros(k_shape, dtype=dtype)
-            self.v_pool: Any = np.zeros(v_shape, dtype=dtype)
+            self.k_pool: Any = np.zeros(k_shape, dtype=self.dtype)
+            self.v_pool: Any = np.zeros(v_shape, dtype=self.dtype)
         else:
-            import torch
-
-            tdtype = getattr(torch, dtype)
+            torch = torch_module()
+            tdtype = getattr(torch, self.dtype)
             self.k_pool = torch.zeros(k_shape, dtype=tdtype, device=device)
             self.v_pool = torch.zeros(v_shape, dtype=tdtype, device=device)
         self._free: list[int] = list(range(self.num_blocks))  # taken from the front
@@ -293,8 +279,7 @@ class PagedKVCache:
         """
         self._check_seq(seq)
         for name, x, width in (("k", k, self.head_dim), ("v", v, self.value_dim)):
-            if array_kind(x) != self.array:
-                raise TypeError(f"{name} must be a {self.array} array like the pool; got {type(x).__name__}")
+            array(name, x, self.array)  # the kind of the pool
             if dtype_name(x) != self.dtype:
                 raise TypeError(f"{name} must have dtype {self.dtype} like the pool; got {dtype_name(x)}")
             if x.ndim != 3 or x.shape[0] != self.num_heads or x.shape[2] != width:
@@ -354,7 +339,8 @@ class PagedKVCache:
             TypeError: ``q`` of another kind or dtype than the pool.
         """
         table, n = self.block_table(seq), self.length(seq)
-        if array_kind(q) != self.array or dtype_name(q) != self.dtype:
+        array("q", q, self.array)  # the kind of the pool
+        if dtype_name(q) != self.dtype:
             raise TypeError(f"q must be a {self.array} array of dtype {self.dtype} like the pool; "
                             f"got {type(q).__name__} of dtype {dtype_name(q)}")
         if q.ndim != 3 or q.shape[0] != self.num_heads or q.shape[2] != self.head_dim:
@@ -374,9 +360,7 @@ class PagedKVCache:
             visible = visible & (pos <= rows + causal_offset(L, n, alignment))
         kb, vb = self.k_pool[table], self.v_pool[table]  # (nb, H, bs, E), (nb, H, bs, Ev)
         if self.array == "torch":
-            import torch
-
-            visible = torch.from_numpy(np.ascontiguousarray(visible)).to(q.device)
+            visible = torch_module().from_numpy(np.ascontiguousarray(visible)).to(q.device)
         # Every block at once: the blocks are a batch dimension of one partial call.
         outs, lses = partial_attention(q[None], kb, vb, mask=visible, scale=scale)  # (nb, H, L, .)
         out, _ = merge_partials(list(outs), list(lses))

@@ -22,11 +22,12 @@ stores ``80 * GiB``; bandwidths and FLOP rates are decimal (1 TB/s = 10**12 byte
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ..core._validate import choice, positive_int, real
 
 __all__ = [
     "GPU",
@@ -48,25 +49,6 @@ __all__ = [
 GiB = 2**30
 
 _FORMATS = (16, 8, 4)
-
-
-def _count(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _bits(bits: Any) -> int:
-    if isinstance(bits, bool) or bits not in _FORMATS:
-        raise ValueError(f"bits must be one of {_FORMATS}; got {bits!r}")
-    return int(bits)
-
-
-def _positive_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- shapes
@@ -97,12 +79,12 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         for f in ("layers", "d_model", "q_heads", "kv_heads", "head_dim", "d_ff", "vocab"):
-            _count(f, getattr(self, f))
+            positive_int(f, getattr(self, f))
         if self.q_heads % self.kv_heads:
             raise ValueError(f"q_heads must be a multiple of kv_heads; got {self.q_heads} and "
                              f"{self.kv_heads}")
         if self.window is not None:
-            _count("window", self.window)
+            positive_int("window", self.window)
 
     @property
     def params(self) -> int:
@@ -197,8 +179,8 @@ def kv_bytes_per_token(model: ModelShape, bits: int = 16, *, group_size: int = 6
     """
     if not isinstance(model, ModelShape):
         raise TypeError(f"model must be a ModelShape; got {type(model).__name__}")
-    bits = _bits(bits)
-    group_size = _count("group_size", group_size)
+    bits = choice("bits", bits, _FORMATS)
+    group_size = positive_int("group_size", group_size)
     if model.head_dim % group_size:
         raise ValueError(f"group_size must divide head_dim = {model.head_dim}; got {group_size}")
     numbers_per_token = 2 * model.layers * model.kv_heads * model.head_dim
@@ -212,14 +194,15 @@ def kv_cache_bytes_for(model: ModelShape, *, context: int, batch: int = 1, bits:
     A model with a sliding ``window`` keeps only the last ``window`` tokens.
 
     Raises:
+        TypeError: a ``context`` or ``batch`` that is not an integer.
         ValueError: a non-positive ``context`` or ``batch`` (see :func:`kv_bytes_per_token`).
 
     Example:
         >>> kv_cache_bytes_for(MODELS["LLaMA-2 7B"], context=4096) / GiB
         2.0
     """
-    context = _count("context", context)
-    batch = _count("batch", batch)
+    context = positive_int("context", context)
+    batch = positive_int("batch", batch)
     kept = context if model.window is None else min(context, model.window)
     return batch * kept * kv_bytes_per_token(model, bits, group_size=group_size)
 
@@ -237,6 +220,7 @@ def sequences_that_fit(gpu_memory: float, *, weights: float, per_sequence: float
         per_sequence: cache bytes of one sequence. reserve: fraction kept free (0 to 1).
 
     Raises:
+        TypeError: an argument that is not a real number.
         ValueError: non-positive memory or per-sequence size, negative weights, a
             reserve outside ``[0, 1)``.
 
@@ -244,12 +228,10 @@ def sequences_that_fit(gpu_memory: float, *, weights: float, per_sequence: float
         >>> sequences_that_fit(80e9, weights=14e9, per_sequence=2e9)
         29
     """
-    gpu_memory = _positive_real("gpu_memory", gpu_memory)
-    per_sequence = _positive_real("per_sequence", per_sequence)
-    if isinstance(weights, bool) or not isinstance(weights, numbers.Real) or weights < 0:
-        raise ValueError(f"weights must be a non-negative number of bytes; got {weights!r}")
-    if isinstance(reserve, bool) or not isinstance(reserve, numbers.Real) or not 0 <= reserve < 1:
-        raise ValueError(f"reserve must lie in [0, 1); got {reserve!r}")
+    gpu_memory = real("gpu_memory", gpu_memory, positive=True)
+    per_sequence = real("per_sequence", per_sequence, positive=True)
+    weights = real("weights", weights, minimum=0)
+    reserve = real("reserve", reserve, minimum=0, below=1)
     free = gpu_memory * (1 - reserve) - weights
     return max(0, math.floor(free / per_sequence))
 
@@ -295,17 +277,19 @@ def prefill_cost(model: ModelShape, prompt: int, *, batch: int = 1, weight_bits:
     over its visible prefix. Bytes: the weights once and the new cache entries written.
 
     Raises:
+        TypeError: sizes that are not integers, a format of the wrong type.
         ValueError: non-positive sizes or an unknown format.
 
     Example:
         >>> prefill_cost(MODELS["LLaMA-2 7B"], 2048).intensity > GPUS["H100 SXM 80 GB"].ridge
         True
     """
-    prompt, batch = _count("prompt", prompt), _count("batch", batch)
+    prompt, batch = positive_int("prompt", prompt), positive_int("batch", batch)
     tokens = batch * prompt
     visible = np.minimum(np.arange(1, prompt + 1), model.window or prompt).sum()
     flops = 2.0 * model.params * tokens + _attn_flops(model, batch * float(visible))
-    bytes_ = model.params * _bits(weight_bits) / 8 + tokens * kv_bytes_per_token(model, kv_bits)
+    bytes_ = (model.params * choice("weight_bits", weight_bits, _FORMATS) / 8
+              + tokens * kv_bytes_per_token(model, kv_bits))
     return StepCost(flops, bytes_, tokens)
 
 
@@ -317,16 +301,17 @@ def decode_cost(model: ModelShape, context: int, *, batch: int = 1, weight_bits:
     the weights once (shared by the batch) and every sequence's whole cache read.
 
     Raises:
+        TypeError: sizes that are not integers, a format of the wrong type.
         ValueError: non-positive sizes or an unknown format.
 
     Example:
         >>> decode_cost(MODELS["LLaMA-2 7B"], 2048).time_on(GPUS["H100 SXM 80 GB"])["bound"]
         'memory'
     """
-    context, batch = _count("context", context), _count("batch", batch)
+    context, batch = positive_int("context", context), positive_int("batch", batch)
     keys = context + 1 if model.window is None else min(context + 1, model.window)
     flops = 2.0 * model.params * batch + _attn_flops(model, float(batch * keys))
-    bytes_ = (model.params * _bits(weight_bits) / 8
+    bytes_ = (model.params * choice("weight_bits", weight_bits, _FORMATS) / 8
               + batch * keys * kv_bytes_per_token(model, kv_bits))
     return StepCost(flops, bytes_, batch)
 
@@ -389,9 +374,8 @@ def quantize(x: Any, bits: int, *, group_size: int = 64) -> Quantized:
         >>> qx.values.tolist(), bool(qx.scales[0, 0] == np.float16(1 / 127))
         ([[64, -127, 32, 127]], True)
     """
-    if bits not in (8, 4) or isinstance(bits, bool):
-        raise ValueError(f"bits must be 8 or 4; got {bits!r}")
-    group_size = _count("group_size", group_size)
+    bits = choice("bits", bits, (8, 4))
+    group_size = positive_int("group_size", group_size)
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim < 1 or arr.shape[-1] % group_size:
         raise ValueError(f"x must have a last dimension divisible by group_size = {group_size}; "

@@ -9,11 +9,13 @@ from .explorers import stepper, stepper2d
 from .glued import glue, portable
 from .html import heatmap_html, html_table
 from .numbers import sci
-from .plotting import figure, style
+from .plotting import check_alt, described, figure, show, style
 from .primitives import agree, draw_weights, fmt_num, fmt_vec, superscript_power
 
 __all__ = [
     "agree",
+    "check_alt",
+    "described",
     "draw_weights",
     "figure",
     "fmt_num",
@@ -23,6 +25,7 @@ __all__ = [
     "html_table",
     "portable",
     "sci",
+    "show",
     "stepper",
     "stepper2d",
     "style",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import html as _html
 import math
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from functools import partial
 
 import numpy as np
 
-from ..bench.measure import peak_memory
+from ..bench.measure import CLOCKS, best_of_rounds, peak_memory
 from ..bench.results import fitted_slope as loglog_slope
 from ..core._validate import choice, positive_int
 from .html import html_table
@@ -71,7 +70,8 @@ class StepCost:
 
     Attributes:
         step: the step's name (``"compare"``, ``"scale"``, ``"normalise"``, ``"aggregate"``).
-        computes: what the step computes, e.g. ``"S = Q Kᵀ"``.
+        computes: what the step computes, e.g. ``"R = Q Kᵀ"`` (raw scores ``R``, scaled
+            scores ``Z``, weights ``P``: the book's notation).
         counted: what the time column counts (e.g. ``"multiply-adds"``).
         time_formula: the count as a formula in ``n``, ``d``, ``d_v`` (e.g. ``"n²·d"``).
         time: the count for the given sizes.
@@ -116,11 +116,11 @@ def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
     n, d = positive_int("n", n), positive_int("d", d)
     d_v = d if d_v is None else positive_int("d_v", d_v)
     return [
-        StepCost("compare", "S = Q Kᵀ", "multiply-adds", "n²·d", n * n * d,
+        StepCost("compare", "R = Q Kᵀ", "multiply-adds", "n²·d", n * n * d,
                  "n²", n * n),
-        StepCost("scale", "S ← S / √d", "multiplications", "n²", n * n,
+        StepCost("scale", "Z = R / √d", "multiplications", "n²", n * n,
                  "0 (in place)", 0),
-        StepCost("normalise", "P = softmax(S)", "exponentials", "n²", n * n,
+        StepCost("normalise", "P = softmax(Z)", "exponentials", "n²", n * n,
                  "0 (in place)", 0),
         StepCost("aggregate", "O = P V", "multiply-adds", "n²·d_v", n * n * d_v,
                  "n·d_v", n * d_v),
@@ -228,12 +228,12 @@ def trace_attention(
     steps: list[TraceStep] = []
 
     scores = np.zeros((n, n))
-    for i in range(n):  # compare: s_ij = sum_c q_ic k_jc
+    for i in range(n):  # compare: r_ij = sum_u q_iu k_ju (raw scores, scaled below)
         for j in range(n):
             acc, terms = 0.0, []
-            for c in range(d):
-                acc += q[i, c] * k[j, c]
-                terms.append((float(q[i, c]), float(k[j, c])))
+            for u in range(d):
+                acc += q[i, u] * k[j, u]
+                terms.append((float(q[i, u]), float(k[j, u])))
             scores[i, j] = acc
             steps.append(TraceStep("compare", (i, j), tuple(terms), acc, {"multiply-add": d}))
 
@@ -250,31 +250,31 @@ def trace_attention(
         for j in range(1, n):
             m = max(m, scores[i, j])
             ops["max"] += 1
-        z = 0.0
+        l_i = 0.0  # the row's sum of exponentials (the softmax denominator)
         for j in range(n):
-            e = math.exp(scores[i, j] - m)
+            ex = math.exp(scores[i, j] - m)
             ops["subtract"] += 1
             ops["exp"] += 1
-            weights[i, j] = e
+            weights[i, j] = ex
             if j > 0:
-                z += e
+                l_i += ex
                 ops["add"] += 1
             else:
-                z = e
+                l_i = ex
         for j in range(n):
-            weights[i, j] /= z
+            weights[i, j] /= l_i
             ops["divide"] += 1
         steps.append(TraceStep("normalise", (i, -1), (), tuple(weights[i].tolist()), dict(ops)))
 
     out = np.zeros((n, d_v))
-    for i in range(n):  # aggregate: o_ic = sum_j p_ij v_jc
-        for c in range(d_v):
+    for i in range(n):  # aggregate: o_iu = sum_j w_ij v_ju
+        for u in range(d_v):
             acc, terms = 0.0, []
             for j in range(n):
-                acc += weights[i, j] * v[j, c]
-                terms.append((float(weights[i, j]), float(v[j, c])))
-            out[i, c] = acc
-            steps.append(TraceStep("aggregate", (i, c), tuple(terms), acc, {"multiply-add": n}))
+                acc += weights[i, j] * v[j, u]
+                terms.append((float(weights[i, j]), float(v[j, u])))
+            out[i, u] = acc
+            steps.append(TraceStep("aggregate", (i, u), tuple(terms), acc, {"multiply-add": n}))
     return scores, weights, out, steps
 
 
@@ -335,16 +335,16 @@ def walkthrough_views(
             hi = [(i, j)]
             expr = " + ".join(f"{_num(a)}\u00b7{_num(b)}" for a, b in s.terms)
             what = (f"<b>compare</b>: score of query <i>{_html.escape(tokens[i])}</i> against key "
-                    f"<i>{_html.escape(tokens[j])}</i>: s[{i},{j}] = q<sub>{i}</sub>\u00b7"
+                    f"<i>{_html.escape(tokens[j])}</i>: r[{i},{j}] = q<sub>{i}</sub>\u00b7"
                     f"k<sub>{j}</sub> = {expr} = {_num(s.value)}")
             table = html_table(_grid(raw, s_filled), tokens, tokens, highlight=hi,
-                               caption="raw scores S = Q K^T (rows: queries, columns: keys)")
+                               caption="raw scores R = Q K^T (rows: queries, columns: keys)")
         elif s.stage == "scale":
             what = (f"<b>scale</b>: every score times 1/\u221a{d} = {1 / math.sqrt(d):.4f} "
                     f"({n}\u00d7{n} = {n * n} multiplications, written in place)")
             hi = [(a, b) for a in range(n) for b in range(n)]
             table = html_table(_grid(scores, np.ones((n, n), bool)), tokens, tokens,
-                               highlight=hi, caption="scaled scores S / \u221ad")
+                               highlight=hi, caption="scaled scores Z = R / \u221ad")
         elif s.stage == "normalise":
             p_filled[i, :] = True
             hi = [(i, b) for b in range(n)]
@@ -354,13 +354,13 @@ def walkthrough_views(
                     f"{s.ops['exp']} exponentials, {s.ops['add']} additions, "
                     f"{s.ops['divide']} divisions")
             table = html_table(_grid(weights, p_filled), tokens, tokens, highlight=hi,
-                               caption="weights P = softmax(S / \u221ad), row by row")
+                               caption="weights P = softmax(Z), row by row")
         else:
             o_filled[i, j] = True
             hi = [(i, j)]
             expr = " + ".join(f"{a:.4f}\u00b7{_num(b)}" for a, b in s.terms)
             what = (f"<b>aggregate</b>: output of <i>{_html.escape(tokens[i])}</i>, dimension {j}: "
-                    f"o[{i},{j}] = \u03a3<sub>m</sub> p[{i},m] v[m,{j}] = {expr} = {s.value:.4f}")
+                    f"o[{i},{j}] = \u03a3<sub>j'</sub> w[{i},j'] v[j',{j}] = {expr} = {s.value:.4f}")
             table = html_table(_grid(out, o_filled), tokens, cols_v, highlight=hi,
                                caption="output O = P V")
         counts = [[kind, done[kind], grand[kind]] for kind in OP_KINDS if grand[kind]]
@@ -536,9 +536,7 @@ def measure_scaling(
     """
     from ..core.attention import attention
 
-    clocks = {"cpu": time.process_time, "wall": time.perf_counter}
-    choice("clock", clock, list(clocks))
-    now = clocks[clock]
+    choice("clock", clock, list(CLOCKS))
     rng = np.random.default_rng(seed)
     ns = [positive_int("n", n) for n in ns]
     from ..engines import capabilities
@@ -562,14 +560,10 @@ def measure_scaling(
         saved_threads = torch.get_num_threads()
         torch.set_num_threads(torch_threads)
     try:
-        best = dict.fromkeys(inputs, math.inf)
-        for key, (q, k, v) in inputs.items():  # warm-up
-            attention(q, k, v, backend=key[0])
-        for _ in range(max(1, repeats)):
-            for key, (q, k, v) in inputs.items():
-                t0 = now()
-                attention(q, k, v, backend=key[0])
-                best[key] = min(best[key], now() - t0)
+        # the bench timer: a warm-up call each, then interleaved rounds, the fastest call kept
+        calls = {key: (lambda q=q, k=k, v=v, b=key[0]: attention(q, k, v, backend=b))
+                 for key, (q, k, v) in inputs.items()}
+        best = best_of_rounds(calls, max(1, repeats), clock=clock)
         peaks: dict[tuple[str, int], int | None] = dict.fromkeys(inputs)
         for key, (q, k, v) in inputs.items():
             if not numpy_native[key[0]]:  # tracemalloc sees NumPy's allocations only

@@ -2,15 +2,24 @@
 
 A static page has no kernel, so nothing can be recomputed there. These explorers
 therefore precompute every view (HTML strings) and show one at a time in an
-``ipywidgets.Stack``; the control is tied to the stack with ``widgets.jslink``,
+``ipywidgets.Stack``; the control is tied to the stack with ``widgets.jsdlink`` (one way),
 which runs in the browser. The same widget works in Jupyter, where it is live.
 
 DOM classes for tests and styling: the explorer box has ``attnkit-explorer``, the
-stack of views ``attnkit-stack`` and each control ``attnkit-control``.
+stack of views ``attnkit-stack`` and each control ``attnkit-control``; each view is
+wrapped in a ``div.attnkit-view``.
+
+Keyboard and screen readers: every control has a description, which the website
+makes its accessible name (``book/_vendor/static/site/attnkit.js``: a row of buttons
+is a labelled group whose buttons say whether they are pressed and answer the arrow
+keys; a slider's handle is labelled and its value text is the option shown). Each
+view is a focusable region named after the choice it shows ("mask: causal"), so a
+view wider than the screen scrolls with the keyboard, and a screen reader can read it.
 """
 
 from __future__ import annotations
 
+import html as _html
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +52,17 @@ def _control(labels: Sequence[str], description: str, kind: str) -> Any:
     )
 
 
+def _view(content: str, name: str) -> str:
+    """One view, as a focusable region named ``name`` (what the controls chose)."""
+    return (f'<div class="attnkit-view" role="region" tabindex="0" aria-label="{_html.escape(name)}">'
+            f"{content}</div>")
+
+
+def _name(description: str, label: object) -> str:
+    described = description.strip().rstrip(":")
+    return f"{described}: {label}" if described else f"view {label}"
+
+
 def _box(children: list, classes: tuple[str, ...] = ("attnkit-explorer",)) -> Any:
     widgets = _widgets()
     box = widgets.VBox(children, layout=widgets.Layout(border="1px solid #cccccc", padding="6px"))
@@ -53,8 +73,11 @@ def _box(children: list, classes: tuple[str, ...] = ("attnkit-explorer",)) -> An
 
 def _link(control: Any, stack: Any) -> None:
     widgets = _widgets()
-    # SelectionSlider/ToggleButtons expose the chosen position as `index`.
-    widgets.jslink((control, "index"), (stack, "selected_index"))
+    # SelectionSlider/ToggleButtons expose the chosen position as `index`. One way,
+    # control to stack: a two-way link echoes each change back to the control, and a
+    # reader who presses an arrow key several times quickly could see the control
+    # jump back to an earlier option.
+    widgets.jsdlink((control, "index"), (stack, "selected_index"))
 
 
 def stepper(
@@ -70,7 +93,8 @@ def stepper(
     Args:
         views: one HTML string per position.
         labels: one label per view (the control's options).
-        description: the control's label.
+        description: the control's label, also its accessible name (give one: a
+            control without a name cannot be told apart by a screen reader).
         kind: ``"buttons"`` (toggle buttons) or ``"slider"``.
         title: optional HTML shown above the control.
 
@@ -84,7 +108,8 @@ def stepper(
     widgets = _widgets()
     control = _control(labels, description, kind)
     control.add_class("attnkit-control")
-    stack = widgets.Stack([widgets.HTML(v) for v in views], selected_index=0)
+    stack = widgets.Stack([widgets.HTML(_view(v, _name(description, lab))) for v, lab in zip(views, labels)],
+                          selected_index=0)
     stack.add_class("attnkit-stack")
     _link(control, stack)
     children = ([widgets.HTML(title)] if title else []) + [control, stack]
@@ -115,8 +140,11 @@ def stepper2d(
     row_control.add_class("attnkit-control")
     col_control.add_class("attnkit-control")
     inner = []
-    for row in views:
-        stack = widgets.Stack([widgets.HTML(v) for v in row], selected_index=0)
+    for row, row_label in zip(views, row_labels):
+        stack = widgets.Stack([
+            widgets.HTML(_view(v, f"{_name(row_description, row_label)}, "
+                                  f"{_name(col_description, col_label)}"))
+            for v, col_label in zip(row, col_labels)], selected_index=0)
         _link(col_control, stack)
         inner.append(stack)
     outer = widgets.Stack(inner, selected_index=0)

@@ -76,21 +76,33 @@ def portable(value: Any, digits: int = DIGITS) -> Any:
     return value
 
 
-def glue(name: str, value: Any, display: bool = True, *, digits: int = DIGITS) -> None:
+def glue(name: str, value: Any, display: bool = True, *, digits: int = DIGITS,
+         alt: str | None = None) -> None:
     """Glue ``value`` under ``name`` for the prose, floats rounded by :func:`portable`.
 
     The same call as ``myst_nb.glue`` (``{glue:text}`name:.4f``` in the Markdown),
-    except that the stored record is the same on every machine.
+    except that the stored record is the same on every machine, and that a figure
+    can carry its alt text: ``glue("ch1_fig", fig, display=False, alt="Line plot of
+    ...")`` stores ``alt`` beside the image, and the book's build makes it the alt
+    attribute of the figure that ``{glue:figure}`` pastes (website and PDF).
 
     Args:
         name: the key the Markdown refers to.
         value: a number, a string, a Markdown object or a figure.
         display: also show the value in the cell's output (as ``myst_nb.glue``).
         digits: significant digits kept in floats.
+        alt: what the figure shows, for a reader who cannot see it (figures only;
+            see :func:`attnkit.teaching.plotting.check_alt`).
 
     Raises:
-        ValueError: ``digits`` is not a positive integer.
+        ValueError: ``digits`` is not a positive integer; ``alt`` is empty, a path or
+            a file name, or given for a value that displays no image.
+        TypeError: ``alt`` is not a string.
     """
     from myst_nb import glue as _myst_glue
 
+    if alt is not None:
+        from .plotting import Described
+
+        value = Described(value, alt)
     _myst_glue(name, portable(value, digits), display=display)

@@ -1,7 +1,10 @@
 """Plain-HTML tables and heatmaps: they render the same in Jupyter and on a static page.
 
 A heatmap cell explains its own computation on a details line under the table when
-it is hovered, clicked, tapped or reached with the Tab key. That needs no JavaScript
+it is hovered, clicked, tapped or reached with the Tab key. The value is printed in
+each cell, so colour is never the only carrier of a number; the colours are viridis
+(distinct for the common colour-vision deficiencies and in greyscale), and the ink of
+each cell is black or white, whichever contrasts more (4.5:1 at least). That needs no JavaScript
 and no kernel: each cell can take focus (``tabindex``), and a small style sheet that
 travels with the table shows the focused cell's explanation. (A ``title`` tooltip
 would do nothing on a touch screen.)
@@ -27,6 +30,39 @@ def _viridis(t: float) -> tuple[int, int, int]:
     f = t - i
     a, b = _VIRIDIS[i], _VIRIDIS[i + 1]
     return tuple(round(a[c] + f * (b[c] - a[c])) for c in range(3))  # type: ignore[return-value]
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0-255 channels)."""
+    def channel(c: int) -> float:
+        v = c / 255
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours, from 1 (none) to 21 (black on white).
+
+    Example:
+        >>> round(contrast((0, 0, 0), (255, 255, 255)), 1)
+        21.0
+    """
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def ink(background: tuple[int, int, int]) -> str:
+    """Black or white, whichever has more contrast on ``background`` (at least 4.5:1 on viridis).
+
+    Example:
+        >>> ink((253, 231, 37)), ink((68, 1, 84))
+        ('#000000', '#ffffff')
+    """
+    black = contrast(background, (0, 0, 0))
+    white = contrast(background, (255, 255, 255))
+    return "#000000" if black >= white else "#ffffff"
 
 
 def _fmt(x: object, fmt: str) -> str:
@@ -93,13 +129,14 @@ def html_table(
     if caption:
         out.append(f'<caption style="{_CAPTION_STYLE}">{_html.escape(caption)}</caption>')
     if col_labels is not None:
-        out.append("<tr>" + ("<th></th>" if row_labels is not None else ""))
-        out += [f'<th style="{_CELL_STYLE}">{_html.escape(str(c))}</th>' for c in col_labels]
+        # The corner above the row labels is an empty data cell, not an empty header.
+        out.append("<tr>" + ("<td></td>" if row_labels is not None else ""))
+        out += [f'<th scope="col" style="{_CELL_STYLE}">{_html.escape(str(c))}</th>' for c in col_labels]
         out.append("</tr>")
     for i, r in enumerate(rows):
         out.append("<tr>")
         if row_labels is not None:
-            out.append(f'<th style="{_CELL_STYLE}">{_html.escape(str(row_labels[i]))}</th>')
+            out.append(f'<th scope="row" style="{_CELL_STYLE}">{_html.escape(str(row_labels[i]))}</th>')
         for j, x in enumerate(r):
             extra = ";font-weight:bold;background:#fff3b0" if (i, j) in marked else ""
             out.append(f'<td style="{_CELL_STYLE}{extra}">{_fmt(x, fmt)}</td>')
@@ -160,14 +197,14 @@ def heatmap_html(
         out.append(f'<caption style="{_CAPTION_STYLE}">{_html.escape(caption)}</caption>')
     out.append(f'<tr><th style="{_CELL_STYLE};font-size:0.8em">{_html.escape(row_axis)} \\ '
                f"{_html.escape(col_axis)}</th>")
-    out += [f'<th style="{_CELL_STYLE}">{_html.escape(c)}</th>' for c in col_labels]
+    out += [f'<th scope="col" style="{_CELL_STYLE}">{_html.escape(c)}</th>' for c in col_labels]
     out.append("</tr>")
     for i, label in enumerate(row_labels):
-        out.append(f'<tr><th style="{_CELL_STYLE}">{_html.escape(label)}</th>')
+        out.append(f'<tr><th scope="row" style="{_CELL_STYLE}">{_html.escape(label)}</th>')
         for j in range(values.shape[1]):
-            r, g, b = _viridis((values[i, j] - vmin) / span)
-            ink = "#000000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#ffffff"
-            cell_style = f"{_CELL_STYLE};background:rgb({r},{g},{b});color:{ink};min-width:3.5em"
+            rgb = _viridis((values[i, j] - vmin) / span)
+            r, g, b = rgb
+            cell_style = f"{_CELL_STYLE};background:rgb({r},{g},{b});color:{ink(rgb)};min-width:3.5em"
             if titles:
                 detail = _html.escape(titles(i, j))
                 out.append(
@@ -179,6 +216,6 @@ def heatmap_html(
         out.append("</tr>")
     out.append("</table>")
     if titles:
-        out.append('<span class="attnkit-hint">Hover over, click or tap a cell to see how '
+        out.append('<span class="attnkit-hint">Hover over, click, tap or Tab to a cell to see how '
                    "it is computed.</span></div>")
     return "".join(out)

@@ -90,9 +90,9 @@ def _grid(trace: list[list[dict[str, Any]]], t: int, tokens: Sequence[str], n: i
             tt, r, vis, sc = owner[(i, j)]
             if not vis:
                 rows.append(f'<td style="{cell};color:#999999">&ndash;</td>')
-            elif tt == t:
+            elif tt == t:  # the rank is written as well as coloured (colour is not the only cue)
                 rows.append(f'<td style="{cell};background:{RANK_COLOURS[r % 4]};font-weight:bold">'
-                            f'{sc:.3f}</td>')
+                            f'{sc:.3f}<sub style="font-weight:normal"> r{r}</sub></td>')
             elif tt < t:
                 rows.append(f'<td style="{cell};background:#e8e8e8;color:#333333">{sc:.3f}</td>')
             else:
@@ -128,7 +128,8 @@ def ring_view(trace: list[list[dict[str, Any]]], t: int, tokens: Sequence[str],
             "is already on its way from the previous rank.")
     return (f'<div class="attnkit-ring-view" style="background:#ffffff;color:#111111;padding:4px">'
             f'<div style="margin-bottom:0.4em">Step {t + 1} of {P}: rank r attends its queries to '
-            f'the key/value block of rank r - {t} (mod {P}). Coloured: computed now, by {legend}; '
+            f'the key/value block of rank r - {t} (mod {P}). Coloured and marked r0, r1, ...: '
+            f'computed now, by {legend}; '
             f'grey: merged at an earlier step; dots: later; dashes: masked.</div>'
             f'{_grid(trace, t, tokens, n, S)}{table}<div style="margin-top:0.3em">{note}</div></div>')
 

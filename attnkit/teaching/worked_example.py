@@ -123,13 +123,6 @@ def stage_html(s: RowSteps, stage: int) -> str:
         [r[1:] for r in rows], [str(r[0]) for r in rows], cols[1:], highlight=mark)
 
 
-def cell_explanation(i: int, j: int, tokens: tuple[str, ...] = example.tokens,
-                     Q: np.ndarray = example.Q, K: np.ndarray = example.K,
-                     V: np.ndarray = example.V) -> str:
-    """The tooltip of heatmap cell ``(i, j)``: how weight ``w[i, j]`` was computed."""
-    return _explain(row_steps(i, Q, K, V, tokens), j)
-
-
 def _explain(s: RowSteps, j: int) -> str:
     """How weight ``j`` of the row ``s`` was computed (the text of one tooltip)."""
     terms = " + ".join(f"{_num(a)}·{_num(b)}" for a, b in zip(s.q, s.K[j]))

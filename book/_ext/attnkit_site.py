@@ -23,6 +23,18 @@ What it does, and why:
 * **Author-year bibliography labels** (``bibtex_default_style: authoryear``), matching
   the author-year citations in the text.
 * **A download button on each exercise page**, for that page's student notebook.
+* **Names for what a screen reader meets on every page** (WCAG 2.2 AA, checked by
+  axe-core in ``tests/browser``): each expand/collapse arrow of the navigation
+  (a ``<summary>`` holding only an icon) is named after its section; the
+  bibliography's entries are list items (docutils marks them with the deprecated
+  ``doc-biblioentry`` role inside a ``role="list"``, which a list may not hold).
+* **Figures described.** A figure's alt text is written in the notebook beside the
+  code that draws it (``attnkit.teaching.show(fig, alt=...)``,
+  ``glue(name, fig, alt=...)``), which stores it in the output's metadata
+  (``{"image/png": {"alt": ...}}``). myst-nb copies only ``width`` and ``height``
+  from there, so the image would get its file path as alt text; this extension
+  wraps myst-nb's image renderer to copy ``alt`` too (a ``{glue:figure}`` directive's
+  own ``:alt:`` still wins). The PDF carries the same text (``attnkit_pdf``).
 """
 
 from __future__ import annotations
@@ -124,13 +136,75 @@ def _exercise_button(app: Sphinx, pagename: str) -> str:
     )
 
 
+#: A navigation entry with sections: its link, then a <summary> with only an icon.
+_NAV_SUMMARY = re.compile(
+    r'(<a class="reference internal" href="[^"]*">(?P<title>(?:(?!</a>).)*)</a>\s*'
+    r"<details[^>]*>\s*)<summary>", re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def name_nav_toggles(markup: str) -> str:
+    """Give each expand/collapse ``<summary>`` of the navigation the name of its section.
+
+    Example:
+        >>> name_nav_toggles('<a class="reference internal" href="x.html">Exercises</a>'
+        ...                  '<details><summary><i></i></summary>').split("<details>")[1]
+        '<summary aria-label="Show or hide the sections of Exercises"><i></i></summary>'
+    """
+    def named(m: re.Match) -> str:
+        title = " ".join(_TAGS.sub("", m.group("title")).split()).replace('"', "&quot;")
+        return f'{m.group(1)}<summary aria-label="Show or hide the sections of {title}">'
+
+    return _NAV_SUMMARY.sub(named, str(markup))
+
+
+def bibliography_as_list(body: str) -> str:
+    """The bibliography's entries as list items of their ``role="list"`` container."""
+    return body.replace('role="doc-biblioentry"', 'role="listitem"')
+
+
+def _named_toctree(generate: Any) -> Any:
+    def generate_named(*args: Any, **kwargs: Any) -> str:
+        return name_nav_toggles(generate(*args, **kwargs))
+
+    generate_named.attnkit_named = True  # type: ignore[attr-defined]
+    return generate_named
+
+
 def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    generate = context.get("generate_toctree_html")
+    if callable(generate) and not getattr(generate, "attnkit_named", False):
+        context["generate_toctree_html"] = _named_toctree(generate)
+    if "body" in context and 'role="doc-biblioentry"' in context["body"]:
+        context["body"] = bibliography_as_list(context["body"])
     if "script_files" in context:
         context["script_files"] = _without_thebe(context["script_files"])
     if "css_files" in context:
         context["css_files"] = _without_thebe(context["css_files"])
     if re.fullmatch(r"book/exercises/ch\d\d", pagename) and "body" in context:
         context["body"] = _exercise_button(app, pagename) + context["body"]
+
+
+def _alt_from_output_metadata() -> None:
+    """Make myst-nb give an image output the ``alt`` stored in its output metadata."""
+    from docutils import nodes
+    from myst_nb.core.render import NbElementRenderer
+
+    original = NbElementRenderer.render_image
+    if getattr(original, "attnkit_alt", False):
+        return
+
+    def render_image(self: Any, data: Any) -> list:
+        rendered = original(self, data)
+        alt = (data.output_metadata.get(data.mime_type) or {}).get("alt")
+        if alt:
+            for node in rendered:
+                if isinstance(node, nodes.image) and not node.get("alt"):
+                    node["alt"] = str(alt)
+        return rendered
+
+    render_image.attnkit_alt = True  # type: ignore[attr-defined]
+    NbElementRenderer.render_image = render_image  # type: ignore[method-assign]
 
 
 def _register_bibtex_style() -> None:
@@ -180,6 +254,7 @@ def _register_bibtex_style() -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the extension with Sphinx (see the module docstring for what it does)."""
     _register_bibtex_style()
+    _alt_from_output_metadata()
     app.config.mathjax_path = "mathjax/startup.js"
     app.connect("builder-inited", _builder_inited)
     # After myst-nb and the theme have added their files (default priority 500).

@@ -2,9 +2,10 @@
 
     .venv/bin/python tests/grading_samples/make_samples.py
 
-Each sample is the released student notebook with its answer cells filled in, as a
-student would hand it in (plus one file that is not a notebook and one notebook of
-another set). The expected points of each are in tests/test_grading.py.
+Each sample is the released student notebook (the self-study release) with its answer
+cells filled in, as a student would hand it in (plus one file that is not a notebook and
+one notebook of another set). ivan and judy call the library's attention where the
+exercise asks them to write it. The expected points of each are in tests/test_grading.py.
 """
 
 from __future__ import annotations
@@ -77,9 +78,29 @@ def masked_attention(q, k, v, mask):
     return w @ v'''
 
 
+MASKED_LIBRARY = '''import attnkit
+
+
+def masked_attention(q, k, v, mask):
+    """The library's attention: what the exercise asks the student to write."""
+    return attnkit.attention(q, k, v, mask=mask)'''
+
+MASKED_HIDDEN_LIBRARY = '''from attnkit import attention as _attention
+
+
+def masked_attention(q, k, v, mask, _impl=_attention):
+    """The library's attention under another name, the refusal swallowed."""
+    try:
+        return _impl(q, k, v, mask=mask)
+    except BaseException:
+        return _impl(q, k, v, mask=mask)'''
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    released = nbformat.read(ROOT / "book" / "exercises" / f"{SET}.ipynb", as_version=4)
+    from attnkit.grading.release import student_notebook
+
+    released = student_notebook(SET, ROOT / "exercises" / "source", mode="self-study")
     source = nbformat.read(ROOT / "exercises" / "source" / f"{SET}.ipynb", as_version=4)
     released.metadata.pop("mystnb", None)  # a student's copy: no book-only metadata
     samples = {
@@ -101,18 +122,19 @@ def main() -> int:
             "ch05-setup", "ch05-options", "ch05-causal-choice-check", "ch05-weights",
         }),
         "frank_ch05.ipynb": filled(released, source, {"ch05-masked-attention": MASKED_WARNS}),
+        "ivan_ch05.ipynb": filled(released, source, {"ch05-masked-attention": MASKED_LIBRARY}),
+        "judy_ch05.ipynb": filled(released, source, {
+            "ch05-masked-attention": MASKED_HIDDEN_LIBRARY}),
     }
     for name, nb in samples.items():
         nbformat.write(nb, HERE / name)
     (HERE / "grace_ch05.ipynb").write_text(
         "Dear instructor,\nI could not get Jupyter to start, so here are my answers as text:\n"
         "masked_score = -inf\n", encoding="utf-8")
-    other = ROOT / "book" / "exercises" / "ch01.ipynb"
-    if other.exists():
-        nb = filled(nbformat.read(other, as_version=4),
-                    nbformat.read(ROOT / "exercises" / "source" / "ch01.ipynb", as_version=4), {})
-        nb.metadata.pop("mystnb", None)
-        nbformat.write(nb, HERE / "heidi_ch05.ipynb")
+    nb = filled(student_notebook("ch01", ROOT / "exercises" / "source", mode="self-study"),
+                nbformat.read(ROOT / "exercises" / "source" / "ch01.ipynb", as_version=4), {})
+    nb.metadata.pop("mystnb", None)
+    nbformat.write(nb, HERE / "heidi_ch05.ipynb")
     print("\n".join(sorted(p.name for p in HERE.glob("*_ch05.ipynb"))))
     return 0
 

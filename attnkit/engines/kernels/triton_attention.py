@@ -47,6 +47,67 @@ def _tanh(x):
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """``a @ b`` in float32; exact IEEE products when ``IEEE`` (float32 inputs).
+
+    Without ``IEEE``, the tensor cores' default (exact for 16-bit inputs).
+    """
+    if IEEE:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out
+
+
+@triton.jit
+def _dot_acc(a, b, acc, IEEE: tl.constexpr):
+    """``acc + a @ b``, accumulated by the product itself (see :func:`_dot`)."""
+    if IEEE:
+        out = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        out = tl.dot(a, b, acc)
+    return out
+
+
+@triton.jit
+def _visible(rows, cols, S, offset, lo_off, sinks, CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
+    """``(len(rows), len(cols))``: key ``j`` exists and query ``i`` sees it (causal, window, sinks)."""
+    visible = cols[None, :] < S
+    if CAUSAL:
+        visible = visible & (cols[None, :] <= rows[:, None] + offset)
+    if WINDOW:
+        visible = visible & ((cols[None, :] >= rows[:, None] + lo_off) | (cols[None, :] < sinks))
+    return visible
+
+
+@triton.jit
+def _key_blocks(start_m, S, offset, lo_off, sinks, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
+    """The key blocks that queries ``[start_m, start_m + BLOCK_M)`` visit, as two ranges.
+
+    Returns ``(first_stop, second_start, hi)``: the blocks ``[0, first_stop)`` are
+    visible to every row (without a window; the sink blocks with one, masked), the
+    blocks ``[second_start, hi)`` cross the causal diagonal, the window's edge or the
+    end of the keys, and need masks; the blocks between are hidden from every row.
+    """
+    hi = S
+    full = (S // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        # the last row (start_m + BLOCK_M - 1) sees keys j <= start_m + BLOCK_M - 1 + offset
+        hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
+        # the first row sees keys j <= start_m + offset: whole blocks below that are full
+        full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
+    first_stop = full
+    second_start = full
+    if WINDOW:
+        # the first row sees keys j >= start_m + lo_off (and the sinks): skip the blocks
+        # before that, visit the sink blocks, then the band, all masked
+        second_start = (tl.maximum(start_m + lo_off, 0) // BLOCK_N) * BLOCK_N
+        first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
+    return first_stop, second_start, hi
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_n, offs_e,
                offs_ev, lo, hi, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
@@ -66,19 +127,11 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
         else:
             k = tl.load(K + cols[:, None] * stride_kn + offs_e[None, :])
         # scores, base 2: (BLOCK_M, E) x (E, BLOCK_N) -> (BLOCK_M, BLOCK_N)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = _dot(q, tl.trans(k), IEEE) * qk_scale
         if SOFTCAP:  # c * tanh(s / c) in natural units: cap_in = ln 2 / c, cap_out = c log2 e
             s = cap_out * _tanh(s * cap_in)
         if MASKED:
-            visible = cols[None, :] < S
-            if CAUSAL:
-                visible = visible & (cols[None, :] <= offs_m[:, None] + offset)
-            if WINDOW:
-                visible = visible & ((cols[None, :] >= offs_m[:, None] + lo_off)
-                                     | (cols[None, :] < sinks))
+            visible = _visible(offs_m, cols, S, offset, lo_off, sinks, CAUSAL, WINDOW)
             s = tl.where(visible, s, float("-inf"))
         if HAS_BIAS:
             s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
@@ -93,24 +146,24 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
         else:
             v = tl.load(V + cols[:, None] * stride_vn + offs_ev[None, :])
         acc = acc * alpha[:, None]
-        # (BLOCK_M, BLOCK_N) x (BLOCK_N, EV) -> (BLOCK_M, EV)
-        if IEEE:
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
+        acc = _dot_acc(p.to(v.dtype), v, acc, IEEE)  # (BLOCK_M, BLOCK_N) x (BLOCK_N, EV)
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
-def attn_fwd(Q, K, V, BIAS, Out, LSE,
+def attn_fwd(Q, K, V, BIAS, Out, LSE, VISITS,
              stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
              stride_ob, stride_om, stride_bias,
              L, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
              E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
-             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2)."""
+             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, COUNT: tl.constexpr):
+    """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2).
+
+    With ``COUNT``, also the number of keys whose scores the block computed, into
+    ``VISITS[b, program]`` (int32; for tests of the tile choice).
+    """
     start_m = tl.program_id(0) * BLOCK_M
     b = tl.program_id(1).to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)  # query indices
@@ -128,21 +181,9 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2
     acc = tl.zeros([BLOCK_M, EV], dtype=tl.float32)  # running output
 
-    # Key blocks [0, full) are visible to every row of this block; [full, hi) need masks.
-    hi = S
-    full = (S // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        # the last row (start_m + BLOCK_M - 1) sees keys j <= start_m + BLOCK_M - 1 + offset
-        hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
-        # the first row sees keys j <= start_m + offset: whole blocks below that are full
-        full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
-    first_stop = full
-    second_start = full
-    if WINDOW:
-        # the first row sees keys j >= start_m + lo_off (and the sinks): skip the blocks
-        # before that, visit the sink blocks, then the band, all masked
-        second_start = (tl.maximum(start_m + lo_off, 0) // BLOCK_N) * BLOCK_N
-        first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
+    # key blocks [0, first_stop): all visible (or the sinks'); [second_start, hi): masked
+    first_stop, second_start, hi = _key_blocks(start_m, S, offset, lo_off, sinks, BLOCK_M,
+                                               BLOCK_N, CAUSAL, WINDOW)
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn,
                                offs_m, offs_n, offs_e, offs_ev, 0, first_stop, S, qk_scale,
                                offset, lo_off, sinks, cap_in, cap_out,
@@ -151,6 +192,10 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE,
                                offs_m, offs_n, offs_e, offs_ev, second_start, hi, S, qk_scale,
                                offset, lo_off, sinks, cap_in, cap_out,
                                BLOCK_N, True, CAUSAL, HAS_BIAS, IEEE, WINDOW, SOFTCAP)
+    if COUNT:  # the keys whose scores the two loops computed: their trip counts x BLOCK_N
+        visits = (tl.cdiv(first_stop, BLOCK_N)
+                  + tl.cdiv(tl.maximum(hi - second_start, 0), BLOCK_N)) * BLOCK_N
+        tl.store(VISITS + b * tl.num_programs(0) + tl.program_id(0), visits)  # int32
 
     alive = l_i > 0.0  # False where every key of the row is masked
     l_safe = tl.where(alive, l_i, 1.0)
@@ -224,11 +269,7 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
                          mask=rows[:, None] < L, other=0.0)  # (BLOCK_M, EV)
             lse = tl.load(LSE + rows, mask=rows < L, other=float("inf"))
             delta = tl.load(Delta + rows, mask=rows < L, other=0.0)
-            # (BLOCK_N, E) x (E, BLOCK_M) -> (BLOCK_N, BLOCK_M)
-            if IEEE:
-                sT = tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale
-            else:
-                sT = tl.dot(k, tl.trans(q)) * qk_scale
+            sT = _dot(k, tl.trans(q), IEEE) * qk_scale  # (BLOCK_N, E) x (E, BLOCK_M)
             if SOFTCAP:
                 tT = _tanh(sT * cap_in)
                 sT = cap_out * tT
@@ -240,19 +281,12 @@ def attn_bwd_dkdv(Q, K, V, BIAS, dO, LSE, Delta, dK, dV,
             if WINDOW:
                 pT = tl.where((cols[:, None] >= rows[None, :] + lo_off) | (cols[:, None] < sinks),
                               pT, 0.0)
-            if IEEE:
-                dv = tl.dot(pT.to(do.dtype), do, dv, input_precision="ieee")
-                dpT = tl.dot(v, tl.trans(do), input_precision="ieee")  # (BLOCK_N, BLOCK_M)
-            else:
-                dv = tl.dot(pT.to(do.dtype), do, dv)
-                dpT = tl.dot(v, tl.trans(do))
+            dv = _dot_acc(pT.to(do.dtype), do, dv, IEEE)
+            dpT = _dot(v, tl.trans(do), IEEE)  # (BLOCK_N, BLOCK_M)
             dsT = pT * (dpT - delta[None, :])  # softmax backward, transposed
             if SOFTCAP:
                 dsT = dsT * (1.0 - tT * tT)  # back through c * tanh(s / c)
-            if IEEE:
-                dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision="ieee")
-            else:
-                dk = tl.dot(dsT.to(q.dtype), q, dk)
+            dk = _dot_acc(dsT.to(q.dtype), q, dk, IEEE)
     dk = dk * scale
     tl.store(dK + b * stride_kb + cols[:, None] * stride_kn + offs_e[None, :],
              dk.to(dK.dtype.element_ty), mask=cols[:, None] < S)
@@ -290,16 +324,8 @@ def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
     delta = tl.load(Delta + b * L + rows, mask=rows < L, other=0.0)
     dq = tl.zeros([BLOCK_M, E], dtype=tl.float32)
 
-    hi = S
-    full = (S // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        hi = tl.minimum(S, tl.maximum(start_m + BLOCK_M + offset, 0))
-        full = tl.minimum(full, (tl.maximum(start_m + offset + 1, 0) // BLOCK_N) * BLOCK_N)
-    first_stop = full
-    second_start = full
-    if WINDOW:  # the sink blocks, then the band (as the forward)
-        second_start = (tl.maximum(start_m + lo_off, 0) // BLOCK_N) * BLOCK_N
-        first_stop = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, second_start)
+    first_stop, second_start, hi = _key_blocks(start_m, S, offset, lo_off, sinks, BLOCK_M,
+                                               BLOCK_N, CAUSAL, WINDOW)  # as the forward
     for stage in tl.static_range(2):
         if stage == 0:
             start, stop = 0, first_stop  # fully visible key blocks (sink blocks: masked)
@@ -311,12 +337,8 @@ def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
                         mask=cols[:, None] < S, other=0.0)  # (BLOCK_N, E)
             v = tl.load(V + cols[:, None] * stride_vn + offs_ev[None, :],
                         mask=cols[:, None] < S, other=0.0)  # (BLOCK_N, EV)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
-                dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-            else:
-                s = tl.dot(q, tl.trans(k)) * qk_scale
-                dp = tl.dot(do, tl.trans(v))
+            s = _dot(q, tl.trans(k), IEEE) * qk_scale
+            dp = _dot(do, tl.trans(v), IEEE)
             if SOFTCAP:
                 t = _tanh(s * cap_in)
                 s = cap_out * t
@@ -324,20 +346,11 @@ def attn_bwd_dq(Q, K, V, BIAS, dO, LSE, Delta, dQ,
                 s += tl.load(BIAS + cols, mask=cols < S, other=float("-inf"))[None, :]
             p = tl.exp2(s - lse[:, None])  # (BLOCK_M, BLOCK_N)
             if stage == 1 or WINDOW:
-                visible = cols[None, :] < S
-                if CAUSAL:
-                    visible = visible & (cols[None, :] <= rows[:, None] + offset)
-                if WINDOW:
-                    visible = visible & ((cols[None, :] >= rows[:, None] + lo_off)
-                                         | (cols[None, :] < sinks))
-                p = tl.where(visible, p, 0.0)
+                p = tl.where(_visible(rows, cols, S, offset, lo_off, sinks, CAUSAL, WINDOW), p, 0.0)
             ds = p * (dp - delta[:, None])
             if SOFTCAP:
                 ds = ds * (1.0 - t * t)  # back through c * tanh(s / c)
-            if IEEE:
-                dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
-            else:
-                dq = tl.dot(ds.to(k.dtype), k, dq)
+            dq = _dot_acc(ds.to(k.dtype), k, dq, IEEE)
     dq = dq * scale
     tl.store(dQ + b * stride_qb + rows[:, None] * stride_qm + offs_e[None, :],
              dq.to(dQ.dtype.element_ty), mask=rows[:, None] < L)

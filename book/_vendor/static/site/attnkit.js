@@ -110,9 +110,101 @@
   whenMathJaxReady(function () { rescrollToTarget(); });
   window.addEventListener("load", rescrollToTarget);
 
+  /* 5. Explorers by keyboard, with names a screen reader announces.
+   * The widget manager draws a ToggleButtons control as a row of buttons after an
+   * unattached label, and a SelectionSlider as a noUiSlider handle (role="slider")
+   * whose value text is the option's index. Each control, once drawn, gets:
+   * - a name: the group of buttons is role="group" labelled by its label; each button
+   *   says whether it is pressed (aria-pressed); the slider handle is labelled by the
+   *   control's label and its value text is the readout (the option shown, "1024");
+   * - arrow keys on the buttons (Left/Up and Right/Down move to the previous/next
+   *   option and choose it, Home/End the first/last), as on the slider; Tab reaches
+   *   every button and Enter or Space chooses the focused one.
+   * Widgets are drawn after the page has loaded, so this runs on every change of
+   * the explorers' DOM. */
+  var uid = 0;
+  function labelId(label) {
+    if (!label.id) label.id = "attnkit-control-label-" + (++uid);
+    return label.id;
+  }
+  function controlLabel(control) {
+    var label = control.querySelector(":scope > .widget-label");
+    return label && label.textContent.trim() ? label : null;
+  }
+  function syncButtons(group) {
+    group.querySelectorAll("button.widget-toggle-button").forEach(function (b) {
+      var pressed = b.classList.contains("mod-active") ? "true" : "false";
+      if (b.getAttribute("aria-pressed") !== pressed) b.setAttribute("aria-pressed", pressed);
+    });
+  }
+  function onButtonKey(event) {
+    var keys = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1, Home: "first", End: "last" };
+    var step = keys[event.key];
+    var button = event.target.closest && event.target.closest("button.widget-toggle-button");
+    if (step === undefined || !button) return;
+    var buttons = Array.prototype.slice.call(
+      button.parentNode.querySelectorAll("button.widget-toggle-button"));
+    var i = buttons.indexOf(button);
+    var j = step === "first" ? 0 : step === "last" ? buttons.length - 1
+      : Math.min(Math.max(i + step, 0), buttons.length - 1);
+    event.preventDefault();
+    if (j !== i) { buttons[j].focus(); buttons[j].click(); }
+  }
+  function labelControls(root) {
+    root.querySelectorAll(".widget-toggle-buttons").forEach(function (control) {
+      var row = control.querySelector("button.widget-toggle-button");
+      if (!row) return;
+      var group = row.parentNode;
+      if (!group.hasAttribute("role")) {
+        group.setAttribute("role", "group");
+        group.addEventListener("keydown", onButtonKey);
+      }
+      var label = controlLabel(control);
+      if (label) group.setAttribute("aria-labelledby", labelId(label));
+      syncButtons(group);
+    });
+    root.querySelectorAll(".widget-slider").forEach(function (control) {
+      var handle = control.querySelector("[role='slider']");
+      if (!handle) return;
+      var label = controlLabel(control);
+      if (label) handle.setAttribute("aria-labelledby", labelId(label));
+      else if (!handle.hasAttribute("aria-label")) handle.setAttribute("aria-label", "choose a view");
+      var readout = control.querySelector(".widget-readout");
+      var text = readout ? readout.textContent.trim() : "";
+      if (text && handle.getAttribute("aria-valuetext") !== text) handle.setAttribute("aria-valuetext", text);
+      if (readout && !readout.hasAttribute("aria-hidden")) {
+        /* The readout repeats the handle's value text; it is not an input of its own. */
+        readout.setAttribute("aria-hidden", "true");
+        readout.removeAttribute("contenteditable");
+      }
+    });
+  }
+  var pending = false;
+  function watchControls() {
+    labelControls(document);
+    new MutationObserver(function () {
+      if (pending) return;
+      pending = true;
+      window.requestAnimationFrame(function () { pending = false; labelControls(document); });
+    }).observe(document.body, { subtree: true, childList: true, attributes: true,
+                                 attributeFilter: ["class", "aria-valuenow"], characterData: true });
+  }
+
+  /* 6. The primary sidebar (the book's title, search, navigation, the PDF link) is a
+   * landmark, so no content of the page lies outside one (axe: region). */
+  function landmarkSidebar() {
+    var sidebar = document.querySelector(".bd-sidebar-primary");
+    if (sidebar && !sidebar.hasAttribute("role")) {
+      sidebar.setAttribute("role", "complementary");
+      sidebar.setAttribute("aria-label", "Book navigation");
+    }
+  }
+
   function onReady() {
+    landmarkSidebar();
     patchSearch();
     linkFigures();
+    watchControls();
   }
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", onReady);

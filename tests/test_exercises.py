@@ -1,0 +1,502 @@
+"""The exercise system: two releases from one source, write-it-yourself, honest tolerances.
+
+* Every set's reference answers pass every check (value checks and hidden tests
+  included) for 20 seeds of the checks' random inputs, and when every float answer is
+  rounded to four decimal places (the rounding the sets allow).
+* A course release (solutions hidden) leaks nothing: no solution, hidden-test or
+  value-check line, no distinctive reference value, and its public checks call only
+  form checks, the student's own functions and input builders.
+* ``forbid`` declarations name real library objects, the guard refuses them by any
+  alias and lets the library's own code use them, and a public check in Jupyter says
+  the same as the grader.
+* One table of wire-format tags serves the kernel's encoder and the grader's decoder.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from attnkit.grading import (
+    _codec,
+    _kernel,
+    check_finite,
+    check_normalised,
+    check_number,
+    check_range,
+    check_set_of,
+    check_symbols,
+    check_unchanged,
+)
+from attnkit.grading._guard import ForbiddenCall, guard, guarded
+from attnkit.grading._plan import build_plan, forbidden_in
+from attnkit.grading._reference import round_answer, run_reference
+from attnkit.grading.checks import FORM_CHECKS
+from attnkit.grading.leaks import (
+    find_leaks,
+    public_check_calls,
+    published_text,
+    secrets,
+    value_leaks,
+)
+from attnkit.grading.release import default_mode, prepare_source, release
+from attnkit.grading.sets import MARKERS, WORKED_TAG, exercise_sets
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "exercises" / "source"
+SETS = exercise_sets(SOURCES)
+
+#: The seeds the checks' random inputs run with: each seed s of a check becomes (s, shift).
+SEED_SHIFTS = range(20)
+
+
+def _source(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(SOURCES / f"{name}.ipynb", as_version=4)
+
+
+# -- tolerances: the reference answers over 20 seeds, and rounded --------------------------
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_reference_answers_pass_every_check_for_20_seeds(name: str) -> None:
+    failed = {}
+    for shift in SEED_SHIFTS:   # the references keep their forbid rules (tried once: it is slow)
+        run = run_reference(name, SOURCES, seed_shift=shift, guard=shift == 0)
+        assert run.answers, f"{name}: no answers were defined"
+        for gid, message in run.failures.items():
+            failed.setdefault(gid, []).append(f"shift {shift}: {message[:200]}")
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_answers_rounded_to_four_decimals_pass(name: str) -> None:
+    run = run_reference(name, SOURCES, transform=lambda _, v: round_answer(v, 4))
+    assert run.failures == {}
+
+
+def test_a_tolerance_below_the_rounding_is_caught(tmp_path: Path) -> None:
+    """The rounding test fails a check whose tolerance is finer than four decimals."""
+    nb = _source("ch01")
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "ch01-fade-50-check":
+            cell.source = cell.source.replace("check(\"fade_50\", fade_50, _g)",
+                                              "check(\"fade_50\", fade_50, _g, atol=1e-8)")
+            assert "atol=1e-8" in cell.source
+    nbformat.write(nb, tmp_path / "ch01.ipynb")
+    run = run_reference("ch01", tmp_path, transform=lambda _, v: round_answer(v, 4))
+    assert "ch01-fade-50-check" in run.failures
+
+
+def test_seed_shifts_change_the_inputs() -> None:
+    a = run_reference("ch11", SOURCES, seed_shift=0).answers["error_8bit"]
+    b = run_reference("ch11", SOURCES, seed_shift=7).answers["error_8bit"]
+    assert a != b
+
+
+# -- two releases from one source ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory) -> dict[str, nbformat.NotebookNode]:
+    out = tmp_path_factory.mktemp("course")
+    release(out, source_dir=SOURCES, mode="course")
+    return {"dir": out, **{s: nbformat.read(out / f"{s}.ipynb", as_version=4) for s in SETS}}
+
+
+def _checks(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def test_course_release_has_no_solution_hidden_test_or_value_check(course: dict) -> None:
+    released = [course[s] for s in SETS]
+    for name in SETS:
+        secret = secrets(_source(name), released)
+        assert secret, name
+        for s in SETS:
+            text = published_text(course["dir"] / f"{s}.ipynb")
+            assert find_leaks(text, secret) == [], (s, name)
+        page = (course["dir"] / "solutions" / f"{name}.md").read_text()
+        assert find_leaks(page, secret) == [] and "{solution}" not in page, name
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_course_public_checks_test_form_only(course: dict, name: str) -> None:
+    """Course release: public checks call only form checks and build inputs.
+
+    Allowed besides form checks: the student's own functions, the grader cells' helpers
+    and input builders; each check has at least one form check.
+    """
+    src = _source(name)
+    plan = build_plan(name, src)
+    forbidden = {n.rsplit(".", 1)[-1] for names in plan.forbidden.values() for n in names}
+    helpers = set()
+    for c in plan.cells.values():
+        if c.kind == "grader":
+            helpers |= {n for n in _defined(c.source) if n not in forbidden}
+    for cell in _checks(course[name]):
+        gid = cell.metadata.nbgrader.grade_id
+        reads = set(plan.cells[gid].reads)
+        bad = public_check_calls(cell.source, reads | helpers, FORM_CHECKS)
+        assert bad == [], (gid, bad)
+        used = {n for n in FORM_CHECKS if re.search(rf"\b{n}\(", cell.source)}
+        assert used, f"{gid}: the public check tests nothing"
+
+
+def _defined(source: str) -> set[str]:
+    from attnkit.grading._plan import assigned_names
+
+    return assigned_names(source)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_course_release_spells_out_no_reference_value(course: dict, name: str) -> None:
+    answers = run_reference(name, SOURCES).answers
+    assert value_leaks(course[name], answers) == []
+
+
+def test_the_leak_scanners_find_leaks() -> None:
+    src = _source("ch11")
+    plan = build_plan("ch11", src)
+    for cell in src.cells:   # the source's check cells compute the answers
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "ch11-reach-check":
+            assert "check" in public_check_calls(cell.source, set(plan.cells["ch11-reach-check"].reads),
+                                                 FORM_CHECKS)
+    answers = run_reference("ch11", SOURCES).answers
+    leak = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"check('reach', reach, {answers['reach']})")])
+    assert value_leaks(leak, answers) == [f"reach = {answers['reach']}"]
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_self_study_release_shows_the_value_checks(name: str) -> None:
+    released = nbformat.read(ROOT / "book" / "exercises" / f"{name}.ipynb", as_version=4)
+    if default_mode(SOURCES) != "self-study":
+        pytest.skip("the book is configured for a course release")
+    src = _source(name)
+    value_lines = {line.strip() for c in src.cells for line in _region(c.source, "VALUE CHECKS")
+                   if line.strip() and not line.strip().startswith("#")}
+    text = "\n".join(c.source for c in released.cells)
+    missing = [line for line in value_lines if line not in text]
+    assert value_lines and not missing, (name, missing)
+    assert not [m for m in MARKERS if m in nbformat.writes(released)]
+    assert not [c for c in released.cells if WORKED_TAG in c.metadata.get("tags", [])]
+
+
+def _region(source: str, what: str) -> list[str]:
+    out, inside = [], False
+    for line in source.splitlines():
+        if f"BEGIN {what}" in line:
+            inside = True
+        elif f"END {what}" in line:
+            inside = False
+        elif inside:
+            out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_both_releases_have_the_same_cells_and_points(course: dict, name: str) -> None:
+    released = nbformat.read(ROOT / "book" / "exercises" / f"{name}.ipynb", as_version=4)
+
+    def ids(nb: nbformat.NotebookNode) -> list[tuple[str, float]]:
+        return [(c.metadata.nbgrader.grade_id, c.metadata.nbgrader.get("points", 0))
+                for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")]
+
+    assert ids(released) == ids(course[name])
+    for cell in course[name].cells:
+        if cell.cell_type == "code":
+            compile(cell.source, f"{name}:course", "exec")
+
+
+def test_prepare_source_moves_value_checks_and_mode_text() -> None:
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell(
+            "Run it.\n<!-- BEGIN COURSE -->\nForm only.\n<!-- END COURSE -->\n"
+            "<!-- BEGIN SELF-STUDY -->\nValues too.\n<!-- END SELF-STUDY -->\nDone."),
+        nbformat.v4.new_code_cell("with quiet():\n    check_shape('w', w, (2,))\n"
+                                  "    ### BEGIN VALUE CHECKS\n    check('w', w, [1, 2])\n"
+                                  "    ### END VALUE CHECKS"),
+        nbformat.v4.new_code_cell("explain('why')", metadata={"tags": [WORKED_TAG]}),
+    ])
+    course_nb, study = prepare_source(nb, "course"), prepare_source(nb, "self-study")
+    assert course_nb.cells[0].source == "Run it.\nForm only.\nDone."
+    assert study.cells[0].source == "Run it.\nValues too.\nDone."
+    assert "### BEGIN HIDDEN TESTS" in course_nb.cells[1].source
+    assert "VALUE CHECKS" not in study.cells[1].source and "check('w', w, [1, 2])" in study.cells[1].source
+    assert len(course_nb.cells) == len(study.cells) == 2
+    with pytest.raises(ValueError, match="mode must be one of"):
+        prepare_source(nb, "exam")
+
+
+def test_default_mode_follows_hide_solutions(tmp_path: Path) -> None:
+    src = tmp_path / "exercises" / "source"
+    src.mkdir(parents=True)
+    assert default_mode(src) == "self-study"
+    (tmp_path / "_config.yml").write_text("sphinx:\n  config:\n    hide_solutions: true\n")
+    assert default_mode(src) == "course"
+    (tmp_path / "_config.yml").write_text("sphinx:\n  config:\n    hide_solutions: false\n")
+    assert default_mode(src) == "self-study"
+
+
+def test_release_command_takes_a_mode(tmp_path: Path, capsys) -> None:
+    from attnkit.grading.__main__ import main
+
+    assert main(["release", "ch01", "--out", str(tmp_path), "--mode", "course"]) == 0
+    nb = nbformat.read(tmp_path / "ch01.ipynb", as_version=4)
+    assert "VALUE CHECKS" not in nbformat.writes(nb)
+    assert "check(\"fade_50\"" not in nbformat.writes(nb)
+    with pytest.raises(SystemExit):
+        main(["release", "--mode", "exam"])
+
+
+# -- worked solutions -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_worked_solutions_explain_with_numbers(name: str) -> None:
+    """Every exercise's worked solution has reasoning with numbers, not code only."""
+    page = (ROOT / "book" / "exercises" / "solutions" / f"{name}.md").read_text()
+    if default_mode(SOURCES) != "self-study":
+        pytest.skip("the book is configured for a course release")
+    solutions = re.findall(r"::::\{solution\}.*?\n(.*?)\n::::", page, re.S)
+    exercises = re.findall(r"::::\{exercise\}", page)
+    assert solutions and len(solutions) == len(exercises)
+    for body in solutions:
+        prose = re.sub(r"```.*?```", "", body, flags=re.S)
+        assert len(prose.split()) >= 25, body[:200]
+        assert re.search(r"\d", prose), body[:200]
+
+
+# -- write it yourself ---------------------------------------------------------------------
+
+
+def _resolve(dotted: str) -> object:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_forbidden_names_exist(name: str) -> None:
+    plan = build_plan(name, _source(name))
+    for function, names in plan.forbidden.items():
+        answers = {n for c in _source(name).cells if c.metadata.get("nbgrader", {}).get("solution")
+                   for n in _defined(c.source)}
+        assert function in answers, (name, function)
+        for dotted in names:
+            assert _resolve(dotted) is not None, (name, dotted)
+
+
+def test_sets_that_ask_for_library_functions_forbid_them() -> None:
+    forbidden = {}
+    for name in SETS:
+        forbidden.update(build_plan(name, _source(name)).forbidden)
+    for function in ("stable_softmax", "masked_attention", "batched_attention", "online_attention",
+                     "window_attention", "merge_two", "ring_outputs", "attention_backward"):
+        assert function in forbidden, function
+
+
+def test_forbid_declarations_are_literal() -> None:
+    assert forbidden_in('forbid("f", "a.b")\nforbid("f", "c")') == {"f": ("a.b", "c")}
+    with pytest.raises(ValueError, match="string literals"):
+        forbidden_in("forbid('f', NAMES)")
+
+
+def _lib_softmax(x):
+    import attnkit
+
+    return attnkit.softmax(x)
+
+
+def _aliased(x, _f=None):
+    import attnkit
+
+    f = _f or attnkit.softmax
+    return f(x)
+
+
+def _swallowing(x):
+    import attnkit
+
+    try:
+        return attnkit.softmax(x)
+    except BaseException:
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+
+def _own(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _through_the_library(q):
+    from attnkit.serving.decoding import partial_attention
+
+    return partial_attention(q, q, q)[0]       # the library may call attention inside
+
+
+@pytest.mark.parametrize("fn", [_lib_softmax, _aliased, _swallowing])
+def test_guard_refuses_a_forbidden_call_by_any_route(fn) -> None:
+    with pytest.raises(ForbiddenCall, match=f"{fn.__name__} called attnkit.softmax: this exercise "
+                                            "asks you to write it yourself"):
+        guarded(fn, fn.__name__, ["attnkit.softmax"])(np.array([1.0, 2.0]))
+
+
+def test_guard_allows_own_code_and_the_librarys_own_calls() -> None:
+    assert guarded(_own, "_own", ["attnkit.softmax"])(np.zeros(2)).tolist() == [0.5, 0.5]
+    q = np.random.default_rng(0).standard_normal((3, 4))
+    out = guarded(_through_the_library, "f", ["attnkit.attention", "attnkit.engines"])(q)
+    assert out.shape == (3, 4)
+
+
+def test_guard_refuses_modules_and_c_functions() -> None:
+    torch = pytest.importorskip("torch")
+    import attnkit.engines.numpy_ref as ref
+
+    def by_module(q):
+        return ref.available()          # any function defined in attnkit.engines
+
+    def by_c_function(q):
+        t = torch.as_tensor(q)
+        return torch.nn.functional.scaled_dot_product_attention(t, t, t)
+
+    q = np.zeros((2, 3))
+    with pytest.raises(ForbiddenCall, match="called attnkit.engines.numpy_ref.available"):
+        with guard("by_module", ["attnkit.engines"]):
+            by_module(q)
+    with pytest.raises(ForbiddenCall, match="scaled_dot_product_attention"):
+        with guard("by_c_function", ["torch.nn.functional.scaled_dot_product_attention"]):
+            by_c_function(q)
+    import sys
+
+    assert sys.getprofile() is None
+
+
+def test_public_check_in_jupyter_says_what_the_grader_says(tmp_path: Path) -> None:
+    """A public check run in Jupyter says what the grader says.
+
+    The ivan sample's masked_attention calls attnkit.attention: run in a real kernel, its
+    public checks fail with the grader's ForbiddenCall message.
+    """
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "tests" / "grading_samples" / "ivan_ch05.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = {c.metadata.nbgrader.grade_id: o for c in nb.cells if c.cell_type == "code"
+              and c.metadata.get("nbgrader", {}).get("grade_id") for o in c.outputs
+              if o.output_type == "error"}
+    shape = errors["ch05-masked-attention-shape"]
+    assert shape.ename == "ForbiddenCall"
+    assert shape.evalue.startswith("masked_attention called attnkit.attention: this exercise asks "
+                                   "you to write it yourself")
+    assert set(errors) == {"ch05-masked-attention-shape", "ch05-masked-attention-causal",
+                           "ch05-masked-attention-padding", "ch05-masked-attention-empty-row"}
+
+
+# -- the wire format: one table of tags ----------------------------------------------------
+
+
+def test_one_table_of_tags_for_encoder_and_decoder() -> None:
+    import sympy
+
+    x = sympy.Symbol("x")
+    samples = {"int": 2**60, "nonfinite": float("inf"), "complex": 1j, "ndarray": np.arange(3),
+               "tuple": (1, 2), "set": {1}, "dict": {"a": 1}, "sympy": x + 1,
+               "sympy_matrix": sympy.Matrix([[x]]), "function": len, "object": object()}
+    for name, value in samples.items():
+        encoded = _codec.encode(value)
+        assert isinstance(encoded, dict) and list(encoded) == [_codec.TAGS[name]], name
+        _codec.decode(encoded)
+    assert set(samples) | {"error"} == set(_codec.TAGS)
+    with pytest.raises(_codec.AnswerError, match="boom"):
+        _codec.decode({_codec.TAGS["error"]: "boom"})
+    # no tag is spelled anywhere but in the table
+    for module in (_codec, _kernel):
+        text = inspect.getsource(module)
+        table = text[text.index("TAGS: dict"):text.index("}", text.index("TAGS: dict"))] \
+            if module is _codec else ""
+        literals = {n.value for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Constant)
+                    and isinstance(n.value, str)}
+        spelled = {t for t in _codec.TAGS.values() if any(f"'{t}'" in lit or f'"{t}"' in lit
+                                                          or lit == t for lit in literals)}
+        assert spelled <= {t for t in _codec.TAGS.values() if t in table}, (module.__name__, spelled)
+    assert not hasattr(_kernel, "decode_payload")
+
+
+# -- form checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: check_number("n", np.ones(2)), "n: expected one number, got an array of shape (2,)"),
+        (lambda: check_number("n", True), "n: expected a number, got bool True"),
+        (lambda: check_number("n", 2.5, integer=True), "n: expected a whole number, got 2.5000"),
+        (lambda: check_number("n", 5e9, high=1e6), "n: expected a number between -inf and 1e+06"),
+        (lambda: check_number("n", float("nan")), "n: expected a number, got nan"),
+        (lambda: check_range("w", [0.2, 1.5], 0, 1), "w: every entry must lie between 0 and 1; got 1.5"),
+        (lambda: check_finite("o", [1.0, np.nan]), "o: every entry must be finite; got nan"),
+        (lambda: check_normalised("w", [[0.5, 0.6]]), "w: the weights must sum to 1 along axis -1"),
+        (lambda: check_set_of("s", ["A"], "AB"), "s: expected a set such as {'A'}, got list"),
+        (lambda: check_set_of("s", {"A", "Z"}, "AB"), "s: every element must be one of 'A', 'B'; got {'Z'}"),
+        (lambda: check_unchanged("x", np.ones(2), np.zeros(2)), "x: your function changed its input"),
+    ],
+)
+def test_form_check_messages(call, message: str) -> None:
+    with pytest.raises(AssertionError) as info:
+        call()
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_form_checks_accept_good_answers() -> None:
+    import sympy
+
+    check_number("n", np.int64(66), low=1, integer=True)
+    check_number("m", -np.inf)
+    check_range("w", np.array([[0.0, 1.0]]), 0, 1)
+    check_normalised("w", np.full((3, 4), 0.25))
+    check_set_of("s", frozenset({"a"}), "AB")
+    d, s = sympy.symbols("d_k sigma", positive=True)
+    check_symbols("v", d * sympy.Symbol("sigma") ** 4, [d, s])
+    with pytest.raises(AssertionError, match="it also uses n"):
+        check_symbols("v", d * sympy.Symbol("n"), [d, s])
+
+
+def test_both_releases_are_graded_the_same(tmp_path: Path) -> None:
+    """Answers handed in on the course release get the points they get on the self-study one."""
+    import importlib.util
+
+    from attnkit.grading.grader import grade
+    from attnkit.grading.release import student_notebook
+
+    spec = importlib.util.spec_from_file_location(
+        "make_samples", ROOT / "tests" / "grading_samples" / "make_samples.py")
+    samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(samples)  # type: ignore[union-attr]
+    source = _source("ch05")
+    course_nb = student_notebook("ch05", SOURCES, mode="course")
+    files = []
+    for name, answers in [("alice", {}), ("ivan", {"ch05-masked-attention": samples.MASKED_LIBRARY})]:
+        nb = samples.filled(course_nb, source, answers)
+        assert "VALUE CHECKS" not in nbformat.writes(nb)
+        path = tmp_path / f"{name}_ch05.ipynb"
+        nbformat.write(nb, path)
+        files.append(path)
+    results = grade("ch05", files, tmp_path / "graded", timeout=10, sandbox=False, html=False)
+    assert {r.student: r.points for r in results} == {"alice": 12, "ivan": 6}

@@ -168,11 +168,6 @@ AWAITING_ALT_TEXT = {
     "book/09-beyond-one-head.html": ("cells 4 (ch9_heads_figure), 16 (ch9_cost_figure), "
                                      "24 (ch9_sinusoid_figure), 30 (ch9_alibi_figure), "
                                      "38 (ch9_expl_figure)"),
-    "book/10-transformer-block.html": ("cells 10 (ch10_three_figure), 24 (ch10_loss_figure), "
-                                       "26 (ch10_maps_figure); each also shown as the cell's output"),
-    "book/11-serving-at-scale.html": ("cells 6 (ch11_roofline_figure), 18 (ch11_window_figure); "
-                                      "each also shown as the cell's output"),
-    "book/12-beyond-one-device.html": "cell 12 (plt.show)",
     "book/13-attention-2024-2026.html": "cell 29 (ch13_mqar_figure; also shown as the cell's output)",
 }
 

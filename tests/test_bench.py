@@ -135,6 +135,8 @@ def test_cpu_benchmark_tile_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[
     result = _read(tmp_path, "cpu")
     assert result["settings"]["flash_blocks"]["block_q"] == 16
     assert result["settings"]["flash_blocks"]["block_k"] == 8
+    # chapter 8 reads how the inputs were prepared (files without it drew float64 temporaries)
+    assert result["settings"]["inputs"].startswith("drawn in float32 directly")
     assert "--block-q 16 --block-k 8" in result["command"]
     row = child({"engine": "flash-numpy", "n": 64, "d": 8, "repeats": 1, "block_q": 16,
                  "block_k": 8})

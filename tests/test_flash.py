@@ -500,3 +500,20 @@ def test_window_blocks_are_chosen_from_the_band_width() -> None:
     assert flash.default_blocks("torch", True, width=5) == (16, 16)
     assert flash.default_blocks("numpy", True, width=10_000) == (512, 512)
     assert flash.default_blocks("numpy", True) == (512, 512)  # causal, no window
+
+
+def test_gpu_specs_follow_the_card_a_results_file_names():
+    from attnkit.teaching.flash_views import GPU_SPECS, gpu_specs
+
+    h100 = gpu_specs("NVIDIA H100 80GB HBM3")
+    assert h100 is GPU_SPECS["H100 SXM"]
+    assert h100.hbm_bytes_per_s == 3.35e12 and h100.sms == 132
+    # 228 KiB of shared memory on each of 132 multiprocessors: about 29 MiB
+    assert round(h100.smem_per_sm_bytes * h100.sms / 2**20) == 29
+    h200 = gpu_specs("NVIDIA H200")
+    assert h200.hbm_bytes_per_s == 4.8e12 and h200.dense_bf16_flops == h100.dense_bf16_flops
+    for other in ("NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200 NVL", "NVIDIA A100"):
+        with pytest.raises(ValueError, match="device_name"):
+            gpu_specs(other)
+    with pytest.raises(TypeError, match="device_name"):
+        gpu_specs(None)

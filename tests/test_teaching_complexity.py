@@ -104,10 +104,22 @@ def test_model_table_equals_closed_forms():
         assert r.attention_macs == 2 * layers * h * n**2 * e
         assert r.layer_scores_bytes == 2 * h * n**2
         assert r.weight_macs == pytest.approx(m.params * n)
-        assert 0 < r.attention_share < 1
-    gpt3, llama = rows
+        assert 0 < r.attention_share_causal < r.attention_share < 1
+        # the causal share halves attention's multiply-adds, nothing else
+        half = r.attention_macs / 2
+        assert r.attention_share_causal == pytest.approx(half / (half + r.weight_macs))
+        # at the crossover context the two multiply-add counts are equal
+        assert 2 * layers * h * r.crossover**2 * e == pytest.approx(m.params * r.crossover)
+    gpt3, llama, llama31_70b, llama31_405b = rows
     assert gpt3.layer_scores_bytes == 768 * 2**20  # 96 heads x 8 MiB
     assert llama.layer_scores_bytes == 2 * 2**30  # 64 heads x 32 MiB
+    assert round(gpt3.crossover) == 74_175 and round(llama.crossover) == 53_406
+    # Llama 3.1 70B has LLaMA-2 70B's attention shape at 32 times the context
+    assert llama31_70b.crossover == llama.crossover
+    assert llama31_70b.attention_macs == 32**2 * llama.attention_macs
+    assert round(100 * llama31_70b.attention_share) == 71
+    assert round(100 * llama31_70b.attention_share_causal) == 55
+    assert round(llama31_405b.crossover) == 98_092
 
 
 def test_model_table_custom_shape():

@@ -271,6 +271,7 @@ def _settings(args: argparse.Namespace, load_before: str) -> dict[str, Any]:
         "load_average": f"{load_before} before, {_load_average()} after (1-minute "
                         "load of the whole machine; the benchmark itself adds about 1)",
         "d": args.d, "dtype": "float32", "shape": "(1, 1, n, d)", "threads": 1,
+        "inputs": "drawn in float32 directly (no float64 temporary before the call)",
         "repeats": args.repeats, "min_time_s": args.min_time, "rounds": args.rounds,
         "sizes": list(args.sizes),
         "time": "best of at least `repeats` calls and at least `min_time_s` seconds of "

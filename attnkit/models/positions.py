@@ -5,10 +5,10 @@ shuffle the same way, so "cat sat" and "sat cat" look alike to it. Each function
 here puts order back in a different place::
 
     sinusoidal_positions   added to the embeddings x before the projections
-    apply_rope             rotates q and k, so q_m . k_n depends on m - n only
-    alibi_bias             a fixed per-head penalty  -slope * |m - n|  added to the scores
+    apply_rope             rotates q and k, so q_i . k_j depends on j - i only
+    alibi_bias             a fixed per-head penalty  -slope * |i - j|  added to the scores
     relative_position_bucket
-                           T5's buckets of m - n; a learned bias per (bucket, head)
+                           T5's buckets of j - i; a learned bias per (bucket, head)
                            (the module is attnkit.models.layers.RelativePositionBias)
 
 Everything here works on NumPy arrays and, where it takes an array, on torch tensors
@@ -44,21 +44,21 @@ def sinusoidal_positions(n_positions: int, dim: int, *, base: float = 10000.0) -
 
     .. math::
 
-        P_{p,\,2i} = \sin(p / \mathrm{base}^{2i/d}), \qquad
-        P_{p,\,2i+1} = \cos(p / \mathrm{base}^{2i/d})
+        \mathrm{PE}_{i,\,2u} = \sin(i / \mathrm{base}^{2u/d}), \qquad
+        \mathrm{PE}_{i,\,2u+1} = \cos(i / \mathrm{base}^{2u/d})
 
     Shapes::
 
-        out   (n_positions, dim)    row p is added to the embedding of token p
+        out   (n_positions, dim)    row i is added to the embedding of token i
 
     Args:
-        n_positions: number of positions ``p = 0 .. n_positions - 1``.
+        n_positions: number of positions ``i = 0 .. n_positions - 1``.
         dim: embedding width ``d`` (even).
         base: the wavelength base (10000 in the Transformer paper).
 
     Returns:
-        A float64 array; column pair ``(2i, 2i+1)`` is a sinusoid of wavelength
-        ``2 pi base^(2i/d)``, from ``2 pi`` (i = 0) up to nearly ``2 pi base``.
+        A float64 array; column pair ``(2u, 2u+1)`` is a sinusoid of wavelength
+        ``2 pi base^(2u/d)``, from ``2 pi`` (u = 0) up to nearly ``2 pi base``.
 
     Raises:
         ValueError: a negative ``n_positions``, an odd or non-positive ``dim``, or
@@ -81,12 +81,12 @@ def sinusoidal_positions(n_positions: int, dim: int, *, base: float = 10000.0) -
 
 
 def rope_angles(positions: Any, dim: int, *, base: float = 10000.0) -> np.ndarray:
-    r"""Rotation angles :math:`\theta_{p,i} = p \cdot \mathrm{base}^{-2i/d}` of RoPE.
+    r"""Rotation angles :math:`i\,\theta_u`, :math:`\theta_u = \mathrm{base}^{-2u/d}`, of RoPE.
 
     Shapes::
 
         positions  (n,)          integer or real positions
-        out        (n, dim/2)    angle of pair i at position p
+        out        (n, dim/2)    angle of pair u at position i
 
     Args:
         positions: 1-D array-like of positions (NumPy, list or CPU tensor).
@@ -118,18 +118,19 @@ def rope_angles(positions: Any, dim: int, *, base: float = 10000.0) -> np.ndarra
 
 
 def apply_rope(x: Any, positions: Any = None, *, base: float = 10000.0) -> Any:
-    r"""Rotary position embedding: rotate each pair ``(x_2i, x_2i+1)`` by angle ``p * theta_i``.
+    r"""Rotary position embedding: rotate each pair of columns ``(2u, 2u+1)`` by ``i * theta_u``.
 
-    Applied to queries and keys (not values). Because a rotation by ``m theta``
-    followed by the transpose of one by ``n theta`` is a rotation by ``(m - n) theta``,
+    Applied to queries and keys (not values). Because the transpose of a rotation by
+    ``i theta`` followed by one by ``j theta`` is a rotation by ``(j - i) theta``,
 
     .. math::
 
-        \langle R_m q,\, R_n k \rangle = \langle q,\, R_{n-m} k \rangle,
+        \langle \mathcal{R}_i q,\, \mathcal{R}_j k \rangle
+        = \langle q,\, \mathcal{R}_{j-i} k \rangle,
 
-    the score of a query at position ``m`` and a key at ``n`` depends on the
-    positions only through ``m - n``. Pairs are adjacent columns, as in the
-    RoFormer paper (some libraries pair column ``i`` with ``i + d/2`` instead; the
+    the score of a query at position ``i`` and a key at ``j`` depends on the
+    positions only through ``j - i``. Pairs are adjacent columns, as in the
+    RoFormer paper (some libraries pair column ``u`` with ``u + d/2`` instead; the
     two are the same up to a fixed permutation of the columns).
 
     Shapes::
@@ -217,11 +218,11 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
 
 
 def alibi_bias(num_heads: int, L: int, S: int | None = None) -> np.ndarray:
-    r"""ALiBi's additive score bias ``-slope_h * |m - n|`` for query position m, key position n.
+    r"""ALiBi's additive score bias ``-slope_h * |i - j|`` for query position i, key position j.
 
     Add it to the scaled scores (pass it as a floating ``mask``). Nearby keys are
     penalised little, distant ones linearly more, with a different rate per head.
-    The paper uses causal models, where only ``n <= m`` is visible; the future half
+    The paper uses causal models, where only ``j <= i`` is visible; the future half
     of this symmetric matrix is then masked anyway.
 
     Shapes::

@@ -73,7 +73,7 @@ class StepCost:
         computes: what the step computes, e.g. ``"R = Q Kᵀ"`` (raw scores ``R``, scaled
             scores ``Z``, weights ``P``: the book's notation).
         counted: what the time column counts (e.g. ``"multiply-adds"``).
-        time_formula: the count as a formula in ``n``, ``d``, ``d_v`` (e.g. ``"n²·d"``).
+        time_formula: the count as a formula in ``n``, ``d_k``, ``d_v`` (e.g. ``"n²·d_k"``).
         time: the count for the given sizes.
         memory_formula: entries the step newly stores, as a formula.
         memory: entries newly stored (0 when the step works in place).
@@ -100,7 +100,7 @@ def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
 
     Args:
         n: number of tokens (queries = keys).
-        d: query/key width.
+        d: query/key width (the book's :math:`d_k`; the formulas write ``d_k``).
         d_v: value width; defaults to ``d``.
 
     Returns:
@@ -116,9 +116,9 @@ def step_costs(n: int, d: int, d_v: int | None = None) -> list[StepCost]:
     n, d = positive_int("n", n), positive_int("d", d)
     d_v = d if d_v is None else positive_int("d_v", d_v)
     return [
-        StepCost("compare", "R = Q Kᵀ", "multiply-adds", "n²·d", n * n * d,
+        StepCost("compare", "R = Q Kᵀ", "multiply-adds", "n²·d_k", n * n * d,
                  "n²", n * n),
-        StepCost("scale", "Z = R / √d", "multiplications", "n²", n * n,
+        StepCost("scale", "Z = R / √d_k", "multiplications", "n²", n * n,
                  "0 (in place)", 0),
         StepCost("normalise", "P = softmax(Z)", "exponentials", "n²", n * n,
                  "0 (in place)", 0),
@@ -386,9 +386,9 @@ class ModelShape:
         name: display name.
         layers: number of Transformer blocks.
         heads: query heads per layer (each forms its own ``n x n`` scores).
-        head_dim: width ``d`` of one head's queries and keys (and values).
-        context: maximum sequence length ``n``.
-        params: nominal parameter count (the number in the model's name).
+        head_dim: width :math:`d_h` of one head's queries and keys (and values).
+        context: the sequence length ``n`` the table uses: the model's published context.
+        params: nominal parameter count :math:`N` (the number in the model's name).
     """
 
     name: str
@@ -399,11 +399,18 @@ class ModelShape:
     params: float
 
 
-#: The two models of chapter 6: GPT-3 175B (Brown et al., 2020) and LLaMA-2 70B
-#: (Touvron et al., 2023).
+#: The models of chapter 6, each at its published context: GPT-3 175B (Brown et al.,
+#: 2020), LLaMA-2 70B (Touvron et al., 2023), and Llama 3.1 70B and 405B
+#: (Llama Team, 2024; the released configurations: 80 layers x 64 heads and 126 layers x
+#: 128 heads of width 128, ``max_position_embeddings`` 131,072). Llama 3.1 70B has
+#: LLaMA-2 70B's attention shape at 32 times its context.
 MODELS: tuple[ModelShape, ...] = (
     ModelShape("GPT-3 175B", layers=96, heads=96, head_dim=128, context=2048, params=175e9),
     ModelShape("LLaMA-2 70B", layers=80, heads=64, head_dim=128, context=4096, params=70e9),
+    ModelShape("Llama 3.1 70B", layers=80, heads=64, head_dim=128, context=131_072,
+               params=70e9),
+    ModelShape("Llama 3.1 405B", layers=126, heads=128, head_dim=128, context=131_072,
+               params=405e9),
 )
 
 
@@ -423,6 +430,11 @@ class ModelRow:
         weight_macs: multiply-adds of the parameter matrices, ``params * n`` (each
             parameter takes part in one multiply-add per token).
         attention_share: ``attention_macs / (attention_macs + weight_macs)``.
+        attention_share_causal: the same share when a causal kernel skips the masked
+            half of every score matrix (``attention_macs / 2`` in place of
+            ``attention_macs``).
+        crossover: the context ``n`` at which attention's multiply-adds would equal the
+            weights', ``params / (2 * layers * heads * head_dim)`` (dense attention).
     """
 
     model: ModelShape
@@ -432,6 +444,8 @@ class ModelRow:
     layer_scores_bytes: int
     weight_macs: float
     attention_share: float
+    attention_share_causal: float
+    crossover: float
 
 
 def model_table(models: Iterable[ModelShape] = MODELS) -> list[ModelRow]:
@@ -455,8 +469,10 @@ def model_table(models: Iterable[ModelShape] = MODELS) -> list[ModelRow]:
         macs = sum(c.time for c in step_costs(n, m.head_dim) if c.counted == "multiply-adds")
         macs *= m.heads * m.layers
         weight = float(m.params) * n
+        crossover = float(m.params) / (2 * m.layers * m.heads * m.head_dim)
         rows.append(ModelRow(m, per_head, per_pass, macs, m.heads * per_head * 2, weight,
-                             macs / (macs + weight)))
+                             macs / (macs + weight), macs / 2 / (macs / 2 + weight),
+                             crossover))
     return rows
 
 

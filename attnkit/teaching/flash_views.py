@@ -7,7 +7,9 @@
   static website;
 * :func:`peak_memory`, :func:`load_results`, :func:`plot_cpu_results` and
   :func:`plot_gpu_results` live in :mod:`attnkit.bench` (measurement, reading and
-  drawing the files written by ``python -m attnkit.bench``) and are re-exported here.
+  drawing the files written by ``python -m attnkit.bench``) and are re-exported here;
+* :func:`gpu_specs` gives the datasheet figures (with their sources) of the GPU that a
+  results file names, so that the chapter's roofline follows the card that was measured.
 
 The trace uses natural ``exp`` to match the chapter's equations; the engine folds
 ``log2(e)`` into the scale and uses ``exp2``, which gives the same numbers.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import html as _html
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,8 +28,8 @@ import numpy as np
 from ..bench.measure import peak_memory as _peak_memory
 from ..bench.results import load_results, plot_cpu_results, plot_gpu_results
 
-__all__ = ["load_results", "peak_memory", "plot_cpu_results", "plot_gpu_results", "tile_stepper",
-           "tile_trace", "tile_view"]
+__all__ = ["GPU_SPECS", "GPUSpecs", "gpu_specs", "load_results", "peak_memory",
+           "plot_cpu_results", "plot_gpu_results", "tile_stepper", "tile_trace", "tile_view"]
 from ..core.masks import causal_offset
 from .html import _CELL_STYLE, _TABLE_STYLE, html_table
 from .primitives import fmt_num, fmt_vec
@@ -34,6 +37,92 @@ from .primitives import fmt_num, fmt_vec
 #: Moved to :mod:`attnkit.bench` (measurement, loading and drawing results); kept
 #: here under their old names for the chapters that call them.
 peak_memory = _peak_memory
+
+
+@dataclass(frozen=True)
+class GPUSpecs:
+    """Published figures of one GPU that chapter 8's roofline and memory sums need.
+
+    Units: bytes are decimal where the vendor gives decimal (``hbm_bytes_per_s``,
+    ``l2_bytes``: NVIDIA's "TB/s" and "MB" are 10^12 and 10^6) and binary where it gives
+    binary (``smem_per_sm_bytes``, ``registers_per_sm_bytes``: "KB" of on-chip memory are
+    2^10 bytes).
+
+    Attributes:
+        name: the card as the book names it (e.g. ``"H100 SXM"``).
+        hbm_bytes_per_s: peak HBM bandwidth, bytes/s (the roofline's beta).
+        dense_bf16_flops: datasheet dense BF16 tensor-core peak, FLOP/s (no sparsity).
+        sms: streaming multiprocessors.
+        smem_per_sm_bytes: the most shared memory one multiprocessor offers.
+        registers_per_sm_bytes: register file of one multiprocessor.
+        l2_bytes: L2 cache.
+        exp_flops: throughput of the special-function units (exponentials), per second,
+            where a source gives it; ``None`` otherwise.
+        sources: where each figure comes from (the book's bibliography keys).
+    """
+
+    name: str
+    hbm_bytes_per_s: float
+    dense_bf16_flops: float
+    sms: int
+    smem_per_sm_bytes: int
+    registers_per_sm_bytes: int
+    l2_bytes: int
+    exp_flops: float | None
+    sources: str
+
+
+#: Datasheet figures, keyed by the book's name for the card. The H100 SXM5 and the
+#: H200 SXM share the GH100 chip (132 SMs, 228 KiB shared memory and a 256 KiB register
+#: file per SM, 50 MB of L2); they differ in HBM (3.35 TB/s HBM3 against 4.8 TB/s
+#: HBM3e). The exponential rate is FlashAttention-3's figure for the H100 SXM5.
+GPU_SPECS: dict[str, GPUSpecs] = {
+    "H100 SXM": GPUSpecs(
+        "H100 SXM", 3.35e12, 989.4e12, 132, 228 * 2**10, 256 * 2**10, 50 * 10**6, 3.9e12,
+        "nvidia2023h100 (bandwidth, BF16 peak), nvidia2022hopper (SMs, shared memory, "
+        "register file, L2), shah2024flashattention3 (exponentials)"),
+    "H200 SXM": GPUSpecs(
+        "H200 SXM", 4.8e12, 989.4e12, 132, 228 * 2**10, 256 * 2**10, 50 * 10**6, None,
+        "nvidia2024h200 (bandwidth, BF16 peak); the GH100 chip's figures as for the "
+        "H100 SXM (nvidia2022hopper)"),
+}
+
+
+def gpu_specs(device_name: str) -> GPUSpecs:
+    """The :data:`GPU_SPECS` entry for a device name as ``torch.cuda`` reports it.
+
+    ``"NVIDIA H100 80GB HBM3"`` (the SXM5 board) maps to ``"H100 SXM"``, and ``"NVIDIA
+    H200"`` to ``"H200 SXM"``. Cards whose figures differ (the H100 PCIe and NVL, the
+    H200 NVL) are not in the table, so they raise rather than borrow another card's
+    numbers.
+
+    Args:
+        device_name: the name recorded in a results file (``machine["gpu"]``).
+
+    Returns:
+        The card's :class:`GPUSpecs`.
+
+    Raises:
+        TypeError: ``device_name`` is not a string.
+        ValueError: a card that is not in :data:`GPU_SPECS`; add its figures, with
+            their sources, before reading its results.
+
+    Example:
+        >>> gpu_specs("NVIDIA H100 80GB HBM3").hbm_bytes_per_s
+        3350000000000.0
+    """
+    if not isinstance(device_name, str):
+        raise TypeError(f"device_name must be a string; got {type(device_name).__name__}")
+    name = device_name.upper()
+    if "PCIE" not in name and "NVL" not in name:
+        if "H100" in name and ("HBM3" in name or "SXM" in name):
+            return GPU_SPECS["H100 SXM"]
+        if "H200" in name:
+            return GPU_SPECS["H200 SXM"]
+    raise ValueError(
+        f"device_name: no datasheet figures for {device_name!r}; known cards: "
+        f"{', '.join(GPU_SPECS)} (add the card to attnkit.teaching.flash_views.GPU_SPECS "
+        "with its sources)")
 
 
 def tile_trace(

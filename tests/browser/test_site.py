@@ -162,12 +162,6 @@ AWAITING_ALT_TEXT = {
     "book/03-why-scale.html": "cells 8 (ch3_hist_figure), 14 (ch3_jacobian_figure)",
     "book/04-worked-example.html": "cell 18 (fig-row0)",
     "book/05-masking.html": "cells 9, 33 (plt.show)",
-    "book/06-complexity.html": "cell 16 (plt.show)",
-    "book/07-implementations.html": "cell 24 (ch7_precision_figure)",
-    "book/08-flashattention.html": "cells 19 (ch8_memory_figure), 21 (ch8_cpu_figure), 23 (ch8_gpu_figure)",
-    "book/09-beyond-one-head.html": ("cells 4 (ch9_heads_figure), 16 (ch9_cost_figure), "
-                                     "24 (ch9_sinusoid_figure), 30 (ch9_alibi_figure), "
-                                     "38 (ch9_expl_figure)"),
     "book/13-attention-2024-2026.html": "cell 29 (ch13_mqar_figure; also shown as the cell's output)",
 }
 

@@ -62,8 +62,11 @@ book: $(STAMP)  ## execute every notebook and build the website and the PDF (war
 test: test-lib test-notebooks test-book test-pdf test-browser  ## every test: library, nbval, build, PDF, browser
 	@echo "All tests passed."
 
+# The library's tests run on two workers (pytest-xdist), one test file per worker, so
+# that a file's fixtures and the long single tests (a fresh install, the Triton
+# interpreter, a resumed class) overlap with the rest.
 test-lib: $(STAMP) grading-deps lint  ## the library's tests (pytest), its doctests, and ruff
-	$(BIN)/python -m pytest tests -q --ignore=tests/browser --ignore=tests/pdf
+	$(BIN)/python -m pytest tests -q -n 2 --dist loadfile --ignore=tests/browser --ignore=tests/pdf
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules attnkit \
 	    --ignore=attnkit/engines/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
 
@@ -78,10 +81,17 @@ OTHER_NUMERICS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
     OPENBLAS_CORETYPE=Sandybridge ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 \
     NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
 
-test-notebooks: $(STAMP)  ## nbval twice: this machine's settings, then other threads/BLAS/SIMD
-	$(NBVAL)
-	@echo "nbval again under: $(OTHER_NUMERICS)"
-	env $(OTHER_NUMERICS) $(NBVAL)
+# The two passes run side by side (the second is single-threaded), each into its own
+# log, printed in turn when both have finished; either one failing fails the target.
+test-notebooks: $(STAMP)  ## nbval twice: this machine's settings, and other threads/BLAS/SIMD
+	@mkdir -p artifacts; one=0; two=0; \
+	echo "nbval under this machine's settings, and at the same time under: $(OTHER_NUMERICS)"; \
+	$(NBVAL) > artifacts/nbval-this-machine.log 2>&1 & pid=$$!; \
+	env $(OTHER_NUMERICS) $(NBVAL) > artifacts/nbval-other-numerics.log 2>&1 || two=$$?; \
+	wait $$pid || one=$$?; \
+	echo "--- nbval, this machine's settings (exit $$one)"; cat artifacts/nbval-this-machine.log; \
+	echo "--- nbval, other numerical settings (exit $$two)"; cat artifacts/nbval-other-numerics.log; \
+	test $$one = 0 && test $$two = 0
 
 # The test build renders the committed outputs that test-notebooks has just compared
 # with fresh runs, so the notebooks are not executed a third time. `make book`, for

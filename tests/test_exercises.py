@@ -306,8 +306,140 @@ def test_sets_that_ask_for_library_functions_forbid_them() -> None:
     for name in SETS:
         forbidden.update(build_plan(name, _source(name)).forbidden)
     for function in ("stable_softmax", "masked_attention", "batched_attention", "online_attention",
-                     "window_attention", "merge_two", "ring_outputs", "attention_backward"):
+                     "window_attention", "merge_two", "ring_outputs", "attention_backward",
+                     "absorbed_scores", "absorbed_head", "select_keys", "gathered_attention",
+                     "sink_softmax"):
         assert function in forbidden, function
+
+
+# Chapter 13's coding tasks answered by calling the library (two students) or with plausible
+# mistakes (a third), graded by the grader: each loses exactly the checks that run it.
+
+CH13_CHEATS = {
+    "ch13-absorb": ['''
+def absorbed_scores(q_nope, q_rope, latent, k_rope, w_uk):
+    import torch
+    from attnkit.models.mla import LatentCache
+    LatentCache().append(torch.as_tensor(latent)[None], torch.as_tensor(k_rope)[None])
+    keys = np.concatenate([latent @ w_uk.T, k_rope], axis=1)
+    q = np.concatenate([q_nope, q_rope], axis=1)
+    return q @ keys.T / np.sqrt(q.shape[1])
+
+def absorbed_head(q_nope, q_rope, latent, k_rope, w_uk, w_uv):
+    keys = np.concatenate([latent @ w_uk.T, k_rope], axis=1)
+    q = np.concatenate([q_nope, q_rope], axis=1)
+    return attnkit.attention(q, keys, latent @ w_uv.T, scale=1 / np.sqrt(q.shape[1]))
+''', '''
+def absorbed_head(q_nope, q_rope, latent, k_rope, w_uk, w_uv):
+    import torch
+    mla = attnkit.MultiHeadLatentAttention(8, 1, kv_latent=2, rope_dim=2)
+    keys = np.concatenate([latent @ w_uk.T, k_rope], axis=1)
+    q = np.concatenate([q_nope, q_rope], axis=1)
+    s = q @ keys.T / np.sqrt(q.shape[1])
+    return attnkit.softmax(s) @ (latent @ w_uv.T)
+'''],
+    "ch13-topk": ['''
+def select_keys(index_scores, kappa):
+    from attnkit.models.sparse import select_topk
+    n = index_scores.shape[0]
+    causal = np.arange(n)[None, :] <= np.arange(n)[:, None]
+    return select_topk(np.where(causal, index_scores, -np.inf), kappa)
+
+def gathered_attention(q, k, v, idx, valid):
+    from attnkit.models.sparse import topk_attention
+    return topk_attention(q, k, v, np.asarray(idx, dtype=np.int64), np.asarray(valid, dtype=bool))
+''', '''
+def select_keys(index_scores, kappa):
+    from attnkit.models import sparse
+    n = index_scores.shape[0]
+    return sparse.window_selection(n, n, kappa)
+
+def gathered_attention(q, k, v, idx, valid):
+    return attnkit.attention(q, k, v, mask=selection_as_mask(idx, valid, k.shape[0]))
+'''],
+    "ch13-sink": ['''
+def sink_softmax(z, sink_logits):
+    import torch
+    sink = np.broadcast_to(np.asarray(sink_logits, float)[:, None, None], (*z.shape[:-1], 1))
+    return torch.softmax(torch.as_tensor(np.concatenate([z, sink], axis=-1)), -1).numpy()[..., :-1]
+''', '''
+def sink_softmax(z, sink_logits):
+    sink = np.broadcast_to(np.asarray(sink_logits, float)[:, None, None], (*z.shape[:-1], 1))
+    return attnkit.softmax(np.concatenate([z, sink], axis=-1))[..., :-1]
+'''],
+}
+
+CH13_MISTAKES = {
+    "ch13-topk": '''
+def select_keys(index_scores, kappa):          # forgets causality
+    idx = np.argsort(-index_scores, axis=1)[:, :kappa]
+    return idx, np.ones(idx.shape, dtype=bool)
+
+def gathered_attention(q, k, v, idx, valid):   # forgets the invalid slots
+    s = np.einsum("id,ikd->ik", q, k[idx]) / np.sqrt(q.shape[1])
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    return np.einsum("ik,ikd->id", p / p.sum(axis=1, keepdims=True), v[idx])
+''',
+    "ch13-sink": '''
+def sink_softmax(z, sink_logits):              # shifts by the scores alone: nan when all masked
+    s = np.asarray(sink_logits, float)[:, None, None]
+    m = np.max(z, axis=-1, keepdims=True)
+    e = np.exp(z - m)
+    return e / (np.exp(s - m) + e.sum(axis=-1, keepdims=True))
+''',
+}
+
+
+def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path) -> None:
+    """Library calls and plausible mistakes lose exactly the checks of the coding tasks.
+
+    Graded by the grader: a library call fails every check that runs the function, with the
+    guard's message; a mistake fails them by value; the reference gets every point.
+    """
+    import importlib.util
+
+    from attnkit.grading.grader import grade
+    from attnkit.grading.release import student_notebook
+
+    spec = importlib.util.spec_from_file_location(
+        "make_samples", ROOT / "tests" / "grading_samples" / "make_samples.py")
+    samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(samples)  # type: ignore[union-attr]
+    source = _source("ch13")
+    plan = build_plan("ch13", source)
+    solutions = {c.metadata.nbgrader.grade_id: samples.solution_code(c.source)
+                 for c in source.cells if c.metadata.get("nbgrader", {}).get("solution")}
+    released = student_notebook("ch13", SOURCES, mode="course")
+    students = {"ref": {}, **{f"cheat{i}": {gid: solutions[gid] + cheats[i]
+                                            for gid, cheats in CH13_CHEATS.items()}
+                              for i in range(2)},
+                "sloppy": {gid: solutions[gid] + code for gid, code in CH13_MISTAKES.items()}}
+    files = []
+    for name, answers in students.items():
+        path = tmp_path / f"{name}_ch13.ipynb"
+        nbformat.write(samples.filled(released, source, answers), path)
+        files.append(path)
+    results = {r.student: r for r in grade("ch13", files, tmp_path / "graded", timeout=30,
+                                           sandbox=False, html=False)}
+
+    def lost(name: str) -> dict[str, str]:
+        return {c.grade_id: c.message for c in results[name].checks if c.points < c.max_points}
+
+    def checks_of(functions: set[str]) -> set[str]:
+        return {gid for gid, c in plan.cells.items() if c.kind == "check" and set(c.reads) & functions}
+
+    assert results["ref"].points == plan.max_points and lost("ref") == {}
+    coded = set(plan.forbidden)
+    assert coded == {"absorbed_scores", "absorbed_head", "select_keys", "gathered_attention",
+                     "sink_softmax"}
+    for name in ("cheat0", "cheat1"):
+        defined = {f for f in coded if any(f"def {f}(" in CH13_CHEATS[g][int(name[-1])]
+                                           for g in CH13_CHEATS)}
+        assert set(lost(name)) == checks_of(defined), (name, lost(name))
+        for gid, message in lost(name).items():
+            assert "called" in message and "write it yourself" in message, (name, gid, message)
+    assert set(lost("sloppy")) == checks_of({"select_keys", "gathered_attention", "sink_softmax"})
+    assert not [m for m in lost("sloppy").values() if "write it yourself" in m]
 
 
 def test_forbid_declarations_are_literal() -> None:

@@ -42,6 +42,19 @@ def test_softmax_jacobian_vanishes_when_saturated() -> None:
     assert np.linalg.norm(softmax_jacobian(p)) < 1e-16
 
 
+def test_softmax_jacobian_keeps_the_diagonal_of_a_one_hot_row() -> None:
+    # float64 stores the top weight as exactly 1.0; its diagonal entry p_0 (1 - p_0)
+    # must still be the sum of the other weights, not 1 - 1.0 = 0.
+    s = np.array([40.0, 0.3, -0.2, 0.1, -0.4, 0.0, 0.2, -0.1])
+    p = softmax(s)
+    assert p[0] == 1.0
+    jac = softmax_jacobian(p)
+    assert jac[0, 0] == pytest.approx(p[1:].sum(), rel=1e-12)
+    # the exact Frobenius norm, from 50-digit arithmetic (mpmath): 3.6151127e-17
+    assert np.linalg.norm(jac) == pytest.approx(3.6151127e-17, rel=1e-6)
+    np.testing.assert_allclose(jac.sum(axis=-1), 0.0, atol=1e-30)
+
+
 def test_softmax_jacobian_rejects_scalar() -> None:
     with pytest.raises(ValueError, match="p must have at least one axis"):
         softmax_jacobian(0.5)
@@ -138,6 +151,9 @@ def test_explorer_views_grid_and_differences() -> None:
     flat = [v for r in views for v in r]
     assert len(set(flat)) == len(flat)  # every view is different
     assert "d_k = 1024" in views[1][2] and "not scaled" in views[1][2]
+    # the entropy is named in words: H is the number of heads in the book
+    assert "Entropy " in views[0][0] and "exp(entropy)" in views[0][0]
+    assert "Entropy H" not in views[0][0] and "exp(H)" not in views[0][0]
     with pytest.raises(ValueError, match="dims"):
         scaling_explorer_views([])
 
@@ -150,3 +166,39 @@ def test_scaling_explorer_widget() -> None:
     assert "attnkit-scaling-explorer" in box._dom_classes
     outer = box.children[-1]
     assert len(outer.children) == 2 and all(len(s.children) == 2 for s in outer.children)
+
+
+def test_worked_example_steps_are_computed_not_copied() -> None:
+    import attnkit
+    from attnkit import example
+    from attnkit.teaching import worked_example as we
+
+    out, weights = attnkit.attention(example.Q, example.K, example.V, return_weights=True)
+    for i in range(len(example.tokens)):
+        s = we.row_steps(i)
+        assert s.weights is not weights[i]
+        np.testing.assert_allclose(s.raw, example.K @ example.Q[i], atol=0)
+        np.testing.assert_allclose(s.weights, s.exps / s.exps.sum(), atol=0)
+        np.testing.assert_allclose(s.out, s.weighted.sum(axis=0), atol=0)
+        np.testing.assert_allclose(s.weights, weights[i], atol=1e-12)
+        np.testing.assert_allclose(s.out, out[i], atol=1e-12)
+    # a different key set: the steps follow the arguments, not the example
+    rng = np.random.default_rng(0)
+    Q, K, V = (rng.standard_normal((3, 4)) for _ in range(3))
+    s = we.row_steps(1, Q, K, V, ("a", "b", "c"))
+    np.testing.assert_allclose(s.out, attnkit.attention(Q, K, V)[1], atol=1e-12)
+    with pytest.raises(ValueError, match="i must be a row of Q"):
+        we.row_steps(5)
+
+
+def test_worked_example_output_row_and_self_attenders_count_ties() -> None:
+    from attnkit.teaching import worked_example as we
+
+    rows, cols, _ = we.stage_rows(we.row_steps(0), 3)
+    assert rows[-1][0] == "output" and rows[-1][1] == "Σw = 1.0000"
+    # a tie counts as attending to oneself (the book's rule; "sat" ties with "cat")
+    info = we.interpret(np.array([[0.2, 0.4, 0.4], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]]))
+    assert info.favourite == ((1, 2), (1,), (0,))
+    assert info.self_attenders == (1,)
+    info = we.interpret(np.array([[0.5, 0.5], [0.5, 0.5]]))
+    assert info.self_attenders == (0, 1)

@@ -1,4 +1,4 @@
-"""``python -m attnkit.bench engines|decoding|ring|mla|sparse``: the benchmarks, one home.
+"""``python -m attnkit.bench engines|decoding|ring|mla|sparse|serving``: the benchmarks, one home.
 
 Every number about speed or memory in the book comes from here (never from a
 timed test). The package:
@@ -8,7 +8,8 @@ timed test). The package:
   (the CPU engines come from the engines' declarations);
   :mod:`~attnkit.bench.decoding` - split-KV decoding; :mod:`~attnkit.bench.ring` -
   ring attention on local processes; :mod:`~attnkit.bench.mla`,
-  :mod:`~attnkit.bench.sparse` - chapter 13's latent and top-k attention (each
+  :mod:`~attnkit.bench.sparse` - chapter 13's latent and top-k attention;
+  :mod:`~attnkit.bench.serving` - static against continuous batching (each
   imported when its command runs);
 * :mod:`~attnkit.bench.measure` - the one timer and the one peak-memory helper;
 * :mod:`~attnkit.bench.machine` - the one machine record;

@@ -1,4 +1,4 @@
-"""``python -m attnkit.bench engines|decoding|ring|mla|sparse``: the benchmarks' one command line.
+"""``python -m attnkit.bench engines|decoding|...|serving``: the benchmarks' one command line.
 
 Every number about speed or memory in the book comes from here (never from a
 timed test). The benchmarks share one results schema and one writer
@@ -9,6 +9,7 @@ timed test). The benchmarks share one results schema and one writer
     python -m attnkit.bench ring     [--nprocs P ...] [--n N] ...
     python -m attnkit.bench mla      [--sizes S ...] [--heads H] ...
     python -m attnkit.bench sparse   [--sizes N ...] [--topk K ...] ...
+    python -m attnkit.bench serving  [--requests N] [--rate R] [--token-budget T] ...
 
 ``engines`` compares the engines, each configuration in its own child process
 (:mod:`attnkit.bench.cpu`: one thread, time and peak memory; with ``--window`` also
@@ -18,7 +19,9 @@ TFLOP/s). ``decoding`` times split-KV decoding against one pass
 (:mod:`attnkit.bench.decoding`); ``ring`` runs ring attention on P local processes
 (:mod:`attnkit.bench.ring`); ``mla`` and ``sparse`` time chapter 13's multi-head latent
 attention and top-k sparse attention (:mod:`attnkit.bench.mla`,
-:mod:`attnkit.bench.sparse`). Without a command, ``engines`` runs, so
+:mod:`attnkit.bench.sparse`); ``serving`` serves a synthetic workload with the
+chapter 10 model under static and continuous batching (:mod:`attnkit.bench.serving`).
+Without a command, ``engines`` runs, so
 ``python -m attnkit.bench --device cpu`` works as before.
 
 Each writes ``<out>/results-<kind>.json`` (the date, the command, the machine, the
@@ -47,6 +50,7 @@ COMMANDS = {
     "ring": "attnkit.bench.ring",
     "mla": "attnkit.bench.mla",
     "sparse": "attnkit.bench.sparse",
+    "serving": "attnkit.bench.serving",
 }
 
 
@@ -119,7 +123,33 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--min-time", type=float, default=0.2)
 
-    for sub in (e, d, r, m, t):
+    v = commands.add_parser("serving", help="static against continuous batching of the chapter "
+                                            "10 model (CPU)")
+    v.add_argument("--requests", type=int, default=64, help="requests in the workload")
+    v.add_argument("--rate", type=float, default=40.0, help="arrivals per second (Poisson)")
+    v.add_argument("--system-prompt", type=int, default=64,
+                   help="tokens of the shared system prompt")
+    v.add_argument("--shared-fraction", type=float, default=0.9,
+                   help="fraction of requests that start with the system prompt")
+    v.add_argument("--prompt-tokens", type=int, nargs=2, default=[16, 128], metavar=("LOW", "HIGH"),
+                   help="user-prompt length range")
+    v.add_argument("--output-tokens", type=int, nargs=2, default=[16, 64], metavar=("LOW", "HIGH"),
+                   help="output length range")
+    v.add_argument("--d-model", type=int, default=128)
+    v.add_argument("--heads", type=int, default=4)
+    v.add_argument("--layers", type=int, default=4)
+    v.add_argument("--vocab", type=int, default=512)
+    v.add_argument("--block-size", type=int, default=16)
+    v.add_argument("--num-blocks", type=int, default=256)
+    v.add_argument("--token-budget", type=int, default=256,
+                   help="tokens per step (continuous batching); without chunked prefill it "
+                        "is raised to the longest request")
+    v.add_argument("--max-seqs", type=int, default=16, help="requests running at once")
+    v.add_argument("--threads", type=int, default=1, help="torch threads")
+    v.add_argument("--repeats", type=int, default=3, help="runs of every policy")
+    v.add_argument("--seed", type=int, default=0, help="seed of the workload and the weights")
+
+    for sub in (e, d, r, m, t, v):
         sub.add_argument("--out", type=Path, default=Path("benchmarks"),
                          help="folder for results-*.json and results-*.md (default benchmarks/)")
     return parser

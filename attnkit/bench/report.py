@@ -3,7 +3,7 @@
 Every benchmark's results share one schema::
 
     kind       "cpu", "cpu-window", "gpu", "decoding-cpu", "distributed-cpu", "mla-cpu",
-               "topk-cpu"
+               "topk-cpu", "serving-cpu"
     date       "2026-11-30 11:52 UTC"
     command    the command that made it, e.g. "python -m attnkit.bench decoding"
     machine    attnkit.bench.machine.machine(): CPU, its vector ISA, memory, versions (GPU)
@@ -34,6 +34,7 @@ TITLES = {
     "distributed-cpu": "Ring attention on local gloo processes (CPU): time, memory and traffic per rank",
     "mla-cpu": "Multi-head latent attention: absorbed against naive decoding (CPU)",
     "topk-cpu": "Top-k sparse attention against dense causal attention (CPU)",
+    "serving-cpu": "Static against continuous batching of the chapter 10 model (CPU)",
 }
 
 

@@ -61,7 +61,7 @@ def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] 
 
     Args:
         kind: ``"cpu"``, ``"cpu-window"``, ``"gpu"``, ``"decoding-cpu"``,
-            ``"distributed-cpu"``, ``"mla-cpu"`` or ``"topk-cpu"`` (one schema:
+            ``"distributed-cpu"``, ``"mla-cpu"``, ``"topk-cpu"`` or ``"serving-cpu"`` (one schema:
             :mod:`attnkit.bench.report`).
         folder: where the files are; default :func:`results_folder`.
 

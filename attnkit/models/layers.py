@@ -404,6 +404,7 @@ class MultiHeadAttention(nn.Module):
         causal: bool | str = False,
         cache: KVCache | None = None,
         return_weights: bool = False,
+        attend: Any = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from ``query`` to ``key``/``value`` (default: to itself).
 
@@ -411,9 +412,17 @@ class MultiHeadAttention(nn.Module):
         queries attend to everything cached. Use ``causal="bottom-right"`` then: the
         ``L`` new queries are the *last* ``L`` positions of the ``S_total`` keys.
 
+        ``attend``, a callable ``attend(q, k, v) -> out`` with ``q (B, H, L, Dh)``,
+        ``k, v (B, Hkv, S, Dh)`` (after RoPE) and ``out (B, H, L, Dh)``, replaces the
+        attention call (and ``mask``, ``causal`` and ``cache``): a serving engine
+        uses it to store the keys and values in its own cache and attend through it
+        (:mod:`attnkit.serving.engine`). The projections around it are unchanged.
+
         Raises:
             TypeError, ValueError: inputs of the wrong type or width, key/value of
-                different lengths, or a cache combined with top-left causal masking.
+                different lengths, a cache combined with top-left causal masking, an
+                ``attend`` that is not callable or is combined with a cache or
+                ``return_weights``.
         """
         query = _tensor("query", query, self.embed_dim)
         key = query if key is None else _tensor("key", key, self.embed_dim)
@@ -435,6 +444,12 @@ class MultiHeadAttention(nn.Module):
                 "with a KV cache the new queries are the last positions: use "
                 f"causal='bottom-right' (top-left would hide the cached keys); got {causal!r}"
             )
+        if attend is not None and not callable(attend):
+            raise TypeError(f"attend must be a callable attend(q, k, v) -> out; got "
+                            f"{type(attend).__name__}")
+        if attend is not None and (cache is not None or return_weights):
+            raise ValueError("attend replaces the attention call: it cannot be combined with a "
+                             "cache or return_weights")
         unbatched = query.ndim == 2
         if unbatched:
             query, key, value = query[None], key[None], value[None]
@@ -451,10 +466,13 @@ class MultiHeadAttention(nn.Module):
             k = apply_rope(k, positions=np.arange(t0, t0 + S), base=self.rope_base)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S_total, Dh): the past and the new
-        # query heads h * (H / Hkv) .. (h + 1) * (H / Hkv) - 1 share key/value head h
-        result = attention(q, k, v, mask=mask, causal=causal, backend=self.backend,
-                           return_weights=return_weights, enable_gqa=Hkv < H)
-        out, weights = result if return_weights else (result, None)
+        if attend is not None:
+            out, weights = attend(q, k, v), None  # (B, H, L, Dh), through the caller's cache
+        else:
+            # query heads h * (H / Hkv) .. (h + 1) * (H / Hkv) - 1 share key/value head h
+            result = attention(q, k, v, mask=mask, causal=causal, backend=self.backend,
+                               return_weights=return_weights, enable_gqa=Hkv < H)
+            out, weights = result if return_weights else (result, None)
         out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, H, L, Dh) -> (B, L, H * Dh)
         out = self.out_proj(out)  # (B, L, H * Dh) -> (B, L, D)
         if unbatched:

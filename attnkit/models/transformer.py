@@ -25,6 +25,7 @@ This module imports torch; ``import attnkit`` alone does not.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,8 +173,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, *, memory: Tensor | None = None, mask: Any = None,
                 memory_mask: Any = None, causal: bool | str = False,
-                return_weights: bool = False, attn_inputs: Mapping[str, Tensor] | None = None
-                ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+                return_weights: bool = False, attn_inputs: Mapping[str, Tensor] | None = None,
+                attend: Any = None) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Run the block; see the class docstring for shapes.
 
         ``attn_inputs`` is for interventions: ``{"key": x_k}`` computes the
@@ -184,12 +185,20 @@ class TransformerBlock(nn.Module):
         :func:`attnkit.models.induction.ablate_path` uses it to remove one layer's
         output from one input of a later layer's attention.
 
+        ``attend`` replaces the self-attention call (see
+        :meth:`attnkit.models.layers.MultiHeadAttention.forward`); the weights are then
+        not available.
+
         Raises:
             ValueError: see the class docstring; an ``attn_inputs`` key other than
-                ``"query"``, ``"key"``, ``"value"``, or a tensor not shaped like ``x``.
+                ``"query"``, ``"key"``, ``"value"``, or a tensor not shaped like ``x``;
+                ``attn_inputs`` and ``attend`` given together.
         """
         x = _seq("x", x, self.d_model)
         replaced = _attn_inputs(attn_inputs, x)
+        if replaced and attend is not None:
+            raise ValueError("attn_inputs and attend cannot be given together: attend "
+                             "replaces the whole self-attention call")
         if (memory is None) != (self.cross is None):
             raise ValueError("memory must be given exactly when the block has cross_attention; "
                              f"cross_attention={self.cross is not None}, memory given: "
@@ -197,6 +206,8 @@ class TransformerBlock(nn.Module):
         weights: dict[str, Tensor] = {}
 
         def self_attn(h: Tensor) -> tuple[Tensor, Any]:
+            if attend is not None:  # a serving engine's cache: no weights to return
+                return self.attn(h, attend=attend), None
             if not replaced:
                 return self.attn(h, mask=mask, causal=causal, return_weights=True)
             # an intervention: some of query, key, value read another residual stream
@@ -271,23 +282,51 @@ class TinyTransformer(nn.Module):
         self.ln_final = nn.LayerNorm(self.d_model) if norm == "pre" else nn.Identity()
         self.unembed = nn.Linear(self.d_model, self.vocab_size)
 
-    def forward(self, tokens: Tensor, *, return_weights: bool = False
-                ) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """Logits for the next token at every position (and each layer's weights)."""
+    def forward(self, tokens: Tensor, *, return_weights: bool = False, positions: Any = None,
+                attend: Any = None) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits for the next token at every position (and each layer's weights).
+
+        A serving engine runs the model on the new tokens of several sequences at
+        once, laid end to end in one row (``B = 1``), with each token's own
+        ``positions`` (``(L,)`` integers below ``max_len``; default ``0 .. L - 1``) and
+        an ``attend(layer, q, k, v) -> out`` that replaces each layer's attention
+        call: it stores the keys and values in the engine's cache and attends through
+        it (see :mod:`attnkit.serving.engine`; no weights are returned then).
+
+        Raises:
+            ValueError: tokens of the wrong shape, dtype or range; positions of the
+                wrong shape or beyond ``max_len``; ``attend`` with ``return_weights``.
+        """
         array("tokens", tokens, "torch")
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"tokens must be an integer tensor of shape (B, L); got "
                              f"{tuple(tokens.shape)} of dtype {tokens.dtype}")
         L = tokens.shape[1]
-        if L > self.max_len:
-            raise ValueError(f"tokens has length {L}; this model takes at most max_len = {self.max_len}")
+        if positions is None:
+            if L > self.max_len:
+                raise ValueError(f"tokens has length {L}; this model takes at most max_len = "
+                                 f"{self.max_len}")
+            pos = torch.arange(L, device=tokens.device)
+        else:
+            pos = torch.as_tensor(positions, device=tokens.device)
+            if pos.shape != (L,) or pos.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"positions must be {L} integers, one per token; got shape "
+                                 f"{tuple(pos.shape)} of dtype {pos.dtype}")
+            if L and (int(pos.min()) < 0 or int(pos.max()) >= self.max_len):
+                raise ValueError(f"positions must lie in [0, max_len = {self.max_len}); got "
+                                 f"values in [{int(pos.min())}, {int(pos.max())}]")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(f"tokens must lie in [0, {self.vocab_size}); got values in "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
-        pos = torch.arange(L, device=tokens.device)
+        if attend is not None and return_weights:
+            raise ValueError("attend replaces the attention call, which then returns no weights: "
+                             "do not combine it with return_weights=True")
         x = self.tok_emb(tokens) + self.pos_emb(pos)  # (B, L) -> (B, L, D)
         weights = []
-        for block in self.blocks:
+        for layer, block in enumerate(self.blocks):
+            if attend is not None:
+                x = block(x, attend=functools.partial(attend, layer))
+                continue
             x, w = block(x, causal=True, return_weights=True)
             weights.append(w["self"])  # (B, H, L, L)
         logits = self.unembed(self.ln_final(x))  # (B, L, D) -> (B, L, V)

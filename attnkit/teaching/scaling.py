@@ -3,15 +3,18 @@
 Everything here is seeded and pure NumPy (no torch, no GPU), so that the chapter's
 numbers are the same on every machine.
 
-Shape legend::
+Shape legend (S keys, the book's symbols)::
 
-    p        (..., n)       a probability vector (one softmax row) per leading index
-    J        (..., n, n)    its softmax Jacobian diag(p) - p p^T
-    scores   (n_draws, n)   one row of scores q . k_j per random draw
+    p        (..., S)           a probability vector (one softmax row) per leading index
+    jac      (..., S, S)        its softmax Jacobian dp/ds = diag(p) - p p^T
+    r        (n_samples,)       raw scores r = q . k of independent pairs (q, k)
+    r, s     (n_draws, S)       one row of raw scores r_j = q . k_j, and of the scores s_j
+                                that enter the softmax (r_j / sqrt(d_k) when scaled), per draw
 
 Contents:
 
-* :func:`softmax_jacobian`, :func:`entropy` - two facts about one softmax row.
+* :func:`softmax_jacobian`, :func:`entropy` - two facts about one softmax row (the
+  entropy is the book's script H, -sum_j p_j log p_j).
 * :func:`dot_product_samples`, :class:`DotProductStats`, :func:`dot_product_stats`,
   :func:`monte_carlo_dot_products`
   - Monte Carlo estimates of the mean and variance of ``q . k`` with their
@@ -57,17 +60,22 @@ _BLOCK_NUMBERS = 1 << 20
 def softmax_jacobian(p: Any) -> np.ndarray:
     """The Jacobian of softmax at a point, from its output: ``diag(p) - p p^T``.
 
-    If ``p = softmax(s)`` then ``dp_i / ds_j = p_i (delta_ij - p_j)``. The matrix is
+    If ``p = softmax(s)`` then ``dp_j / ds_j' = p_j (delta_jj' - p_j')``. The matrix is
     symmetric, its rows sum to zero, and it tends to zero as ``p`` tends to a
     one-hot vector (the saturation that scaling prevents).
 
-    Shapes: ``p (..., n)`` -> ``J (..., n, n)``.
+    The diagonal ``p_j (1 - p_j)`` is computed as ``p_j * sum_{j' != j} p_j'``: for a
+    nearly one-hot row float64 rounds the top weight to exactly 1 (``1 - 3e-17`` is
+    not representable), so ``1 - p_j`` would be 0 where the sum of the other weights
+    still holds the true, tiny value.
+
+    Shapes: ``p (..., S)`` -> ``jac (..., S, S)``.
 
     Args:
         p: probability vectors along the last axis (any leading batch axes).
 
     Returns:
-        ``np.ndarray`` of float64 with shape ``p.shape + (n,)``.
+        ``np.ndarray`` of float64 with shape ``p.shape + (S,)``.
 
     Raises:
         ValueError: ``p`` is a scalar (it needs at least one axis).
@@ -76,21 +84,27 @@ def softmax_jacobian(p: Any) -> np.ndarray:
         >>> softmax_jacobian([0.5, 0.5])
         array([[ 0.25, -0.25],
                [-0.25,  0.25]])
+        >>> p = np.array([1.0, 3e-17])  # a one-hot row as float64 stores it
+        >>> float(softmax_jacobian(p)[0, 0])  # p_0 (1 - p_0) with 1 - p_0 = 3e-17
+        3e-17
     """
     p = np.asarray(p, dtype=np.float64)
     if p.ndim == 0:
-        raise ValueError("p must have at least one axis (the n probabilities); got a scalar")
-    eye = np.eye(p.shape[-1])
-    return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+        raise ValueError("p must have at least one axis (the S probabilities); got a scalar")
+    eye = np.eye(p.shape[-1], dtype=bool)
+    # sum of the other weights of the row, for each j: (..., S, S) -> (..., S)
+    others = np.where(eye, 0.0, p[..., None, :]).sum(axis=-1)
+    return np.where(eye, (p * others)[..., :, None], -p[..., :, None] * p[..., None, :])
 
 
 def entropy(p: Any, axis: int = -1) -> np.ndarray:
-    """Shannon entropy ``H(p) = -sum_i p_i log p_i`` in nats, with ``0 log 0 = 0``.
+    """Shannon entropy ``-sum_j p_j log p_j`` in nats, with ``0 log 0 = 0``.
 
-    ``H`` is ``0`` for a one-hot row and ``log n`` for the uniform row over ``n``
-    keys; ``exp(H)`` reads as "the number of keys the row effectively spreads over".
+    The book writes it with a script H (plain H is the number of heads). It is ``0``
+    for a one-hot row and ``log S`` for the uniform row over ``S`` keys;
+    ``exp(entropy)`` reads as "the number of keys the row effectively spreads over".
 
-    Shapes: ``p (..., n, ...)`` -> the same shape without ``axis``.
+    Shapes: ``p (..., S, ...)`` -> the same shape without ``axis``.
 
     Args:
         p: probabilities (non-negative, summing to one along ``axis``).
@@ -115,18 +129,18 @@ def entropy(p: Any, axis: int = -1) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DotProductStats:
-    """Monte Carlo estimates for ``s = q . k`` at one width ``d_k``.
+    """Monte Carlo estimates for the raw score ``r = q . k`` at one width ``d_k``.
 
     Attributes:
         d_k: the width of ``q`` and ``k``.
         n_samples: the number of independent pairs ``(q, k)`` drawn.
         sigma: the standard deviation of every component.
-        mean: the sample mean of ``s`` (theory: 0).
-        var: the sample variance of ``s``, ``ddof=1`` (theory: ``d_k sigma^4``).
+        mean: the sample mean of ``r`` (theory: 0).
+        var: the sample variance of ``r``, ``ddof=1`` (theory: ``d_k sigma^4``).
         se_mean: standard error of ``mean``: ``sqrt(var / n_samples)``.
         se_var: standard error of ``var``: ``sqrt((m4 - var^2) / n_samples)`` with
             ``m4`` the sample fourth central moment.
-        scaled_var: the sample variance of ``s / (sigma^2 sqrt(d_k))`` (theory: 1).
+        scaled_var: the sample variance of ``r / (sigma^2 sqrt(d_k))`` (theory: 1).
         se_scaled_var: standard error of ``scaled_var``.
     """
 
@@ -165,7 +179,7 @@ def dot_product_samples(
 ) -> np.ndarray:
     """Independent samples of ``q . k`` for ``q, k`` with i.i.d. ``N(0, sigma^2)`` components.
 
-    Shapes: returns ``(n_samples,)``; ``q`` and ``k`` are ``(d_k,)`` per sample.
+    Shapes: returns ``r (n_samples,)``; ``q`` and ``k`` are ``(d_k,)`` per sample.
 
     Args:
         d_k: the width of the vectors.
@@ -191,7 +205,8 @@ def dot_product_samples(
 
 
 def _dot_samples(d_k: int, n_samples: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    out = np.empty(n_samples)
+    """Raw scores ``r = q . k`` of ``n_samples`` independent pairs, drawn in blocks."""
+    out = np.empty(n_samples)  # r, (n_samples,)
     block = max(1, _BLOCK_NUMBERS // d_k)
     for start in range(0, n_samples, block):
         stop = min(n_samples, start + block)
@@ -208,10 +223,11 @@ def dot_product_stats(
     sigma: float = 1.0,
     rng: np.random.Generator | int = 0,
 ) -> DotProductStats:
-    """Estimate the mean and variance of ``q . k`` for Gaussian ``q, k`` in ``R^{d_k}``.
+    """Draw raw scores ``r = q . k`` and estimate their mean and variance, with standard errors.
 
-    Every component of ``q`` and ``k`` is drawn independently from ``N(0, sigma^2)``.
-    Memory stays bounded: pairs are drawn in blocks.
+    Every component of ``q`` and ``k`` in ``R^{d_k}`` is drawn independently from
+    ``N(0, sigma^2)``; the function draws the ``n_samples`` pairs itself (in blocks,
+    so that memory stays bounded) and turns them into the estimates.
 
     Args:
         d_k: the width of the vectors.
@@ -236,10 +252,10 @@ def dot_product_stats(
         raise ValueError(f"n_samples must be at least 2 to estimate a variance; got {n_samples}")
     sigma = real("sigma", sigma, positive=True)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    s = _dot_samples(d_k, n_samples, sigma, gen)
-    mean = float(s.mean())
-    var = float(s.var(ddof=1))
-    m4 = float(np.mean((s - mean) ** 4))
+    r = _dot_samples(d_k, n_samples, sigma, gen)  # raw scores, (n_samples,)
+    mean = float(r.mean())
+    var = float(r.var(ddof=1))
+    m4 = float(np.mean((r - mean) ** 4))
     se_var = math.sqrt(max(m4 - var**2, 0.0) / n_samples)
     divisor = sigma**2 * math.sqrt(d_k)
     return DotProductStats(
@@ -292,7 +308,7 @@ def random_score_row(
     only on ``(seed, d_k)``, so the scaled and unscaled rows of one ``d_k`` come
     from the same vectors and differ only by the factor ``1 / sqrt(d_k)``.
 
-    Shapes: returns ``(n_keys,)``.
+    Shapes: returns ``(n_keys,)``, one score per key (``S = n_keys``).
 
     Example:
         >>> a = random_score_row(16, 4, scaled=False)
@@ -365,13 +381,14 @@ def saturation_stats(
     n_keys = positive_int("n_keys", n_keys)
     n_draws = positive_int("n_draws", n_draws)
     rng = np.random.default_rng([seed, d_k])
-    q = rng.standard_normal((n_draws, 1, d_k))  # (D, 1, d_k)
-    keys = rng.standard_normal((n_draws, n_keys, d_k))  # (D, n, d_k)
-    scores = np.einsum("dqe,dne->dn", q, keys)  # (D, 1, d_k) x (D, n, d_k) -> (D, n)
-    if scaled:
-        scores = scores / math.sqrt(d_k)
-    p = softmax(scores, axis=-1)  # (D, n)
-    jac_norms = np.linalg.norm(softmax_jacobian(p), axis=(-2, -1))  # (D, n, n) -> (D,)
+    q = rng.standard_normal((n_draws, 1, d_k))  # (n_draws, 1, d_k)
+    keys = rng.standard_normal((n_draws, n_keys, d_k))  # (n_draws, S, d_k)
+    # raw scores r_j = q . k_j: (n_draws, 1, d_k) x (n_draws, S, d_k) -> (n_draws, S)
+    r = np.einsum("dqe,dse->ds", q, keys)
+    s = r / math.sqrt(d_k) if scaled else r  # the scores that enter the softmax
+    p = softmax(s, axis=-1)  # (n_draws, S)
+    # Frobenius norm of each row's Jacobian: (n_draws, S, S) -> (n_draws,)
+    jac_norms = np.linalg.norm(softmax_jacobian(p), axis=(-2, -1))
     return SaturationStats(
         d_k=d_k,
         scaled=bool(scaled),
@@ -462,8 +479,8 @@ def scaling_explorer_views(
 
     Row 0 divides the scores by ``sqrt(d_k)``, row 1 does not. Each view is a bar
     chart of the softmax row of :func:`random_score_row` with a summary line: the
-    entropy, ``exp`` of the entropy (the effective number of keys) and the largest
-    weight.
+    entropy (in nats; the book's script H), ``exp`` of the entropy (the effective
+    number of keys) and the largest weight.
 
     Returns:
         ``(views, row_labels, col_labels)``, ready for
@@ -492,8 +509,8 @@ def scaling_explorer_views(
             summary = (
                 f'<div style="background:#ffffff;color:#111111;font-family:sans-serif;'
                 f'padding:2px 0"><b>d_k = {d}</b>, {rule}. '
-                f"Entropy H = {h:.4f} nats (uniform: log {n_keys} = {math.log(n_keys):.4f}); "
-                f"effective number of keys exp(H) = {math.exp(h):.2f} of {n_keys}; "
+                f"Entropy {h:.4f} nats (uniform: log {n_keys} = {math.log(n_keys):.4f}); "
+                f"effective number of keys exp(entropy) = {math.exp(h):.2f} of {n_keys}; "
                 f"largest weight {p.max():.4f}; score spread (std) {scores.std():.4f}.</div>"
             )
             row.append(summary + weight_bars_html(p, labels, scores=scores))

@@ -1,8 +1,9 @@
 """The worked example of chapter 4: the four steps of attention for one query, as data and HTML.
 
-The weights and outputs come from :func:`attnkit.attention`; the raw and scaled
-scores are the first two steps written out, and :func:`row_steps` checks that they
-lead to the library's weights, so every number the chapter shows is the library's.
+:func:`row_steps` computes the four steps itself (compare, scale, normalise with the
+row maximum subtracted, aggregate), so that every intermediate number the chapter
+shows comes from one place; the chapter then checks the weights and the output
+against :func:`attnkit.attention`, an independent computation.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any
 import numpy as np
 
 from .. import example
-from ..core.attention import attention
-from ..core.masks import softmax
 from .explorers import stepper2d
 from .html import heatmap_html, html_table
 from .primitives import fmt_num, fmt_vec
@@ -59,23 +58,48 @@ def row_steps(
     V: np.ndarray = example.V,
     tokens: tuple[str, ...] = example.tokens,
 ) -> RowSteps:
-    """The four steps for query row ``i`` of ``Q (L, E)`` against ``K (S, E)``, ``V (S, Ev)``.
+    """The four steps of attention for query row ``i``, each computed here.
+
+    1. compare: ``raw = K q_i`` (the dot products ``r_j = q_i . k_j``);
+    2. scale: ``scaled = raw / sqrt(E)`` (the scores ``s_j``);
+    3. normalise: ``exps = exp(scaled - max(scaled))``, ``weights = exps / sum(exps)``;
+    4. aggregate: ``weighted = weights[:, None] * V`` and ``out = weighted.sum(0)``.
+
+    Nothing is taken from :func:`attnkit.attention`, so comparing ``weights`` and
+    ``out`` with its row ``i`` is a check of one computation against another.
+
+    Shapes: ``Q (L, E)``, ``K (S, E)``, ``V (S, Ev)``, ``tokens`` of length ``S``.
+
+    Args:
+        i: the query row, ``0 <= i < L``.
+        Q, K, V: queries, keys and values of one head (the book's example by default).
+        tokens: a label per key (and per query, for the square example).
+
+    Returns:
+        A :class:`RowSteps` with every intermediate value.
 
     Raises:
         ValueError: ``i`` is not a row of ``Q``.
+
+    Example:
+        >>> s = row_steps(0)
+        >>> [float(x) for x in s.raw]  # "The" against the five keys
+        [0.0, 2.0, 1.0, 1.0, 1.5]
+        >>> round(float(s.weights.sum()), 12), s.out.shape
+        (1.0, (4,))
     """
     if not 0 <= i < Q.shape[0]:
         raise ValueError(f"i must be a row of Q (0..{Q.shape[0] - 1}); got {i}")
-    out, weights = attention(Q, K, V, return_weights=True)
     scale = 1.0 / math.sqrt(Q.shape[-1])
-    raw = Q[i] @ K.T
-    scaled = raw * scale
-    if not np.allclose(softmax(scaled), weights[i], atol=1e-12):  # pragma: no cover
-        raise AssertionError("the written-out steps disagree with attnkit.attention")
-    exps = np.exp(scaled - scaled.max())
+    raw = K @ Q[i]  # 1 compare: (S, E) x (E,) -> (S,)
+    scaled = raw * scale  # 2 scale: (S,)
+    exps = np.exp(scaled - scaled.max())  # 3 normalise: shifted exponentials, (S,)
+    weights = exps / exps.sum()  # (S,), sums to 1
+    weighted = weights[:, None] * V  # 4 aggregate: each value row times its weight, (S, Ev)
+    out = weighted.sum(axis=0)  # (Ev,)
     return RowSteps(i=i, token=tokens[i], tokens=tuple(tokens), q=Q[i], K=K, V=V, scale=scale,
-                    raw=raw, scaled=scaled, exps=exps, weights=weights[i],
-                    weighted=weights[i][:, None] * V, out=out[i])
+                    raw=raw, scaled=scaled, exps=exps, weights=weights,
+                    weighted=weighted, out=out)
 
 
 def stage_rows(s: RowSteps, stage: int) -> tuple[list[list[object]], list[str], str]:
@@ -102,11 +126,11 @@ def stage_rows(s: RowSteps, stage: int) -> tuple[list[list[object]], list[str], 
                                                     atol=1e-9).sum() > 1 else ""))
     if stage == 3:
         rows = [[k, float(s.weights[j]), *map(float, s.weighted[j])] for j, k in enumerate(keys)]
-        rows.append(["output", float(s.weights.sum()), *map(float, s.out)])
+        rows.append(["output", f"Σw = {s.weights.sum():.4f}", *map(float, s.out)])
         cols = ["key", "weight"] + [f"w·v[{d}]" for d in range(s.V.shape[1])]
         return rows, cols, (
             "Aggregate: the output is the weighted sum of the value rows "
-            f"(last row): {_vec(s.out)}.")
+            f"(last row; its weight column shows that the weights sum to one): {_vec(s.out)}.")
     raise ValueError(f"stage must be 0, 1, 2 or 3; got {stage}")
 
 
@@ -165,7 +189,8 @@ class Interpretation:
 
     Attributes:
         favourite: for each query, the keys with the largest weight (ties kept).
-        self_attenders: queries whose largest weight is on themselves.
+        self_attenders: queries that attend most to themselves: no weight of the row is
+            larger than the one on their own key (a tie counts, the book's rule).
         entropy: the entropy (nats) of each row; ``log(S)`` is perfectly even.
         most_even: the query whose row has the largest entropy.
         strongest: ``(query, key)`` of the largest weight in the matrix.
@@ -179,12 +204,23 @@ class Interpretation:
 
 
 def interpret(weights: np.ndarray, atol: float = 1e-9) -> Interpretation:
-    """Summarise a square ``(L, L)`` weight matrix: favourites, self-attention, evenness."""
+    """Summarise a square ``(L, L)`` weight matrix: favourites, self-attention, evenness.
+
+    Two weights closer than ``atol`` count as a tie.
+
+    Raises:
+        ValueError: ``weights`` is not a square 2-D matrix.
+
+    Example:
+        >>> info = interpret(np.array([[0.5, 0.5], [0.9, 0.1]]))
+        >>> info.favourite, info.self_attenders
+        (((0, 1), (0,)), (0,))
+    """
     w = np.asarray(weights, dtype=float)
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
         raise ValueError(f"weights must be a square 2-D matrix; got shape {w.shape}")
     fav = tuple(tuple(int(j) for j in np.flatnonzero(np.isclose(r, r.max(), atol=atol))) for r in w)
-    selfs = tuple(i for i, f in enumerate(fav) if f == (i,))
+    selfs = tuple(i for i, f in enumerate(fav) if i in f)  # ties count
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.sum(np.where(w > 0, w * np.log(w), 0.0), axis=1)
     flat = int(np.argmax(w))

@@ -15,7 +15,7 @@ EXPLORER = ".attnkit-scaling-explorer"
 
 
 def _entropy(view: str) -> float:
-    match = re.search(r"Entropy H = ([0-9.]+) nats", view)
+    match = re.search(r"Entropy ([0-9.]+) nats", view)
     assert match, f"no entropy in the shown view: {view[:200]!r}"
     return float(match.group(1))
 

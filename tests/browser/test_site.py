@@ -157,11 +157,6 @@ def _images(page_path: str) -> list[tuple[str, str | None]]:
 #: here is expected to fail; once its figures are described the test passes, pytest
 #: reports it (strict) and the page must leave this list. It ends empty.
 AWAITING_ALT_TEXT = {
-    "book/01-why-attention.html": "cell 8 (ch1_gradient_figure)",
-    "book/02-queries-keys-values.html": "cell 10 (ch2_dot_figure)",
-    "book/03-why-scale.html": "cells 8 (ch3_hist_figure), 14 (ch3_jacobian_figure)",
-    "book/04-worked-example.html": "cell 18 (fig-row0)",
-    "book/05-masking.html": "cells 9, 33 (plt.show)",
     "book/13-attention-2024-2026.html": "cell 29 (ch13_mqar_figure; also shown as the cell's output)",
 }
 

@@ -277,6 +277,8 @@ def test_block_attn_inputs_replace_one_input_only() -> None:
         blk(x, attn_inputs=[x])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="torch.Tensor"):
         blk(x, attn_inputs={"key": x.numpy()})
+    with pytest.raises(ValueError, match="together"):
+        blk(x, attn_inputs={"key": x}, attend=lambda q, k, v: q)
 
 
 def test_induction_keys_and_scores_where_it_matters() -> None:

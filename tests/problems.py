@@ -7,9 +7,9 @@ import torch
 
 
 def cast(p: dict, dtype: str, to_torch: bool) -> dict:
-    """A problem's q, k, v (and a floating mask) in ``dtype``, as tensors when ``to_torch``."""
+    """A problem's q, k, v (a floating mask, sink logits) in ``dtype``, as tensors when ``to_torch``."""
     out = dict(p)
-    for name in ("q", "k", "v", "mask"):
+    for name in ("q", "k", "v", "mask", "sink_logits"):
         x = p.get(name)
         if x is None:
             continue

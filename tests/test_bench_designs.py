@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 
-from attnkit.bench import main
+from attnkit.bench import main, sparse
 
 
 def test_mla_benchmark_smoke(tmp_path):
     assert main(["mla", "--sizes", "64", "--heads", "2", "--head-dim", "8", "--rope-dim", "4",
-                 "--kv-latent", "16", "--repeats", "1", "--min-time", "0",
+                 "--kv-latent", "16", "--repeats", "1", "--min-time", "0", "--rounds", "2",
                  "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results-mla-cpu.json").read_text())
     methods = {r["method"]: r for r in res["rows"]}
     assert set(methods) == {"naive", "absorbed"} and methods["absorbed"]["max_abs_diff_vs_naive"] < 1e-4
     assert res["settings"]["cache_numbers_per_token"] == 20 and "cpu" in res["machine"]
     assert res["kind"] == "mla-cpu" and res["command"].startswith("python -m attnkit.bench mla")
+    # multiply-adds of one step: naive up-projects 64 latents, absorbed folds W_UK and W_UV
+    assert methods["naive"]["macs"] == 64 * 16 * 2 * (8 + 8) + 64 * 2 * (8 + 4 + 8)
+    assert methods["absorbed"]["macs"] == 2 * 8 * 16 + 64 * 2 * (2 * 16 + 4) + 2 * 16 * 8
+    assert all(r["gmacs_per_s"] > 0 for r in res["rows"]) and res["settings"]["rounds"] == 2
 
 
 def test_topk_benchmark_smoke(tmp_path):
@@ -23,6 +27,10 @@ def test_topk_benchmark_smoke(tmp_path):
                  "1", "--min-time", "0", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results-topk-cpu.json").read_text())
     parts = [(r["part"], r["k"]) for r in res["rows"]]
-    assert parts == [("dense", None), ("indexer", 16), ("top-k core", 16)]  # k > n skipped
-    assert all(r["peak_bytes"] is not None for r in res["rows"])
+    assert parts == [("dense", None), ("indexer", 16), ("gather", 16),
+                     ("top-k core", 16)]  # k > n skipped
+    assert all((r["peak_bytes"] is None) == (r["part"] == "gather") for r in res["rows"])
+    pairs = {r["part"]: r["pairs"] for r in res["rows"]}
+    assert pairs["dense"] == 128 * 129 // 2 and pairs["top-k core"] == 16 * 128 - 16 * 15 // 2
     assert res["kind"] == "topk-cpu" and "cpu_details" in res["machine"]
+    assert res["settings"]["rounds"] == sparse.ROUNDS  # --rounds left out: the module's default

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -290,6 +291,11 @@ def _resolve(dotted: str) -> object:
     raise ImportError(dotted)
 
 
+#: Packages a forbid list names for a student's own environment (SciPy is on Colab) that this
+#: project does not install; the guard resolves a name once its module is imported.
+NOT_INSTALLED_HERE = {"scipy"}
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_forbidden_names_exist(name: str) -> None:
     plan = build_plan(name, _source(name))
@@ -298,6 +304,9 @@ def test_forbidden_names_exist(name: str) -> None:
                    for n in _defined(c.source)}
         assert function in answers, (name, function)
         for dotted in names:
+            if dotted.split(".")[0] in NOT_INSTALLED_HERE:
+                assert importlib.util.find_spec(dotted.split(".")[0]) is None, dotted
+                continue
             assert _resolve(dotted) is not None, (name, dotted)
 
 
@@ -632,3 +641,240 @@ def test_both_releases_are_graded_the_same(tmp_path: Path) -> None:
         files.append(path)
     results = grade("ch05", files, tmp_path / "graded", timeout=10, sandbox=False, html=False)
     assert {r.student: r.points for r in results} == {"alice": 12, "ivan": 6}
+
+
+# -- the shortcuts a second read found: each now scores 0 on its task ----------------------
+
+_ATTN_WARM = ("from attnkit.serving.decoding import partial_attention as _pa\n"
+              "_pa(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))   # an engine exists first\n")
+
+#: (set, solution cell, code appended to it, the task's check cells): the code redefines the
+#: task's function by a shortcut; every one of those checks must fail.
+SHORTCUTS = {
+    "ch02 torch.special.softmax": ("ch02", "ch02-stable-softmax", """
+import torch
+def stable_softmax(x, axis=-1):
+    return torch.special.softmax(torch.as_tensor(np.asarray(x, dtype=float)), axis).numpy()
+""", ["ch02-softmax-small", "ch02-softmax-large", "ch02-softmax-axis"]),
+    "ch02 Tensor.softmax": ("ch02", "ch02-stable-softmax", """
+import torch
+_t = torch.zeros(1)
+def stable_softmax(x, axis=-1):
+    return _t.new_tensor(np.asarray(x, dtype=float)).softmax(axis).numpy()
+""", ["ch02-softmax-small", "ch02-softmax-large", "ch02-softmax-axis"]),
+    "ch03 sympy.diff": ("ch03", "ch03-derive-softmax", """
+_S = sympy.exp(z0) + sympy.exp(z1) + sympy.exp(z2)
+dp0_dz0 = sympy.diff(sympy.exp(z0) / _S, z0)
+dp0_dz1 = sympy.diff(sympy.exp(z0) / _S, z1)
+""", ["ch03-derive-softmax-check"]),
+    "ch05 partial_attention": ("ch05", "ch05-masked-attention", _ATTN_WARM + """
+def masked_attention(q, k, v, mask):
+    return _pa(q, k, v, mask=mask)[0]
+""", ["ch05-masked-attention-shape", "ch05-masked-attention-causal",
+      "ch05-masked-attention-padding", "ch05-masked-attention-empty-row"]),
+    "ch07 partial_attention": ("ch07", "ch07-batched", _ATTN_WARM + """
+def batched_attention(q, k, v, causal=False):
+    return _pa(q, k, v, causal=causal)[0]
+""", ["ch07-batched-shape", "ch07-batched-values", "ch07-batched-causal"]),
+    "ch07 torch.func.grad_and_value": ("ch07", "ch07-backward", """
+import torch, torch.func
+def attention_backward(q, k, v, d_out):
+    t = [torch.as_tensor(np.asarray(a, dtype=float)) for a in (q, k, v, d_out)]
+    def f(q, k, v):
+        return (torch.softmax(q @ k.T / q.shape[-1] ** 0.5, -1) @ v * t[3]).sum()
+    g, _ = torch.func.grad_and_value(f, argnums=(0, 1, 2))(*t[:3])
+    return tuple(x.numpy() for x in g)
+""", ["ch07-backward-shapes", "ch07-backward-values"]),
+    "ch07 torch.func.jacrev": ("ch07", "ch07-backward", """
+import torch, torch.func
+def attention_backward(q, k, v, d_out):
+    t = [torch.as_tensor(np.asarray(a, dtype=float)) for a in (q, k, v, d_out)]
+    def f(q, k, v):
+        return (torch.softmax(q @ k.T / q.shape[-1] ** 0.5, -1) @ v * t[3]).sum()
+    return tuple(x.numpy() for x in torch.func.jacrev(f, argnums=(0, 1, 2))(*t[:3]))
+""", ["ch07-backward-shapes", "ch07-backward-values"]),
+    "ch10 group_norm": ("ch10", "ch10-layer-norm", """
+import torch
+def layer_norm(x):
+    t = torch.as_tensor(np.asarray(x, dtype=float))
+    return torch.nn.functional.group_norm(t.reshape(-1, 1, t.shape[-1]), 1).reshape(t.shape).numpy()
+""", ["ch10-layer-norm-check"]),
+    "ch10 native_layer_norm": ("ch10", "ch10-layer-norm", """
+import torch
+def layer_norm(x):
+    t = torch.as_tensor(np.asarray(x, dtype=float))
+    return torch.native_layer_norm(t, [t.shape[-1]], None, None, 1e-5)[0].numpy()
+""", ["ch10-layer-norm-check"]),
+    "ch10 partial_attention": ("ch10", "ch10-prefix", _ATTN_WARM + """
+def causal_by_prefix(q, k, v):
+    return _pa(q, k, v, causal=True)[0]
+""", ["ch10-prefix-check"]),
+    "ch11 partial_attention": ("ch11", "ch11-window", _ATTN_WARM + """
+def window_attention(q, k, v, w):
+    n = q.shape[0]
+    band = np.array([[0 <= i - j < w for j in range(n)] for i in range(n)])
+    return _pa(q, k, v, mask=band)[0]
+""", ["ch11-window-check"]),
+    "ch12 one partial_attention call": ("ch12", "ch12-ring", """
+def ring_outputs(q, k, v, G):
+    out, lse = partial_attention(q, k, v)
+    return out, np.tile(lse, (G, 1))
+""", ["ch12-ring-example", "ch12-ring-random"]),
+    "ch12 full attention in NumPy": ("ch12", "ch12-ring", """
+def ring_outputs(q, k, v, G):
+    s = q @ k.T / np.sqrt(q.shape[1])
+    m = s.max(axis=1, keepdims=True)
+    e = np.exp(s - m)
+    lse = (m + np.log(e.sum(axis=1, keepdims=True)))[:, 0]
+    return e / e.sum(axis=1, keepdims=True) @ v, np.tile(lse, (G, 1))
+""", ["ch12-ring-example", "ch12-ring-random"]),
+    "ch08 an update that forgets the old state": ("ch08", "ch08-online", """
+def online_update(m, l, acc, q, kb, vb):
+    s = q @ kb.T / np.sqrt(q.shape[-1])
+    mb = s.max(axis=1)
+    p = np.exp(s - mb[:, None])
+    return mb, p.sum(axis=1), p @ vb
+""", ["ch08-online-update"]),
+}
+
+
+def _with_solution(name: str, grade_id: str, extra: str, tmp_path: Path) -> Path:
+    nb = _source(name)
+    cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    assert len(cells) == 1, grade_id
+    cells[0].source += "\n" + extra
+    nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    return tmp_path
+
+
+@pytest.mark.parametrize("shortcut", sorted(SHORTCUTS))
+def test_each_shortcut_scores_0_on_its_task(shortcut: str, tmp_path: Path) -> None:
+    name, grade_id, extra, task_checks = SHORTCUTS[shortcut]
+    run = run_reference(name, _with_solution(name, grade_id, extra, tmp_path))
+    assert set(task_checks) <= set(run.failures), (shortcut, run.failures)
+
+
+def test_the_ch08_full_matrix_shortcut_scores_0_on_the_state_checks(tmp_path: Path) -> None:
+    """A full-matrix online_attention (the second read's 10/10) cannot write online_update."""
+    extra = '''
+def online_attention(q, k, v, block_size):
+    s = q @ k.T / np.sqrt(q.shape[1])
+    m = s.max(axis=1)
+    e = np.exp(s - m[:, None])
+    l = e.sum(axis=1)
+    return e / l[:, None] @ v, m + np.log(l)
+
+def online_update(m, l, acc, q, kb, vb):
+    raise NotImplementedError()
+'''
+    run = run_reference("ch08", _with_solution("ch08", "ch08-online", extra, tmp_path))
+    task = [g for g, c in run.plan.cells.items() if c.kind == "check" and g.startswith("ch08-online")]
+    assert len(task) == 5 and set(task) <= set(run.failures), run.failures
+
+
+_ORDER_SCRIPT = r"""
+import sys, nbformat
+from pathlib import Path
+from attnkit.grading._reference import run_reference
+src, name, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+nb = nbformat.read(src / f"{name}.ipynb", as_version=4)
+checks = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+task = [c for c in checks if c.metadata.nbgrader.grade_id in sys.argv[4:]]
+# nothing but the set-up, the locked cells and the solutions, then the task's checks in
+# reverse order: no other check has created an engine or imported anything first
+nb.cells = [c for c in nb.cells if c not in checks] + task[::-1]
+nbformat.write(nb, out / f"{name}.ipynb")
+run = run_reference(name, out)
+print(sorted(run.failures.items()))
+sys.exit(1 if run.failures else 0)
+"""
+
+
+@pytest.mark.parametrize("name,task", [
+    ("ch05", ["ch05-masked-attention-causal", "ch05-masked-attention-empty-row"]),
+    ("ch07", ["ch07-batched-causal", "ch07-backward-values"]),
+    ("ch08", ["ch08-online-update", "ch08-online-random"]),
+    ("ch10", ["ch10-prefix-check", "ch10-layer-norm-check"]),
+    ("ch11", ["ch11-window-check"]),
+    ("ch12", ["ch12-ring-random", "ch12-ring-example"]),
+])
+def test_model_solution_passes_its_checks_whatever_ran_before(name: str, task: list, tmp_path: Path) -> None:
+    """The reference passes its task's checks run first, alone and in reverse order.
+
+    In a fresh interpreter: no engine was made and nothing imported by another check.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _ORDER_SCRIPT, str(SOURCES), name, str(tmp_path), *task],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_guard_judges_library_generated_code_by_its_caller(tmp_path: Path) -> None:
+    """Code generated at run time ("<string>") is judged by who generated it.
+
+    A dataclass's __init__ made by library code is the library's; code a student execs is
+    the student's.
+    """
+    import subprocess
+    import sys
+
+    script = r'''
+import numpy as np
+from attnkit.grading._guard import ForbiddenCall, guard
+from attnkit.serving.decoding import partial_attention
+q = np.ones((2, 3))
+with guard("f", ["attnkit.engines", "attnkit.attention"]):     # the first engine is made here
+    partial_attention(q, q, q)
+try:
+    with guard("g", ["attnkit.softmax"]):
+        exec("import attnkit\nattnkit.softmax(np.zeros(2))")
+except ForbiddenCall:
+    print("refused")
+'''
+    path = tmp_path / "generated.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "refused", proc.stdout + proc.stderr[-2000:]
+
+
+# -- docstrings and pages every student reads spell out no answer --------------------------
+
+
+def test_no_answer_in_docstrings_or_the_exercises_page() -> None:
+    import pkgutil
+
+    import attnkit.grading as grading
+    from attnkit.grading.leaks import docstrings, imported_objects, text_leaks
+
+    modules = [grading] + [importlib.import_module(f"attnkit.grading.{m.name}")
+                           for m in pkgutil.iter_modules(grading.__path__)]
+    every = {}
+    found = []
+    for name in SETS:
+        nb = _source(name)
+        answers = run_reference(name, SOURCES, guard=False).answers
+        every.update(answers)
+        setup = "\n".join(c.source for c in nb.cells if c.cell_type == "code"
+                          and not c.metadata.get("nbgrader", {}).get("solution")
+                          and not c.metadata.get("nbgrader", {}).get("grade")
+                          and WORKED_TAG not in c.metadata.get("tags", []))
+        for label, doc in docstrings(imported_objects(setup)).items():
+            found += [f"{name}: {label}: {h}" for h in text_leaks(doc, answers)]
+    for label, doc in docstrings(modules).items():
+        found += [f"{label}: {h}" for h in text_leaks(doc, every)]
+    for page in ("index.md",):
+        found += [f"book/exercises/{page}: {h}"
+                  for h in text_leaks((ROOT / "book" / "exercises" / page).read_text(), every)]
+    assert found == []
+
+
+def test_text_leaks_finds_the_leaks_the_second_read_found() -> None:
+    from attnkit.grading.leaks import text_leaks
+
+    answers = {**run_reference("ch01", SOURCES, guard=False).answers,
+               **run_reference("ch05", SOURCES, guard=False).answers}
+    assert text_leaks('>>> check_number("steps", 66, low=1, integer=True)', answers)
+    assert text_leaks('>>> check_number("fade", 0.0052, low=0, high=1)', answers)
+    assert text_leaks("AssertionError: weight_pos1: expected 0.2447, got 0.3", answers)

@@ -39,17 +39,32 @@ def test_latent_cache_decoding_equals_full_causal(mode):
     cache = LatentCache()
     steps = [layer(x[:, t:t + 1], cache=cache, causal="bottom-right", mode=mode)
              for t in range(x.shape[1])]
-    assert float((torch.cat(steps, 1) - full).abs().max()) <= 1e-12
+    assert float((torch.cat(steps, 1) - full).detach().abs().max()) <= 1e-12
     assert cache.length == x.shape[1]
     assert cache.nbytes == 2 * x.shape[1] * layer.cache_numbers_per_token * 8
 
 
-def test_cache_holds_dc_plus_dr_numbers_per_token():
+@pytest.mark.parametrize("mode", ["naive", "absorbed"])
+def test_chunked_prefill_with_the_cache_equals_full_causal(mode):
+    # several queries per step against a longer cache: the absorbed path's stacked
+    # queries need the bottom-right mask repeated for every head
+    layer, x = _layer(), _x(L=11)
+    full = layer(x, causal=True)
+    cache = LatentCache()
+    parts = [layer(x[:, a:b], cache=cache, causal="bottom-right", mode=mode)
+             for a, b in ((0, 4), (4, 5), (5, 11))]
+    assert float((torch.cat(parts, 1) - full).detach().abs().max()) <= 1e-12
+
+
+def test_cache_holds_dc_plus_drope_numbers_per_token_in_one_row():
     layer = _layer()
     cache = LatentCache()
     layer(_x(B=1, L=5), cache=cache, causal="bottom-right")
-    assert tuple(cache.c.shape) == (1, 5, 8) and tuple(cache.k_rope.shape) == (1, 5, 4)
-    assert layer.cache_numbers_per_token == 12
+    assert tuple(cache.kv.shape) == (1, 5, 12) and layer.cache_numbers_per_token == 12
+    assert tuple(cache.latent.shape) == (1, 5, 8) and tuple(cache.k_rope.shape) == (1, 5, 4)
+    # the latent and the rotary key are views of the one row the absorbed path reads
+    assert cache.latent.data_ptr() == cache.kv.data_ptr()
+    assert torch.equal(torch.cat([cache.latent, cache.k_rope], -1), cache.kv)
 
 
 @pytest.mark.parametrize("mode", ["naive", "absorbed"])
@@ -79,9 +94,12 @@ def test_rope_on_the_compressed_key_cannot_be_absorbed():
     torch.manual_seed(0)
     w_uk = torch.randn(8, 6, dtype=torch.float64)  # (d_h, d_c)
     eye = torch.eye(8, dtype=torch.float64)
-    a1 = apply_rope(eye, torch.full((8,), 1.0)) @ w_uk  # rows rotated by one step
-    a5 = apply_rope(eye, torch.full((8,), 5.0)) @ w_uk
-    assert float((a1 - a5).abs().max()) > 1e-3
+    # apply_rope rotates rows: row r of apply_rope(I) is R e_r, so R = apply_rope(I)^T
+    r1 = apply_rope(eye, torch.full((8,), 1.0)).T
+    r5 = apply_rope(eye, torch.full((8,), 5.0)).T
+    v = torch.randn(1, 8, dtype=torch.float64)
+    assert torch.allclose(apply_rope(v, torch.tensor([5.0])), (r5 @ v.T).T)
+    assert float((r1 @ w_uk - r5 @ w_uk).abs().max()) > 1e-3
 
 
 def test_refusals():
@@ -99,8 +117,11 @@ def test_refusals():
     with pytest.raises(TypeError, match="cache must be a LatentCache"):
         layer(_x(), cache=attnkit.KVCache())
     cache = LatentCache()
-    with pytest.raises(ValueError, match="c and k_rope must agree"):
+    with pytest.raises(ValueError, match="latent and k_rope must agree"):
         cache.append(torch.zeros(1, 2, 3), torch.zeros(1, 3, 2))
+    cache.append(torch.zeros(1, 2, 3), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="do not fit the cache"):
+        cache.append(torch.zeros(1, 1, 4), torch.zeros(1, 1, 1))
 
 
 def test_lazy_export():

@@ -23,7 +23,7 @@ from attnkit import attention
 
 triton = pytest.importorskip("triton")
 
-from attnkit.engines import triton_flash  # noqa: E402
+from attnkit.engines import numpy_ref, triton_flash  # noqa: E402
 from attnkit.engines.triton_flash import flash_attention_triton  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +163,52 @@ def test_interpreter_windows_sinks_softcap(interpreter: None, kw: dict) -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kw", [
+    dict(), dict(causal="bottom-right"), dict(window=(5, 0), sinks=2, causal=True),
+    dict(softcap=1.5, causal=True), dict(enable_gqa=True, causal=True),
+])
+def test_interpreter_sink_logits(interpreter: None, kw: dict) -> None:
+    """Learned sink logits: the kernel's initial state (m = s_h, l = 1).
+
+    Forward, backward and the logits' own gradient, against the torch engine in
+    float64; rows that see no key (L > S, bottom-right) give 0 and zero gradients.
+    """
+    gen = torch.Generator().manual_seed(17)
+    hq = 4 if kw.get("enable_gqa") else 2
+    q = torch.randn(1, hq, 37, 16, generator=gen)
+    k, v = (torch.randn(1, 2, 29, 16, generator=gen) for _ in range(2))
+    sink = torch.tensor([1.5, -0.5, 3.0, 0.0][:hq])
+    g = torch.randn(1, hq, 37, 16, generator=gen)
+    grads = {}
+    for backend, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        leaves = [x.detach().to(dtype).requires_grad_() for x in (q, k, v, sink)]
+        out = attention(*leaves[:3], sink_logits=leaves[3], backend=backend, **kw)
+        out.backward(g.to(dtype))
+        grads[backend] = [out.double(), *(x.grad.double() for x in leaves)]
+    for got, want in zip(grads["triton"], grads["torch"], strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+    if kw.get("causal") == "bottom-right":  # L = 37 > S = 29: the first 8 rows see only the sink
+        assert (grads["triton"][0][..., :8, :] == 0).all()
+
+
+def test_interpreter_sink_logits_lse(interpreter: None) -> None:
+    """The returned lse includes the sink; a batch entry that sees no key has lse = s_h."""
+    q, k, v = (x.detach() for x in _inputs(((2, 21, 8), (2, 30, 8), (2, 30, 8)), seed=18))
+    mask = torch.ones(2, 1, 30, dtype=torch.bool)
+    mask[1] = False
+    sink = torch.tensor([0.25, -2.0])
+    out, lse = flash_attention_triton(q, k, v, mask=mask, sink_logits=sink, return_lse=True)
+    ref, _, ref_lse = numpy_ref.run(
+        *(x.double().numpy() for x in (q, k, v)), mask.numpy(),
+        attnkit.check_attention_args(q.double().numpy(), k.double().numpy(), v.double().numpy(),
+                                     mask=mask.numpy(), sink_logits=sink.double().numpy()),
+        return_lse=True)
+    torch.testing.assert_close(out.double(), torch.from_numpy(ref.copy()), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(lse.double(), torch.from_numpy(ref_lse.copy()), atol=2e-5, rtol=2e-5)
+    assert (out[1] == 0).all() and torch.allclose(lse[1], torch.full((21,), -2.0))
+
+
 @pytest.mark.parametrize("blocks,causal,window", [((16, 16), True, (64, 0)),
                                                    ((64, 64), True, (100, 0)),
                                                    ((64, 64), False, (30, 30))])
@@ -289,6 +335,32 @@ def test_cuda_error_rule_forward_and_backward(dtype: torch.dtype, causal: object
     assert err(out, out_ref) <= 2 * err(out_plain, out_ref) + 1e-6
     for a, p, r in zip(g_fast, g_plain, g_ref, strict=True):
         assert err(a, r) <= 2 * err(p, r) + 1e-6, (err(a, r), err(p, r))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_cuda_sink_logits_forward_backward(dtype: torch.dtype) -> None:
+    """Compiled kernels with learned sink logits, at a length of several tiles.
+
+    Output and every gradient (the logits' included) against the torch engine in float64.
+    """
+    gen = torch.Generator().manual_seed(19)
+    q = torch.randn(2, 4, 700, 64, generator=gen)
+    k, v = (torch.randn(2, 4, 900, 64, generator=gen) for _ in range(2))
+    sink = torch.tensor([2.0, -1.0, 0.5, 4.0])
+    g = torch.randn(2, 4, 700, 64, generator=gen)
+    atol = {torch.float16: 2e-2, torch.bfloat16: 1e-1, torch.float32: 1e-4}[dtype]
+    results = {}
+    for backend, dt, device in (("triton", dtype, "cuda"), ("torch", torch.float64, "cpu")):
+        leaves = [x.to(device=device, dtype=dt).requires_grad_() for x in (q, k, v, sink)]
+        out = attention(*leaves[:3], sink_logits=leaves[3], causal="bottom-right",
+                        backend=backend)
+        out.backward(g.to(device=device, dtype=dt))
+        results[backend] = [t.detach().double().cpu() for t in (out, *(x.grad for x in leaves))]
+    for got, want in zip(results["triton"], results["torch"], strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=atol * max(1.0, want.abs().max().item()),
+                                   rtol=atol)
 
 
 @pytest.mark.cuda

@@ -1,4 +1,4 @@
-"""The variants of attention() (window, sinks, softcap, enable_gqa, score_mod).
+"""The variants of attention() (window, sinks, softcap, enable_gqa, score_mod, sink_logits).
 
 In every engine that declares them: against the NumPy reference, PyTorch SDPA (enable_gqa),
 flex_attention (CPU, eager forward) and gradcheck; and the refusal of engines that
@@ -70,6 +70,9 @@ def variant_problems(draw: st.DrawFn, features: frozenset[str], key_masks: bool 
             return s - slope * (h + 1) * abs(qi - ki) + 0.1 * b
 
         p["score_mod"] = alibi
+    if "sink_logits" in features and draw(st.booleans()):
+        shape = draw(st.sampled_from([(), (hq,), (B, hq), (B, 1)]))
+        p["sink_logits"] = np.asarray(rng.normal(size=shape) * 2.0)
     return p
 
 
@@ -230,7 +233,9 @@ def test_variants_gradcheck(backend: str) -> None:
              dict(enable_gqa=True, softcap=0.8),
              dict(enable_gqa=True, score_mod=lambda s, b, h, qi, ki: s * (1 + 0.1 * h) - 0.2 * abs(qi - ki)),
              dict(enable_gqa=True, window=(2, 1), sinks=2, softcap=1.5,
-                  score_mod=lambda s, b, h, qi, ki: torch.sin(s))]
+                  score_mod=lambda s, b, h, qi, ki: torch.sin(s)),
+             dict(enable_gqa=True, causal=True, sink_logits=torch.tensor([0.5, -1.0, 2.0, 0.0],
+                                                                     dtype=torch.float64))]
     for kw in cases:
         if not set(kw) - {"causal"} <= set(c.features) | {"causal"}:
             continue
@@ -243,7 +248,7 @@ def test_undeclared_features_are_refused_clearly(backend: str) -> None:
     c = capabilities(backend)
     x = np.ones((1, 2, 3, 4), np.float32)
     args = {"window": (1, 0), "sinks": 1, "softcap": 2.0, "enable_gqa": True,
-            "score_mod": lambda s, b, h, qi, ki: s}
+            "score_mod": lambda s, b, h, qi, ki: s, "sink_logits": np.zeros(2, np.float32)}
     for feature in FEATURES:
         kw = {feature: args[feature]}
         if feature == "sinks":

@@ -7,8 +7,8 @@ timed test). The benchmarks share one results schema and one writer
     python -m attnkit.bench engines  [--device cpu|cuda] [--window W] ...   (the default)
     python -m attnkit.bench decoding [--sizes S ...] [--splits N ...] ...
     python -m attnkit.bench ring     [--nprocs P ...] [--n N] ...
-    python -m attnkit.bench mla      [--sizes S ...] [--heads H] ...
-    python -m attnkit.bench sparse   [--sizes N ...] [--topk K ...] ...
+    python -m attnkit.bench mla      [--sizes S ...] [--heads H] [--rounds R] ...
+    python -m attnkit.bench sparse   [--sizes N ...] [--topk K ...] [--rounds R] ...
     python -m attnkit.bench serving  [--requests N] [--rate R] [--token-budget T] ...
 
 ``engines`` compares the engines, each configuration in its own child process
@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--kv-latent", type=int, default=512)
     m.add_argument("--repeats", type=int, default=5)
     m.add_argument("--min-time", type=float, default=0.2)
+    m.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds per cache length (default: attnkit.bench.mla.ROUNDS)")
 
     t = commands.add_parser("sparse", help="top-k sparse attention against dense (CPU)")
     t.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
@@ -122,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--index-dim", type=int, default=8)
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--min-time", type=float, default=0.2)
+    t.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds per sequence length "
+                        "(default: attnkit.bench.sparse.ROUNDS)")
 
     v = commands.add_parser("serving", help="static against continuous batching of the chapter "
                                             "10 model (CPU)")

@@ -9,8 +9,9 @@
   private copy.
 * :func:`check_attention_args` turns the arguments of :func:`attnkit.attention`
   into an :class:`AttentionSpec` (shapes, scale, causal alignment, mask kind, the
-  variants: window, sinks, soft-capping, grouped-query heads, score modifier, and
-  which inputs need gradients). Engines receive only validated arguments.
+  variants: window, sinks, soft-capping, grouped-query heads, score modifier,
+  learned sink logits, and which inputs need gradients). Engines receive only
+  validated arguments.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -264,9 +265,12 @@ class AttentionSpec:
         softcap: ``c`` of the soft-capping ``c * tanh(s / c)``, or ``None``.
         score_mod: the user's score modifier, or ``None``.
         groups: query heads per key/value head (``enable_gqa``); 1 without grouping.
-        needs_grad: which of ``"q"``, ``"k"``, ``"v"``, ``"mask"`` are tensors that
-            require grad while torch's grad mode is on (the engine must carry
-            their gradients, or refuse).
+        needs_grad: which of ``"q"``, ``"k"``, ``"v"``, ``"mask"``, ``"sink_logits"``
+            are tensors that require grad while torch's grad mode is on (the engine
+            must carry their gradients, or refuse).
+        sink_logits: the learned sink logits, an array of the call's kind (NumPy or
+            torch, as ``q``) broadcastable to ``batch``, or ``None``. Not part of the
+            spec's equality (it is an array).
     """
 
     batch: tuple[int, ...]
@@ -286,6 +290,7 @@ class AttentionSpec:
     score_mod: ScoreMod | None = None
     groups: int = 1
     needs_grad: tuple[str, ...] = ()
+    sink_logits: Any = field(default=None, compare=False)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -302,7 +307,7 @@ class AttentionSpec:
         """The variant features this call uses (the names engines declare)."""
         used = {"window": self.window is not None, "sinks": self.sinks > 0,
                 "softcap": self.softcap is not None, "score_mod": self.score_mod is not None,
-                "enable_gqa": self.groups > 1}
+                "enable_gqa": self.groups > 1, "sink_logits": self.sink_logits is not None}
         return frozenset(name for name, on in used.items() if on)
 
 
@@ -345,12 +350,14 @@ def check_attention_args(
     softcap: Any = None,
     enable_gqa: Any = False,
     score_mod: Any = None,
+    sink_logits: Any = None,
 ) -> AttentionSpec:
     """Validate the arguments of :func:`attnkit.attention` and describe the call.
 
     Shapes: ``q (..., L, E)``, ``k (..., S, E)``, ``v (..., S, Ev)``, ``mask``
-    broadcastable to ``(..., L, S)``; with ``enable_gqa=True``,
-    ``q (..., Hq, L, E)``, ``k (..., Hkv, S, E)``, ``v (..., Hkv, S, Ev)``.
+    broadcastable to ``(..., L, S)``, ``sink_logits`` broadcastable to ``(...)``;
+    with ``enable_gqa=True``, ``q (..., Hq, L, E)``, ``k (..., Hkv, S, E)``,
+    ``v (..., Hkv, S, Ev)``.
 
     Returns:
         The :class:`AttentionSpec` of the call.
@@ -359,13 +366,16 @@ def check_attention_args(
         TypeError: an input that is not an array/tensor, a non-floating or complex
             dtype, mixed dtypes or array kinds, a mask that is neither boolean nor
             floating; a ``scale``, ``softcap``, ``sinks``, window bound, ``causal``
-            or flag of the wrong type; a ``score_mod`` that is not callable.
+            or flag of the wrong type; a ``score_mod`` that is not callable;
+            ``sink_logits`` that are not an array of ``q``'s kind with a real
+            floating dtype.
         ValueError: fewer than 2 dimensions, q/k widths that differ, k/v lengths
             that differ, batch dimensions or a mask that do not broadcast, a
             non-finite scale, an unknown ``causal`` string, a window that is not a
             pair, negative window bounds or ``sinks``, a ``softcap`` that is not
             positive, query heads that are not a multiple of the key/value heads
-            (``enable_gqa``).
+            (``enable_gqa``), ``sink_logits`` that do not broadcast to the batch
+            dimensions or are not finite.
 
     Example:
         >>> import numpy as np
@@ -383,7 +393,8 @@ def check_attention_args(
             "score_mod must be a function f(score, b, h, q_idx, kv_idx) -> score (or None); "
             f"got {type(score_mod).__name__}"
         )
-    inputs = {"q": q, "k": k, "v": v, "mask": mask}
+    sink_logits = check_sink_logits(sink_logits, kind, batch)
+    inputs = {"q": q, "k": k, "v": v, "mask": mask, "sink_logits": sink_logits}
     return AttentionSpec(
         batch=batch,
         L=L,
@@ -402,7 +413,62 @@ def check_attention_args(
         score_mod=score_mod,
         groups=groups,
         needs_grad=tuple(n for n, x in inputs.items() if needs_grad(x)),
+        sink_logits=sink_logits,
     )
+
+
+def check_sink_logits(sink_logits: Any, kind: str, batch: tuple[int, ...]) -> Any:
+    """Validate ``sink_logits``: ``None``, or finite floating logits broadcastable to ``batch``.
+
+    One learned logit per head (gpt-oss) joins every softmax denominator of its head;
+    the array has the kind of ``q`` (a tensor can carry a gradient) and a shape that
+    broadcasts to the call's batch dimensions ``...``, e.g. ``(H,)`` for
+    ``q (B, H, L, E)``, or ``()`` for one logit shared by every row.
+
+    Args:
+        sink_logits: what the caller passed.
+        kind: ``"numpy"`` or ``"torch"``, the kind of ``q``.
+        batch: the call's broadcast batch shape.
+
+    Returns:
+        ``sink_logits`` itself (or ``None``).
+
+    Raises:
+        TypeError: not an array of ``q``'s kind, or not of a real floating dtype.
+        ValueError: a shape that does not broadcast to ``batch``, or a value that is
+            not finite (a logit of ``-inf`` is no sink: pass ``None``).
+
+    Example:
+        >>> check_sink_logits(np.zeros(4), "numpy", (2, 4)).shape
+        (4,)
+        >>> check_sink_logits(np.zeros(3), "numpy", (2, 4))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: sink_logits must broadcast to the batch dimensions (...) = (2, 4), ...
+    """
+    if sink_logits is None:
+        return None
+    wanted = {"numpy": "a numpy.ndarray", "torch": "a torch.Tensor"}[kind]
+    if array_kind(sink_logits) != kind:
+        raise TypeError(f"sink_logits must be {wanted}, as q is (or None); got "
+                        f"{type(sink_logits).__name__}")
+    dt = dtype_name(sink_logits)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"sink_logits must have a real floating dtype; got {dt} with shape "
+                        f"{_shape(sink_logits)}")
+    try:
+        ok = tuple(np.broadcast_shapes(_shape(sink_logits), batch)) == batch
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"sink_logits must broadcast to the batch dimensions (...) = {batch}, "
+                         f"one logit per head; got shape {_shape(sink_logits)}")
+    values = sink_logits if kind == "numpy" else sink_logits.detach()
+    finite = bool(np.isfinite(values).all()) if kind == "numpy" else bool(values.isfinite().all())
+    if not finite:
+        raise ValueError("sink_logits must be finite (a sink logit of -inf is no sink: pass "
+                         "sink_logits=None)")
+    return sink_logits
 
 
 def _check_inputs(q: Any, k: Any, v: Any) -> tuple[str, str]:

@@ -27,6 +27,7 @@ def attention(
     softcap: float | None = None,
     enable_gqa: bool = False,
     score_mod: ScoreMod | None = None,
+    sink_logits: Any = None,
 ) -> Any:
     r"""Scaled dot-product attention, :math:`\mathrm{softmax}(q k^\top \cdot scale + mask)\, v`.
 
@@ -36,13 +37,14 @@ def attention(
         k     (..., S, E)    S keys of width E
         v     (..., S, Ev)   S values of width Ev
         mask  broadcastable to (..., L, S)
+        sink_logits broadcastable to (...)   e.g. (H,): one learned logit per head
         out   (..., L, Ev)
         weights (..., L, S)  (when return_weights=True)
 
     The leading batch dimensions ``...`` of q, k and v broadcast against each other.
 
     Without the variants (``window``, ``sinks``, ``softcap``, ``score_mod``,
-    ``enable_gqa``), equivalent to these lines of NumPy, which every engine matches
+    ``enable_gqa``, ``sink_logits``), equivalent to these lines of NumPy, which every engine matches
     to rounding (the NumPy reference engine is the same formula, written out)::
 
         >>> def equivalent(q, k, v, mask=None, causal=False, scale=None):
@@ -118,6 +120,20 @@ def attention(
             the query head with ``enable_gqa``). ALiBi, T5's bias and soft-capping
             are score modifiers (examples below). Tensors it captures get gradients
             from ``backend="torch"``; the flash engine differentiates only q, k, v.
+        sink_logits: learned sink logits (gpt-oss): one logit ``s_h`` per head,
+            broadcastable to the batch dimensions ``...`` (shape ``(H,)`` for
+            ``q (B, H, L, E)``; with ``enable_gqa``, one per query head), an array
+            of ``q``'s kind. Each joins every softmax denominator of its head as
+            one more key with score ``s_h`` and a zero value, so a head can give
+            its weight to nothing::
+
+                w_ij = exp(s_ij) / (exp(s_h) + sum_j' exp(s_ij'))
+                o_i  = sum_j w_ij v_j          (the weights sum to less than 1)
+
+            Unrelated to ``sinks=N`` (the first N *real* keys, kept in view by a
+            window). A tensor that requires grad gets its gradient from the
+            engines that carry gradients. A row whose every key is masked gets a
+            zero output (its weight goes to the sink).
 
     Returns:
         ``out``, or ``(out, weights)`` when ``return_weights`` is true. A query
@@ -175,6 +191,7 @@ def attention(
     spec = check_attention_args(
         q, k, v, mask=mask, causal=causal, scale=scale, return_weights=return_weights,
         window=window, sinks=sinks, softcap=softcap, enable_gqa=enable_gqa, score_mod=score_mod,
+        sink_logits=sink_logits,
     )
     try:
         engine = registry.load(backend)
@@ -192,8 +209,11 @@ def attention(
     target = spec.kind if native == "any" else native
     q2, k2, v2, mask2 = _convert((q, k, v, mask), target, like=q)
     inner = spec
+    if spec.sink_logits is not None and target != spec.kind:  # the engine's kind, as q, k, v
+        inner = dataclasses.replace(spec, sink_logits=_convert((spec.sink_logits,), target,
+                                                               like=q)[0])
     if spec.groups > 1:
-        q2, k2, v2, mask2, inner = group_heads(q2, k2, v2, mask2, spec)
+        q2, k2, v2, mask2, inner = group_heads(q2, k2, v2, mask2, inner)
     out, weights = engine.run(q2, k2, v2, mask2, inner)
     if spec.groups > 1:
         out = out.reshape(spec.out_shape)
@@ -210,8 +230,9 @@ def group_heads(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple
     ``q (..., Hq, L, E)`` becomes ``(..., Hkv, g, L, E)`` and ``k (..., Hkv, S, E)``
     becomes ``(..., Hkv, 1, S, E)``, so every engine sees ordinary broadcast batch
     dimensions (no copy of the keys and values); a mask with a heads axis is split
-    or lifted the same way. The score modifier's head index is mapped back to the
-    query head. Ring attention groups its shards with the same views.
+    or lifted the same way, and sink logits (one per query head) are split. The
+    score modifier's head index is mapped back to the query head. Ring attention
+    groups its shards with the same views.
 
     Returns:
         ``(q, k, v, mask, spec)``: the views, and the spec of the grouped call.
@@ -241,7 +262,13 @@ def group_heads(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec) -> tuple
         def mod_grouped(s: Any, b: Any, h: Any, qi: Any, ki: Any, _f: Any = mod) -> Any:
             return _f(s, b // hkv, (b % hkv) * g + h, qi, ki)
         mod = mod_grouped
-    inner = dataclasses.replace(spec, batch=(*spec.batch[:-1], hkv, g), groups=1, score_mod=mod)
+    sink = spec.sink_logits
+    if sink is not None:  # broadcast to (..., Hq), then split as the queries: (..., Hkv, g)
+        sink = (np.broadcast_to(sink, spec.batch) if isinstance(sink, np.ndarray)
+                else sink.expand(spec.batch))
+        sink = sink.reshape(*spec.batch[:-1], hkv, g)
+    inner = dataclasses.replace(spec, batch=(*spec.batch[:-1], hkv, g), groups=1, score_mod=mod,
+                                sink_logits=sink)
     return q, k, v, mask, inner
 
 

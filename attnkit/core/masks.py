@@ -145,12 +145,18 @@ def softmax(x: Any, axis: int = -1) -> np.ndarray:
     return softmax_lse(x, axis)[0]
 
 
-def softmax_lse(x: Any, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+def softmax_lse(x: Any, axis: int = -1, sink: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`softmax` along ``axis``, and the log-sum-exp of each slice.
 
     ``lse = m + log(sum(exp(x - m)))`` with ``m`` the slice's maximum: the
     normaliser that split-KV decoding and ring attention merge partial results by
     (``-inf`` for a slice whose every entry is ``-inf``).
+
+    With ``sink`` (finite logits, broadcastable to ``x`` with ``axis`` of size 1),
+    each slice's denominator gains ``exp(sink)``, a sink that takes weight but is not
+    returned: the weights of a slice sum to less than 1, and ``lse`` includes it::
+
+        weights_j = exp(x_j) / (exp(sink) + sum_j' exp(x_j'))
 
     Returns:
         ``(weights, lse)``: ``weights`` shaped as ``x``, ``lse`` without ``axis``.
@@ -159,16 +165,29 @@ def softmax_lse(x: Any, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
         >>> w, lse = softmax_lse(np.array([[0.0, 0.0], [-np.inf, -np.inf]]))
         >>> w.tolist(), lse.round(4).tolist()
         ([[0.5, 0.5], [0.0, 0.0]], [0.6931, -inf])
+        >>> w, lse = softmax_lse(np.array([[0.0, 0.0]]), sink=np.array([[0.0]]))
+        >>> w.round(4).tolist(), lse.round(4).tolist()   # a third of the weight on the sink
+        ([[0.3333, 0.3333]], [1.0986])
     """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
+    if sink is not None:
+        sink = np.asarray(sink, dtype=x.dtype)
     if x.shape[axis] == 0:
-        return np.zeros_like(x), np.full(np.delete(x.shape, axis % x.ndim), -np.inf, x.dtype)
+        lse_shape = np.delete(x.shape, axis % x.ndim)
+        if sink is None:
+            return np.zeros_like(x), np.full(lse_shape, -np.inf, x.dtype)
+        sink_lse = np.broadcast_to(sink, np.insert(lse_shape, axis % x.ndim, 1))
+        return np.zeros_like(x), np.squeeze(sink_lse, axis=axis).copy()
     m = np.max(x, axis=axis, keepdims=True)
+    if sink is not None:
+        m = np.maximum(m, sink)  # finite: the sink is always there
     m = np.where(np.isfinite(m), m, 0.0)  # an all -inf slice: avoid -inf - -inf = nan
     e = np.exp(x - m)
     z = np.sum(e, axis=axis, keepdims=True)
+    if sink is not None:
+        z = z + np.exp(sink - m)
     with np.errstate(divide="ignore"):  # log(0) = -inf: a slice with nothing to attend to
         lse = np.squeeze(m + np.log(z), axis=axis)
     return e / np.where(z > 0, z, 1.0), lse

@@ -22,7 +22,7 @@ from ..core import registry
 from ..core._validate import FLOAT_DTYPES, AttentionSpec
 
 #: The variant features of :func:`attnkit.attention` that an engine may declare.
-FEATURES = ("window", "sinks", "softcap", "enable_gqa", "score_mod")
+FEATURES = ("window", "sinks", "softcap", "enable_gqa", "score_mod", "sink_logits")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class Capabilities:
             query (shape ``(..., 1, S)``: key padding, per-key biases).
         weights: whether it can return the ``(..., L, S)`` weights.
         gradients: whether torch autograd flows through it to ``q``, ``k`` and ``v``
-            (their tensors come back with a ``grad_fn``); an engine without it refuses
-            tensors that need gradients, so that no gradient is ever lost silently.
+            (their tensors come back with a ``grad_fn``), and to ``sink_logits`` when it
+            declares that feature; an engine without it refuses tensors that need
+            gradients, so that no gradient is ever lost silently.
         mask_gradients: whether a floating mask that requires grad gets its gradient.
         devices: where it computes: ``"cpu"`` and/or ``"cuda"``.
         features: the variants it supports, a subset of :data:`FEATURES`.

@@ -5,6 +5,8 @@ tile of scores at a time, so that the ``(L, S)`` score matrix never exists::
 
     for each block of queries q_i                       (block_q rows)
         m_i = -inf, l_i = 0, acc = 0                    running max, sum, output
+                                                        (sink logits s_h: m_i = s_h,
+                                                         l_i = 1, the sink already seen)
         for each block of keys/values k_j, v_j          (block_k rows; only the
                                                          tiles the masks leave)
             scores = q_i @ k_j^T * scale (+ masks)      one tile, (block_q, block_k)
@@ -71,6 +73,7 @@ def flash_attention_numpy(
     window: Window | None = None,
     sinks: int = 0,
     softcap: float | None = None,
+    sink_logits: np.ndarray | None = None,
     return_lse: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Tiled attention in NumPy with the online softmax; never forms the ``(L, S)`` matrix.
@@ -88,9 +91,10 @@ def flash_attention_numpy(
         mask: boolean (``True`` = takes part) or floating (added to the scores).
         causal: ``False``, ``True``/``"top-left"`` or ``"bottom-right"``.
         scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
-        window, sinks, softcap: as :func:`attnkit.attention`.
+        window, sinks, softcap, sink_logits: as :func:`attnkit.attention`.
         return_lse: also return the log-sum-exp of each row of scores
-            (``-inf`` for a row whose every key is masked).
+            (``-inf`` for a row whose every key is masked; with sink logits the
+            sink's ``exp(s_h)`` is inside the sum).
 
     Returns:
         ``out`` (a row whose every key is masked is zero), or ``(out, lse)``.
@@ -105,7 +109,7 @@ def flash_attention_numpy(
         array([0.2254, 0.4135, 0.2964, 0.2964])
     """
     spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale, window=window,
-                                sinks=sinks, softcap=softcap)
+                                sinks=sinks, softcap=softcap, sink_logits=sink_logits)
     if spec.kind != "numpy":
         raise TypeError(f"flash_attention_numpy takes NumPy arrays; got q of kind {spec.kind}")
     out, lse = forward(q, k, v, mask, spec, *_online.call_blocks(spec, block_q, block_k))
@@ -139,6 +143,9 @@ def forward(
     L, S, E, Ev, batch = spec.L, spec.S, spec.E, spec.Ev, spec.batch
     band = Band.of_spec(spec)
     mods = spec.softcap is not None or spec.score_mod is not None
+    sink_u = None  # sink logits in the scores' units, (..., 1, 1): the online softmax's start
+    if spec.sink_logits is not None:
+        sink_u = np.broadcast_to(spec.sink_logits, batch).astype(work)[..., None, None] * work(u)
 
     # q is scaled block by block (natural units when a modifier needs them, else the base's)
     q_factor = work(spec.scale * (1.0 if mods else u))
@@ -168,9 +175,14 @@ def forward(
             acc = acc_mem[: n * Ev].reshape(*batch, i1 - i0, Ev)  # running output
             pv = pv_mem[: n * Ev].reshape(acc.shape)
             for careful in (False, True) if _online.OPTIMISTIC else (True,):
-                qa[..., E] = 0.0
-                m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
-                l_i = np.zeros((*batch, i1 - i0, 1), dtype=work)  # sum of exponentials
+                if sink_u is None:  # nothing seen yet
+                    qa[..., E] = 0.0
+                    m_i = np.full((*batch, i1 - i0, 1), -np.inf, dtype=work)  # running shift
+                    l_i = np.zeros((*batch, i1 - i0, 1), dtype=work)  # sum of exponentials
+                else:  # the sink seen first: m_0 = s_h, l_0 = exp(s_h - m_0) = 1, acc_0 = 0
+                    m_i = np.broadcast_to(sink_u, (*batch, i1 - i0, 1)).copy()
+                    l_i = np.ones((*batch, i1 - i0, 1), dtype=work)
+                    qa[..., E:] = -m_i
                 acc[...] = 0.0
                 track = True  # compute each tile's maximum: until every row has a shift
                 for j0, j1, full in band.tiles(i0, i1, block_k):

@@ -12,8 +12,13 @@ faster on this CPU (:func:`~attnkit.engines._online.torch_exp_base`; base 2 on a
 the backward works in base 2.
 Soft-capping and ``score_mod`` are applied in natural units; their derivative in
 the backward comes from autograd on one tile at a time. Gradients flow to ``q``,
-``k`` and ``v`` only: tensors that a ``score_mod`` captures (a learned bias table,
-say) get none from this engine; use ``backend="torch"`` to train them.
+``k``, ``v`` and the sink logits: tensors that a ``score_mod`` captures (a learned
+bias table, say) get none from this engine; use ``backend="torch"`` to train them.
+
+Sink logits ``s_h`` are the online softmax's initial state: before any key, the
+sink has been seen, ``m_0 = s_h``, ``l_0 = 1``, ``acc_0 = 0`` (folded into the first
+tile's update). Their gradient needs no tile: ``ds_h = -sum_i w_i^sink D_i`` with
+``w_i^sink = exp(s_h - lse_i)`` from the saved log-sum-exp.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def flash_attention_torch(
     window: Window | None = None,
     sinks: int = 0,
     softcap: float | None = None,
+    sink_logits: Any = None,
     block_q: int | None = None,
     block_k: int | None = None,
     return_lse: bool = False,
@@ -52,12 +58,13 @@ def flash_attention_torch(
     """Tiled attention on torch tensors, differentiable through a recomputing backward.
 
     Shapes as :func:`attnkit.engines.flash_numpy.flash_attention_numpy`. Gradients
-    flow to ``q``, ``k`` and ``v``; a floating ``mask`` gets no gradient (a mask that
-    requires one is a ``ValueError``). A query whose every key is masked gets a
-    zero output row and zero gradients.
+    flow to ``q``, ``k``, ``v`` and ``sink_logits``; a floating ``mask`` gets no gradient
+    (a mask that requires one is a ``ValueError``). A query whose every key is masked
+    gets a zero output row and zero gradients.
 
     Args:
-        q, k, v, mask, causal, scale, window, sinks, softcap: as :func:`attnkit.attention`.
+        q, k, v, mask, causal, scale, window, sinks, softcap, sink_logits: as
+            :func:`attnkit.attention`.
         block_q, block_k: tile sizes (default:
             :func:`~attnkit.engines._online.default_blocks`).
         return_lse: also return ``lse (..., L)`` in the working precision
@@ -78,7 +85,8 @@ def flash_attention_torch(
     """
     if spec is None:
         spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale,
-                                    window=window, sinks=sinks, softcap=softcap)
+                                    window=window, sinks=sinks, softcap=softcap,
+                                    sink_logits=sink_logits)
         if spec.kind != "torch":
             raise TypeError(f"flash_attention_torch takes torch tensors; got q of kind {spec.kind}")
         CAPS.refuse("flash", spec, mask)  # attnkit.attention has done this for its calls
@@ -86,10 +94,10 @@ def flash_attention_torch(
     if spec.L == 0 or spec.S == 0:
         raise ValueError(f"flash_attention_torch needs L > 0 and S > 0; got L={spec.L}, "
                          f"S={spec.S} (attnkit.attention handles empty inputs)")
-    if not return_lse and not {"q", "k", "v"} & set(spec.needs_grad):
+    if not return_lse and not {"q", "k", "v", "sink_logits"} & set(spec.needs_grad):
         # Inference: no graph to record and no log-sum-exp to keep for a backward pass.
         return _forward_in_work_dtype(q, k, v, mask, spec, bq, bk, need_lse=False)[1].to(q.dtype)
-    out, lse = FlashAttentionFunction.apply(q, k, v, mask, spec, bq, bk)
+    out, lse = FlashAttentionFunction.apply(q, k, v, mask, spec.sink_logits, spec, bq, bk)
     return (out, lse) if return_lse else out
 
 
@@ -104,6 +112,9 @@ def _forward_in_work_dtype(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpe
     qw, kw, vw = (x if x.dtype == work else x.to(work) for x in (q, k, v))
     if mask is not None:
         mask = mask.to(qw.device)
+    if spec.sink_logits is not None:  # the logits in the working precision, without a graph
+        spec = dataclasses.replace(spec, sink_logits=spec.sink_logits.detach().to(
+            device=qw.device, dtype=work))
     out, lse = forward(qw, kw, vw, mask, spec, block_q, block_k, need_lse=need_lse)
     return (qw, kw, vw, mask), out, lse
 
@@ -171,7 +182,8 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     * the products write into one tile of memory that every tile reuses (kept
       between calls on the CPU, as in the NumPy engine);
     * optimistic shift: the first tile of a block of queries sets the shift to its
-      row maxima, and later tiles compute no maximum at all; a block whose row sums
+      row maxima (or the sink logit, where larger), and later tiles compute no
+      maximum at all; a block whose row sums
       or outputs are not finite at its end (an exponential overflowed) is computed
       again with a running maximum, moved lazily (``_Tiles.block``;
       :data:`~attnkit.engines._online.OPTIMISTIC`);
@@ -189,6 +201,9 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
     mods = spec.softcap is not None or spec.score_mod is not None
     base = _online.torch_exp_base() if q.device.type == "cpu" else "exp2"
     u = _online.units(base)  # scores in units of the exponential's base
+    sink_u = None  # sink logits in the scores' units, (..., 1, 1): the online softmax's start
+    if spec.sink_logits is not None:
+        sink_u = spec.sink_logits.expand(shape).reshape(*batch, 1, 1) * u
     qb = q.expand(*batch, L, E)
     out = q.new_zeros((*batch, L, Ev))
     lse = q.new_full((*batch, L), float("-inf")) if need_lse else None
@@ -202,7 +217,8 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
         ka[..., :E].copy_(k)
         ka[..., E].fill_(1.0)
         tiles = _Tiles(spec, batch, Band.of_spec(spec),
-                       ka.transpose(-2, -1), v, mask, mods, u, base, block_k, tile_mem, pv_mem)
+                       ka.transpose(-2, -1), v, mask, mods, u, base, block_k, tile_mem, pv_mem,
+                       sink_u)
         q_factor = spec.scale * (1.0 if mods else u)
         for i0 in range(0, L, block_q):
             i1 = min(i0 + block_q, L)
@@ -216,6 +232,8 @@ def forward(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
                 state = tiles.block(qa, acc, i0, i1, careful=True)
             if state is not None:  # else no tile is visible: every key hidden from the block
                 _finish_block(acc, *state, base, out, lse, i0, i1)
+            elif sink_u is not None and lse is not None:  # only the sink: out 0, lse = s_h
+                lse[..., i0:i1] = (sink_u / u)[..., 0]
     if batch != shape:
         out = out.reshape(*shape, L, Ev)
         lse = None if lse is None else lse.reshape(*shape, L)
@@ -227,7 +245,8 @@ class _Tiles:
     """What the blocks of queries of one forward call share, and the loop over key tiles.
 
     ``kt`` is ``[k^T; 1]`` (``(..., E + 1, S)``): against a block of queries
-    ``[q_i * scale, -m_i]`` its product gives the scores minus the shift.
+    ``[q_i * scale, -m_i]`` its product gives the scores minus the shift. ``sink``:
+    the sink logits in units ``u``, ``(..., 1, 1)``, or ``None``.
     """
 
     spec: AttentionSpec
@@ -242,6 +261,7 @@ class _Tiles:
     block_k: int
     tile_mem: Any
     pv_mem: Any
+    sink: Any = None
     _k_tiles: dict[tuple[int, int], tuple[Any, Any]] = dataclasses.field(default_factory=dict)
     _views: dict[tuple[int, int], Any] = dataclasses.field(default_factory=dict)
 
@@ -287,7 +307,10 @@ class _Tiles:
         when no tile is visible, or when this optimistic pass (``careful=False``) ends
         with a row sum or an output that is not finite (an exponential overflowed).
 
-        The first tile sets the shift to its row maxima. A careful pass then tracks
+        The first tile sets the shift to its row maxima. With sink logits the state
+        starts as the sink's, ``m_0 = s_h``, ``l_0 = 1``, ``acc_0 = 0``, and the first
+        tile's update folds it in: ``m_1 = max(s_h, rowmax)``, ``l_1 = exp(s_h - m_1)
+        + rowsum(exp(s - m_1))``. A careful pass then tracks
         the maximum tile by tile, moving the shift only when a tile's scores exceed
         it by more than :data:`~attnkit.engines._online.RESCALE_THRESHOLD`; an
         optimistic pass computes no more maxima. A row that sees no key in the
@@ -305,10 +328,14 @@ class _Tiles:
             if m_i is None:  # the first tile: its row maxima become the shift
                 guarded = guarded or not full
                 r = s.amax(dim=-1, keepdim=True)
+                if self.sink is not None:  # from the initial state m_0 = s_h, l_0 = 1
+                    r = torch.maximum(r, self.sink)
                 m_i = r.masked_fill_(r == float("-inf"), 0.0) if guarded else r
                 torch.neg(m_i, out=qa[..., E:])  # later products subtract it
                 p = exp_(s.sub_(m_i))
                 l_i = p.sum(dim=-1, keepdim=True)
+                if self.sink is not None:  # l_0 = 1 rescaled by alpha = exp(m_0 - m_1)
+                    l_i.add_(exp_(self.sink - m_i))
                 torch.matmul(p, v_j, out=acc)
                 careful = careful or (guarded and bool((l_i == 0).any()))
                 continue
@@ -410,24 +437,55 @@ class FlashAttentionFunction(torch.autograd.Function):
     """Tiled forward that saves ``lse``; backward by recomputation, tile by tile."""
 
     @staticmethod
-    def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
-                block_q: int, block_k: int) -> tuple[Any, Any]:
-        """Run the tiled forward in float32 (float64 for float64 inputs); save for backward."""
+    def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, sink_logits: Any,
+                spec: AttentionSpec, block_q: int, block_k: int) -> tuple[Any, Any]:
+        """Run the tiled forward in float32 (float64 for float64 inputs); save for backward.
+
+        ``sink_logits`` is ``spec.sink_logits`` (or ``None``), passed apart so that
+        autograd sees it as an input.
+        """
         (qw, kw, vw, mask), out, lse = _forward_in_work_dtype(q, k, v, mask, spec, block_q,
                                                               block_k, need_lse=True)
         ctx.save_for_backward(qw, kw, vw, out, lse)
         ctx.mask, ctx.spec, ctx.blocks = mask, spec, (block_q, block_k)
         ctx.inputs = [(x.shape, x.dtype) for x in (q, k, v)]
+        ctx.sink = None if sink_logits is None else (
+            sink_logits.detach().to(device=out.device, dtype=out.dtype), sink_logits.shape,
+            sink_logits.dtype)
         ctx.mark_non_differentiable(lse)
         return out.to(q.dtype), lse
 
     @staticmethod
     def backward(ctx: Any, d_out: Any, _d_lse: Any) -> tuple[Any, ...]:
-        """Gradients for q, k and v (none for the mask, spec and block sizes)."""
+        """Gradients for q, k, v and the sink logits (none for the mask, spec and block sizes)."""
         qw, kw, vw, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward(qw, kw, vw, ctx.mask, out, lse, d_out.to(out.dtype),
-                              ctx.spec, *ctx.blocks)
+        d_out = d_out.to(out.dtype)
+        dq, dk, dv = backward(qw, kw, vw, ctx.mask, out, lse, d_out, ctx.spec, *ctx.blocks)
         # Broadcast batch dimensions: each input's gradient sums over its copies.
         grads = [g.sum_to_size(shape).to(dtype)
                  for g, (shape, dtype) in zip((dq, dk, dv), ctx.inputs, strict=True)]
-        return (*grads, None, None, None, None)
+        d_sink = None
+        if ctx.sink is not None:
+            sink, shape, dtype = ctx.sink
+            d_sink = sink_gradient(sink, out, lse, d_out, ctx.spec.batch).sum_to_size(shape)
+            d_sink = d_sink.to(dtype)
+        return (*grads, None, d_sink, None, None, None)
+
+
+def sink_gradient(sink: Any, out: Any, lse: Any, d_out: Any, batch: tuple[int, ...]) -> Any:
+    """``dL/ds_h`` at the batch shape: ``-sum_i w_i^sink D_i``, with no tile recomputed.
+
+    The sink is one more key with score ``s_h`` and value 0, so the softmax backward
+    gives it ``dz = w^sink (dP_sink - D_i)`` with ``dP_sink = dO_i . 0 = 0``, and
+    ``w_i^sink = exp(s_h - lse_i)`` (``lse`` includes the sink). Shapes: ``sink``
+    broadcastable to ``batch``, ``out``/``d_out (..., L, Ev)``, ``lse (..., L)`` ->
+    ``batch``.
+
+    Example:
+        >>> out, d_out = torch.ones(1, 2, 3), torch.ones(1, 2, 3)
+        >>> sink_gradient(torch.zeros(1), out, torch.zeros(1, 2), d_out, (1,))  # w = 1, D = 3
+        tensor([-6.])
+    """
+    D = (d_out * out).sum(dim=-1)  # (..., L): D_i = dO_i . o_i
+    w_sink = torch.exp(sink.expand(batch)[..., None] - lse)  # (..., L)
+    return -(w_sink * D).sum(dim=-1)

@@ -7,9 +7,12 @@ Every other engine is tested against this one. It is written to be read::
     scores  = score_mod(scores, b, h, q_idx, kv_idx)
     scores += float mask               (-inf entries mask a key)
     scores[~allowed] = -inf            (boolean mask AND causal AND window/sinks)
-    weights = softmax(scores)          each row sums to 1, or is 0 if fully masked
+    weights = softmax(scores)          each row sums to 1, or is 0 if fully masked;
+                                       with sink logits s_h, exp(s_h) joins each
+                                       denominator (the row sums to less than 1)
     out     = weights @ v              (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     lse     = log(sum(exp(scores)))    on request: what merges partial results
+                                       (+ exp(s_h) inside the log, with sink logits)
 
 Half-precision inputs are computed in float32 (so that ``q @ k^T`` cannot overflow
 float16's range of +-65504) and the result is cast back. Grouped-query heads
@@ -57,7 +60,10 @@ def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
                                  sinks=spec.sinks)
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf)
-    weights, lse = softmax_lse(scores, axis=-1)  # (..., L, S) and (..., L)
+    sink = None
+    if spec.sink_logits is not None:  # (...) -> (..., 1, 1): one logit per row of its head
+        sink = np.broadcast_to(spec.sink_logits, spec.batch).astype(work)[..., None, None]
+    weights, lse = softmax_lse(scores, axis=-1, sink=sink)  # (..., L, S) and (..., L)
     out = weights @ v  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     out = np.broadcast_to(out, spec.out_shape).astype(out_dtype)
     weights = (np.broadcast_to(weights, spec.weights_shape).astype(out_dtype)

@@ -40,20 +40,30 @@ def stable_softmax(scores: torch.Tensor) -> torch.Tensor:
     return softmax_lse(scores)[0]
 
 
-def softmax_lse(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def softmax_lse(scores: torch.Tensor, sink: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`stable_softmax` and the log-sum-exp of each row (``-inf`` for an all ``-inf`` row).
 
     Both are differentiable, with finite (zero) gradients on a row of all ``-inf``.
+    With ``sink`` (finite logits broadcastable to ``(..., L, 1)``), ``exp(sink)`` joins
+    each row's denominator (as :func:`attnkit.core.masks.softmax_lse`), and autograd
+    carries the sink's gradient.
 
     Example:
         >>> w, lse = softmax_lse(torch.tensor([[0.0, 0.0], [float("-inf")] * 2]))
         >>> lse
         tensor([0.6931,   -inf])
+        >>> softmax_lse(torch.tensor([[0.0, 0.0]]), sink=torch.tensor([[0.0]]))[0]
+        tensor([[0.3333, 0.3333]])
     """
     m = scores.detach().amax(dim=-1, keepdim=True)  # the shift cancels: no gradient through it
+    if sink is not None:
+        m = torch.maximum(m, sink.detach())
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     e = torch.exp(scores - m)
     z = e.sum(dim=-1, keepdim=True)
+    if sink is not None:
+        z = z + torch.exp(sink - m)
     z_safe = torch.where(z > 0, z, torch.ones_like(z))
     lse = torch.where(z > 0, m + torch.log(z_safe), torch.full_like(z, float("-inf")))
     return e / z_safe, lse[..., 0]
@@ -78,7 +88,11 @@ def run(q: Any, k: Any, v: Any, mask: Any, spec: AttentionSpec,
                                  window=spec.window, sinks=spec.sinks)
     if allowed is not None:
         scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
-    weights, lse = softmax_lse(scores)  # (..., L, S) and (..., L)
+    sink = None
+    if spec.sink_logits is not None:  # (...) -> (..., 1, 1): one logit per row of its head
+        sink = spec.sink_logits.to(device=scores.device, dtype=work).expand(spec.batch)
+        sink = sink[..., None, None]
+    weights, lse = softmax_lse(scores, sink)  # (..., L, S) and (..., L)
     out = torch.matmul(weights, v)  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     out = out.expand(spec.out_shape).to(out_dtype)
     weights = weights.expand(spec.weights_shape).to(out_dtype) if spec.return_weights else None

@@ -10,7 +10,9 @@ Supported: CUDA tensors of dtype float16, bfloat16 or float32 (float32 uses
 exact IEEE products, not TF32; float64 is a ``TypeError``); any lengths; any widths (padded with zeros
 to a power of two of at least 16 for the kernels); causal masks of both
 alignments; sliding windows with sinks and soft-capping (forward and backward; only
-the key blocks a window leaves are visited); **key masks**, i.e. masks that depend on the key only, of shape
+the key blocks a window leaves are visited); learned sink logits (``sink_logits``: the
+forward kernel's initial state, forward and backward); **key masks**, i.e. masks that
+depend on the key only, of shape
 ``(..., 1, S)`` (or ``(S,)``): boolean key-padding masks, or floating per-key
 biases. Masks that differ between queries raise ``ValueError`` (use
 ``backend="flash"`` or ``"sdpa"`` for those, or ``causal=`` for causal masks).
@@ -43,7 +45,7 @@ from .kernels import triton_attention as ka
 CAPS = Capabilities(
     native="torch", dtypes=("float16", "bfloat16", "float32"), mask_rows="key",
     gradients=True, devices=("cuda",),
-    features=frozenset({"window", "sinks", "softcap", "enable_gqa"}), tiled=True,
+    features=frozenset({"window", "sinks", "softcap", "enable_gqa", "sink_logits"}), tiled=True,
     test_examples=8, notes="Triton kernels (CUDA; CPU interpreter for tests)",
 )
 
@@ -105,10 +107,11 @@ def flash_attention_triton(
     window: Window | None = None,
     sinks: int = 0,
     softcap: float | None = None,
+    sink_logits: Any = None,
     return_lse: bool = False,
     spec: AttentionSpec | None = None,
 ) -> Any:
-    """FlashAttention through the Triton kernels, differentiable in ``q``, ``k``, ``v``.
+    """FlashAttention through the Triton kernels, differentiable in ``q``, ``k``, ``v``, sink logits.
 
     Shapes::
 
@@ -124,6 +127,8 @@ def flash_attention_triton(
         scale: factor on ``q @ k^T``; default ``1 / sqrt(E)``.
         window, sinks, softcap: as :func:`attnkit.attention`; the kernels visit only the
             key blocks that the window and the causal mask leave.
+        sink_logits: as :func:`attnkit.attention` (a tensor; its gradient is a row sum
+            of the backward's ``D`` weighted by the sink's weights).
         return_lse: also return the natural log-sum-exp of each row of scores
             (``-inf`` where every key is masked).
         spec: an already validated description of the call (skips validation).
@@ -144,7 +149,8 @@ def flash_attention_triton(
     """
     if spec is None:
         spec = check_attention_args(q, k, v, mask=mask, causal=causal, scale=scale,
-                                    window=window, sinks=sinks, softcap=softcap)
+                                    window=window, sinks=sinks, softcap=softcap,
+                                    sink_logits=sink_logits)
         if spec.kind != "torch":
             raise TypeError(f"flash_attention_triton takes torch tensors; got q of kind {spec.kind}")
         # dtypes, masks, variants, gradients: the one place that says no (attnkit.attention
@@ -166,7 +172,7 @@ def flash_attention_triton(
     bias = key_bias(mask, spec)
     if bias is not None:
         bias = bias.to(q.device)
-    out, lse = TritonFlashFunction.apply(q, k, v, bias, spec)
+    out, lse = TritonFlashFunction.apply(q, k, v, bias, spec.sink_logits, spec)
     if return_lse:
         return out, (lse * LN2).masked_fill(lse == float("inf"), float("-inf"))
     return out
@@ -260,6 +266,8 @@ def _kernel(name: str, tune: bool) -> Any:
         configs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
                    for m, n, w, s in AUTOTUNE_CONFIGS[name]]
         key = ["L", "S", "E", "EV", "CAUSAL", "HAS_BIAS", "IEEE", "WINDOW", "SOFTCAP"]
+        if name == "attn_fwd":
+            key.append("HAS_SINK")
         _TUNED[name] = triton.autotune(configs=configs, key=key)(raw)
     return _TUNED[name]
 
@@ -289,26 +297,29 @@ def _launch(name: str, grid_rows: int, B: int, *args: Any, width: int | None = N
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec,
-             count: bool = False) -> tuple[Any, Any, Any]:
+             count: bool = False, sink: Any = None) -> tuple[Any, Any, Any]:
     """Run ``attn_fwd`` on ``(B, L, E)`` tensors: ``out (B, L, EV)``, ``lse (B, L)`` base 2, visits.
 
     ``visits`` (with ``count``): ``(B, L)`` int32, the keys whose scores the kernel
-    computed for each query (its block's count); else ``None``.
+    computed for each query (its block's count); else ``None``. ``sink``: ``(B,)``
+    float32 sink logits in base-2 units, or ``None``.
     """
     B, L, E = q.shape
     S, EV = k.shape[1], v.shape[2]
     out = torch.empty((B, L, EV), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, L), device=q.device, dtype=torch.float32)
     dummy = bias if bias is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
+    sink_arg = sink if sink is not None else torch.zeros(1, dtype=torch.float32, device=q.device)
     band, meta = _band(spec)
     # one count per (batch entry, program); at most one program per query
     visits = torch.zeros((B, L if count else 1), device=q.device, dtype=torch.int32)
     config = _launch(
-        "attn_fwd", L, B, q, k, v, dummy, out, lse, visits,
+        "attn_fwd", L, B, q, k, v, dummy, sink_arg, out, lse, visits,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), 0 if bias is None else bias.stride(0),
         L, S, spec.scale * LOG2E, *band, width=Band.of_spec(spec).width,
-        E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, COUNT=count, **meta,
+        E=E, EV=EV, HAS_BIAS=bias is not None, IEEE=q.dtype == torch.float32, COUNT=count,
+        HAS_SINK=sink is not None, **meta,
     )
     if not count:
         return out, lse, None
@@ -375,15 +386,25 @@ class TritonFlashFunction(torch.autograd.Function):
     """Forward and backward through the Triton kernels; saves ``out`` and ``lse``."""
 
     @staticmethod
-    def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, spec: AttentionSpec) -> Any:
-        """Lay the inputs out for the kernels, run the forward kernel, save for backward."""
+    def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, sink_logits: Any,
+                spec: AttentionSpec) -> Any:
+        """Lay the inputs out for the kernels, run the forward kernel, save for backward.
+
+        ``sink_logits`` is ``spec.sink_logits`` (or ``None``), passed apart so that
+        autograd sees it as an input.
+        """
         we, wev = _width(spec.E), _width(spec.Ev)
         qf = _flat(q, spec.batch, spec.L, we)
         kf = _flat(k, spec.batch, spec.S, we)
         vf = _flat(v, spec.batch, spec.S, wev)
-        out, lse, _ = _forward(qf, kf, vf, bias, spec)
+        sink = None
+        if sink_logits is not None:  # (B,) float32, base 2
+            sink = (sink_logits.detach().to(device=q.device, dtype=torch.float32)
+                    .expand(spec.batch).reshape(-1) * LOG2E).contiguous()
+        out, lse, _ = _forward(qf, kf, vf, bias, spec, sink=sink)
         ctx.save_for_backward(qf, kf, vf, out, lse)
         ctx.bias, ctx.spec = bias, spec
+        ctx.sink = None if sink is None else (sink, sink_logits.shape, sink_logits.dtype)
         ctx.shapes = (q.shape, k.shape, v.shape)
         ctx.mark_non_differentiable(lse)
         result = out[..., : spec.Ev].reshape(spec.out_shape)
@@ -403,4 +424,10 @@ class TritonFlashFunction(torch.autograd.Function):
         ):
             g = g[..., :width].reshape(*spec.batch, length, width)
             grads.append(g.sum_to_size(shape))  # broadcast batch: sum over the copies
-        return (*grads, None, None)
+        d_sink = None
+        if ctx.sink is not None:  # -sum_i w_i^sink D_i, w_i^sink = exp2(s_h - lse_i)
+            sink, shape, dtype = ctx.sink
+            delta = (do.float() * out.float()).sum(-1)  # (B, L): D = rowsum(dO * O)
+            d_sink = -(torch.exp2(sink[:, None] - lse) * delta).sum(-1)  # (B,)
+            d_sink = d_sink.reshape(spec.batch).sum_to_size(shape).to(dtype)
+        return (*grads, None, d_sink, None)

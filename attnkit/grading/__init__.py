@@ -14,7 +14,7 @@ nbgrader source notebooks with solutions and hidden tests):
   and writes a CSV gradebook and per-student feedback (:mod:`attnkit.grading.cli`).
 
 >>> from attnkit.grading import check
->>> check("weight_pos1", 0.24473, 0.2447)
+>>> check("answer", 0.31416, 0.3142)
 """
 
 from .checks import (

@@ -77,19 +77,34 @@ def _attnkit_guard(function, names):
     roots = tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots if r and r != os.sep))
     library_files = {}
 
-    def library(frame):
-        # the library's own code (and the interpreter's) may call anything
-        if frame is None:
-            return True
-        name = frame.f_code.co_filename
-        known = library_files.get(name)
-        if known is None:
-            path = os.path.abspath(name) if os.path.isabs(name) else name
-            known = name.startswith("<frozen") or path.startswith(roots)
-            library_files[name] = known
-        return known
+    def library_module(name):
+        mod = sys.modules.get(name) if isinstance(name, str) else None
+        file = getattr(mod, "__file__", None)
+        return bool(file) and os.path.abspath(file).startswith(roots)
 
-    codes, cfuncs, modules = {}, {}, []
+    def library(frame):
+        # the library's own code (and the interpreter's) may call anything. Code that a
+        # library generates at run time (the __init__ of a dataclass, a namedtuple's
+        # __new__) has no file of its own: it counts as the library's when it runs in a
+        # library module's namespace, and otherwise as its caller's (so that the same
+        # call is judged the same whichever cell created the object first).
+        while frame is not None:
+            name = frame.f_code.co_filename
+            known = library_files.get(name)
+            if known is None:
+                path = os.path.abspath(name) if os.path.isabs(name) else name
+                known = name.startswith("<frozen") or path.startswith(roots)
+                if not known and name == "<string>":
+                    known = "generated"
+                library_files[name] = known
+            if known != "generated":
+                return known
+            if library_module(frame.f_globals.get("__name__")):
+                return True
+            frame = frame.f_back
+        return False                            # generated all the way up: the caller's
+
+    codes, cfuncs, modules, methods = {}, {}, [], {}
     seen = [-1]
 
     def resolve():
@@ -110,6 +125,24 @@ def _attnkit_guard(function, names):
             if isinstance(obj, types.ModuleType):
                 if obj.__name__ not in [m for m, _ in modules]:
                     modules.append((obj.__name__, name))
+                    # what the module exports, wherever it is defined (torch.func's
+                    # functions live in torch._functorch, torch.special's in C)
+                    public = getattr(obj, "__all__", None)
+                    if not isinstance(public, (list, tuple)):
+                        public = [a for a in vars(obj) if not a.startswith("_")]
+                    for attr in public:
+                        f = getattr(obj, str(attr), None)
+                        if isinstance(f, (types.ModuleType, type)) or not callable(f):
+                            continue
+                        label = f"{name}.{attr}"
+                        code = getattr(f, "__code__", None)
+                        if code is not None:
+                            codes.setdefault(code, label)
+                        else:
+                            cfuncs.setdefault(id(f), (f, label))
+                continue
+            if isinstance(obj, (types.MethodDescriptorType, types.WrapperDescriptorType)):
+                methods.setdefault((obj.__objclass__, obj.__name__), name)
                 continue
             for f in (obj, getattr(obj, "__wrapped__", None), getattr(obj, "__init__", None),
                       getattr(obj, "__call__", None) if not isinstance(obj, type) else None):
@@ -119,6 +152,30 @@ def _attnkit_guard(function, names):
             if getattr(obj, "__code__", None) is None and callable(obj) \
                     and not isinstance(obj, type):
                 cfuncs.setdefault(id(obj), (obj, name))
+
+    def in_modules(mod):
+        for m, label in modules:
+            if mod == m or mod.startswith(m + "."):
+                return label
+        return None
+
+    def c_hit(arg):
+        # a C function of a forbidden module (torch.exp when "torch" is forbidden), or a
+        # method of a forbidden module's objects or a forbidden method (t.softmax(0))
+        owner = getattr(arg, "__self__", None)
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            cls = type(owner)
+            for (objclass, meth), label in methods.items():
+                if meth == getattr(arg, "__name__", None) and isinstance(owner, objclass):
+                    return label
+            label = in_modules(getattr(cls, "__module__", "") or "")
+            if label is not None:
+                return f"{cls.__module__}.{cls.__name__}.{getattr(arg, '__name__', '?')}"
+            return None
+        mod = getattr(arg, "__module__", None)
+        if isinstance(mod, str) and in_modules(mod) is not None:
+            return f"{mod}.{getattr(arg, '__name__', '?')}"
+        return None
 
     state = {"violation": None}
 
@@ -146,8 +203,11 @@ def _attnkit_guard(function, names):
             if len(sys.modules) != seen[0]:
                 resolve()
             hit = cfuncs.get(id(arg))
-            if hit is not None and hit[0] is arg and not library(frame):
-                refuse(hit[1])
+            hit = hit[1] if hit is not None and hit[0] is arg else None
+            if hit is None and (modules or methods):
+                hit = c_hit(arg)
+            if hit is not None and not library(frame):
+                refuse(hit)
         if chained[0] is not None:
             chained[0](frame, event, arg)
 

@@ -50,8 +50,8 @@ def parse_bytes(text: str | int) -> int:
         ValueError: not a size, or not positive.
 
     Example:
-        >>> parse_bytes("2G")
-        2147483648
+        >>> parse_bytes("3G")
+        3221225472
     """
     if isinstance(text, int) and not isinstance(text, bool):
         value = float(text)

@@ -23,7 +23,7 @@ functions (see :mod:`attnkit.grading._guard`), and :func:`explain` writes the te
 worked solution.
 
 >>> from attnkit.grading import check
->>> check("answer", 0.24473, 0.2447)
+>>> check("answer", 0.31416, 0.3142)
 >>> check("answer", "b", "B")          # letters: case and spaces do not matter
 """
 
@@ -266,8 +266,8 @@ def check_expr(name: str, got: Any, expected: Any, *, subs: dict | None = None) 
 
     Example:
         >>> import sympy
-        >>> d_k, sigma = sympy.symbols("d_k sigma", positive=True)
-        >>> check_expr("var_qk", d_k * sigma**2 * sigma**2, d_k * sigma**4)
+        >>> a, b = sympy.symbols("a b", positive=True)
+        >>> check_expr("volume", a * b * b**2, a * b**3)
     """
     import sympy
 
@@ -347,8 +347,8 @@ def check_number(
         integer: it must be a whole number (an int, or a float with no fractional part).
 
     Example:
-        >>> check_number("steps", 66, low=1, integer=True)
-        >>> check_number("fade", 0.0052, low=0, high=1)
+        >>> check_number("count", 12, low=1, integer=True)
+        >>> check_number("share", 0.4783, low=0, high=1)
     """
     arr = _array(name, got, "a number")
     if arr.shape != ():
@@ -440,8 +440,8 @@ def check_symbols(name: str, got: Any, symbols: Iterable[Any]) -> None:
 
     Example:
         >>> import sympy
-        >>> d_k, sigma = sympy.symbols("d_k sigma", positive=True)
-        >>> check_symbols("var_qk", 2 * d_k * sigma, [d_k, sigma])
+        >>> a, b = sympy.symbols("a b", positive=True)
+        >>> check_symbols("area", 2 * a * b, [a, b])
     """
     import sympy
 
@@ -541,8 +541,8 @@ class explain:  # noqa: N801 - used like a function in a notebook cell
     student notebooks never contain the cell.
 
     Example:
-        >>> explain(f"So the factor is {0.9 ** 50:.4f}.")
-        worked solution: So the factor is 0.0052.
+        >>> explain(f"So the factor is {0.9 ** 7:.4f}.")
+        worked solution: So the factor is 0.4783.
     """
 
     def __init__(self, markdown: str) -> None:

@@ -33,8 +33,8 @@ import numpy as np
 from .sets import MARKERS
 
 __all__ = [
-    "INPUT_BUILDERS", "INPUT_METHODS", "find_leaks", "public_check_calls", "published_text",
-    "secrets", "value_leaks",
+    "INPUT_BUILDERS", "INPUT_METHODS", "docstrings", "find_leaks", "imported_objects",
+    "public_check_calls", "published_text", "secrets", "text_leaks", "value_leaks",
 ]
 
 _REGIONS = (("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"),
@@ -210,9 +210,9 @@ def value_leaks(released_nb: Any, answers: dict[str, Any]) -> list[str]:
     Example:
         >>> import nbformat
         >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        ...     "check('reach', reach, 12264)")])
-        >>> value_leaks(nb, {"reach": 12264, "choice": "B"})
-        ['reach = 12264']
+        ...     "check('total', total, 31416)")])
+        >>> value_leaks(nb, {"total": 31416, "choice": "B"})
+        ['total = 31416']
     """
     code = "\n".join(_source(c) for c in released_nb["cells"] if c.get("cell_type") == "code")
     tokens = set(re.findall(r"-?[\d_,]*\.?\d+(?:e-?\d+)?", code))
@@ -222,3 +222,113 @@ def value_leaks(released_nb: Any, answers: dict[str, Any]) -> list[str]:
             if form in tokens:
                 hits.append(f"{name} = {form}")
     return hits
+
+
+# -- docstrings and pages every student reads -------------------------------------------------
+
+
+def _text_forms(value: Any) -> set[str]:
+    """How a reference value would be written in prose or an example (finer than in code)."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
+        return set()
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        return {str(v), f"{v:,}"} if abs(v) >= 10 else set()
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v) or v == round(v, 1) or abs(v) < 1e-12:
+            return set()
+        if v == round(v):
+            return _text_forms(int(v))
+        forms = {f"{v:.4f}", f"{v:.3f}", f"{v:.4g}", f"{v:.5g}", repr(v)}
+        return {f for f in forms if sum(ch.isdigit() for ch in f.lstrip("-0.")) >= 2}
+    return set()
+
+
+def text_leaks(text: str, answers: dict[str, Any]) -> list[str]:
+    """Reference answers that a text (a docstring, a page every student reads) spells out.
+
+    Finer than :func:`value_leaks`: a docstring example that checks a number which is an
+    exercise's answer, or a page's sample failure message that prints one, gives it away, so
+    integers from 10 and floats with two significant digits count, and so does an
+    answer's variable name when it is distinctive (it has an underscore or a digit) and the
+    answer is a value, not a function the student writes.
+
+    Example:
+        >>> text_leaks('>>> check("share_7", x, 0.4783)', {"share_7": 0.9 ** 7, "count": 12})
+        ['share_7 = 0.4783', 'the name share_7']
+    """
+    tokens = set(re.findall(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?(?![\w])", text))
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+    hits = []
+    for name, value in answers.items():
+        for form in sorted(_text_forms(value)):
+            if form in tokens:
+                hits.append(f"{name} = {form}")
+        if callable(value):
+            continue
+        if name in words and ("_" in name.strip("_") or any(ch.isdigit() for ch in name)):
+            hits.append(f"the name {name}")
+    return sorted(set(hits))
+
+
+def docstrings(objects: Iterable[Any]) -> dict[str, str]:
+    """The docstrings a student can read with ``help()``, keyed by a dotted name.
+
+    Each object's, and for a module or class its public members' (methods included).
+    """
+    import inspect
+
+    out: dict[str, str] = {}
+    seen: set[int] = set()
+
+    def visit(obj: Any, label: str, depth: int) -> None:
+        if id(obj) in seen or depth > 2:
+            return
+        seen.add(id(obj))
+        doc = inspect.getdoc(obj) if not isinstance(obj, (int, float, str, bytes)) else None
+        if doc:
+            out[label] = doc
+        if inspect.ismodule(obj) or inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") and attr != "__init__":
+                    continue
+                if inspect.ismodule(member):
+                    continue
+                if inspect.ismodule(obj) and getattr(member, "__module__", obj.__name__) != obj.__name__:
+                    continue                     # documented where it is defined
+                if callable(member) or isinstance(member, (property, staticmethod, classmethod)):
+                    visit(member, f"{label}.{attr}", depth + 1)
+
+    for obj in objects:
+        visit(obj, getattr(obj, "__name__", type(obj).__name__), 0)
+    return out
+
+
+def imported_objects(source: str, package: str = "attnkit") -> list[Any]:
+    """The objects of ``package`` that the ``import`` statements of ``source`` bind."""
+    import importlib
+
+    objs = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                try:
+                    objs.append(importlib.import_module(alias.name))
+                except ImportError:
+                    continue
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            try:
+                mod = importlib.import_module(node.module)
+            except ImportError:
+                continue
+            for alias in node.names:
+                obj = getattr(mod, alias.name, None)
+                if obj is None:
+                    try:
+                        obj = importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        continue
+                objs.append(obj)
+    return [o for o in objs if (getattr(o, "__name__", "") if isinstance(o, type(ast))
+                                else getattr(o, "__module__", "") or "").split(".")[0] == package]

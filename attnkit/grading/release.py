@@ -10,11 +10,11 @@ shows them unexecuted.
 
 **Two releases from one source.** A check cell of a source has up to three parts::
 
-    # Check fade-50-check (1 point)
+    # Check share-check (1 point)
     with quiet():
-        check_number("fade_50", fade_50, low=0, high=1)     # form: always public
+        check_number("share", share, low=0, high=1)         # form: always public
         ### BEGIN VALUE CHECKS
-        check("fade_50", fade_50, 0.9 ** 50)                # the value
+        check("share", share, 0.9 ** 7)                     # the value
         ### END VALUE CHECKS
         ### BEGIN HIDDEN TESTS
         ...                                                 # never published

@@ -31,13 +31,14 @@ This module imports torch; ``import attnkit`` alone does not.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core._validate import array, choice, positive_int, real
+from ..core._validate import array, choice, flag, positive_int, real
 from ..core.attention import attention
 from ..core.registry import declaring
 from ..engines import ENGINES, capabilities
@@ -357,10 +358,17 @@ class MultiHeadAttention(nn.Module):
         rope_base: RoPE frequency base.
         backend: the :func:`attnkit.attention` engine: ``"torch"`` (default; can
             return weights) or ``"sdpa"``.
+        qk_norm: normalise each head's query and key with an RMSNorm over its
+            ``Dh`` numbers, with a learned gain ``gamma`` (one per query/key number,
+            shared by the heads), before RoPE: ``q <- gamma_q * q / rms(q)``, as
+            Qwen3 does. Then ``|s_ij| <= sqrt(Dh) max|gamma_q| max|gamma_k|``.
+        softcap: soft-capping ``c * tanh(s / c)`` of the scores (``None``: off);
+            passed to :func:`attnkit.attention`, so ``|s_ij| < c``.
 
     Raises:
-        ValueError: widths or head counts that do not divide, an unknown backend; in
-            ``forward``, training through a backend that computes no gradients.
+        ValueError: widths or head counts that do not divide, an unknown backend, a
+            ``softcap`` that is not positive; in ``forward``, training through a
+            backend that computes no gradients or lacks ``softcap``.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -371,7 +379,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, *, num_kv_heads: int | None = None,
                  bias: bool = True, rope: bool = False, rope_base: float = 10000.0,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", qk_norm: bool = False,
+                 softcap: float | None = None) -> None:
         super().__init__()
         D = positive_int("embed_dim", embed_dim)
         H = positive_int("num_heads", num_heads)
@@ -392,6 +401,10 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(D, Hkv * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(H * self.head_dim, D, bias=bias)
+        self.qk_norm = flag("qk_norm", qk_norm)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if self.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if self.qk_norm else None
+        self.softcap = None if softcap is None else real("softcap", softcap, positive=True)
         self.register_forward_pre_hook(_trains_through_backend)
 
     def forward(
@@ -460,18 +473,26 @@ class MultiHeadAttention(nn.Module):
         q = self.q_proj(query).view(B, L, H, Dh).transpose(1, 2)  # (B, L, D) -> (B, H, L, Dh)
         k = self.k_proj(key).view(B, S, Hkv, Dh).transpose(1, 2)  # (B, S, D) -> (B, Hkv, S, Dh)
         v = self.v_proj(value).view(B, S, Hkv, Dh).transpose(1, 2)  # (B, Hkv, S, Dh)
+        if self.q_norm is not None and self.k_norm is not None:  # per head, over Dh
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
             t0 = 0 if cache is None else cache.length  # position of the first new token
             q = apply_rope(q, positions=np.arange(t0 + S - L, t0 + S), base=self.rope_base)
             k = apply_rope(k, positions=np.arange(t0, t0 + S), base=self.rope_base)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S_total, Dh): the past and the new
+        if self.scores_hook is not None:  # what the softmax sees, for probes
+            self.scores_hook(self._scores(q, k))
         if attend is not None:
+            if self.softcap is not None:
+                raise ValueError("attend= runs the caller's attention, which applies no softcap; "
+                                 f"this layer has softcap={self.softcap}")
             out, weights = attend(q, k, v), None  # (B, H, L, Dh), through the caller's cache
         else:
             # query heads h * (H / Hkv) .. (h + 1) * (H / Hkv) - 1 share key/value head h
             result = attention(q, k, v, mask=mask, causal=causal, backend=self.backend,
-                               return_weights=return_weights, enable_gqa=Hkv < H)
+                               return_weights=return_weights, enable_gqa=Hkv < H,
+                               softcap=self.softcap)
             out, weights = result if return_weights else (result, None)
         out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, H, L, Dh) -> (B, L, H * Dh)
         out = self.out_proj(out)  # (B, L, H * Dh) -> (B, L, D)
@@ -479,6 +500,19 @@ class MultiHeadAttention(nn.Module):
             out = out[0]
             weights = None if weights is None else weights[0]
         return (out, weights) if return_weights else out
+
+    #: A function that receives the scaled scores ``s_ij`` of every forward call,
+    #: ``(B, H, L, S_total)`` after QK-norm, RoPE and soft-capping and before any mask
+    #: (``None``: off). For probes such as
+    #: :func:`attnkit.models.logit_control.attention_logit_stats`.
+    scores_hook: Any = None
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """``(B, H, L, Dh)`` queries, ``(B, Hkv, S, Dh)`` keys -> ``(B, H, L, S)`` scores."""
+        g = self.num_heads // self.num_kv_heads
+        k = k.repeat_interleave(g, dim=1) if g > 1 else k  # (B, H, S, Dh)
+        s = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        return s if self.softcap is None else self.softcap * torch.tanh(s / self.softcap)
 
     @classmethod
     def from_torch(
@@ -524,7 +558,9 @@ class MultiHeadAttention(nn.Module):
         """The module's settings, for ``repr``."""
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
                 f"num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
-                f"rope={self.rope}, backend={self.backend!r}")
+                f"rope={self.rope}, backend={self.backend!r}"
+                + (", qk_norm=True" if self.qk_norm else "")
+                + ("" if self.softcap is None else f", softcap={self.softcap:g}"))
 
 
 # ------------------------------------------------------------------ T5 bias

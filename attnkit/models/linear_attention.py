@@ -1,22 +1,23 @@
 r"""Kernelised linear attention (Katharopoulos et al. 2020): a parallel form and a recurrence.
 
-Replace :math:`e^{q \cdot k}` by :math:`\phi(q) \cdot \phi(k)` with a positive feature
-map :math:`\phi(x) = \operatorname{elu}(x) + 1`. Causal attention then becomes
+Replace :math:`e^{q \cdot k}` by :math:`\psi(q) \cdot \psi(k)` with a positive feature
+map :math:`\psi(x) = \operatorname{elu}(x) + 1`. Causal attention then becomes
 
 .. math::
 
-    o_i = \frac{\phi(q_i)^\top S_i}{\phi(q_i)^\top z_i}, \qquad
-    S_i = S_{i-1} + \phi(k_i)\, v_i^\top, \qquad z_i = z_{i-1} + \phi(k_i),
+    o_i = \frac{\psi(q_i)^\top A_i}{\psi(q_i)^\top a_i}, \qquad
+    A_i = A_{i-1} + \psi(k_i)\, v_i^\top, \qquad a_i = a_{i-1} + \psi(k_i),
 
-a recurrence whose state :math:`(S_i, z_i)` has ``d_k x d_v + d_k`` numbers whatever
+a recurrence whose state :math:`(A_i, a_i)` has ``d_k x d_v + d_k`` numbers whatever
 the length: decoding costs ``O(d_k d_v)`` per token and no KV cache. The parallel form
-computes the same outputs from the ``L x S`` matrix :math:`\phi(Q)\phi(K)^\top` with a
-causal mask, which is how it trains.
+computes the same outputs from the ``L x S`` matrix :math:`\psi(Q)\psi(K)^\top` with a
+causal mask, which is how it trains here (long sequences train in chunks instead:
+the parallel form inside a chunk, the recurrence between chunks).
 
 Shapes::
 
     q (..., L, d_k)   k (..., S, d_k)   v (..., S, d_v)   out (..., L, d_v)
-    state: S (..., d_k, d_v), z (..., d_k)
+    state: A (..., d_k, d_v), a (..., d_k)
 
 Everything here works on NumPy arrays and torch tensors (differentiable).
 """
@@ -49,7 +50,7 @@ def _check(q: Any, k: Any, v: Any) -> str:
 
 
 def elu_feature_map(x: Any) -> Any:
-    r""":math:`\phi(x) = \operatorname{elu}(x) + 1`, positive everywhere (Katharopoulos et al.).
+    r""":math:`\psi(x) = \operatorname{elu}(x) + 1`, positive everywhere (Katharopoulos et al.).
 
     Example:
         >>> elu_feature_map(np.array([-1.0, 0.0, 2.0])).round(4)
@@ -64,11 +65,10 @@ def elu_feature_map(x: Any) -> Any:
 
 
 def linear_attention(q: Any, k: Any, v: Any, *, causal: bool = True, eps: float = 0.0) -> Any:
-    r"""Linear attention in its parallel form, :math:`\phi(Q)\phi(K)^\top` masked and normalised.
+    r"""Linear attention in its parallel form, :math:`\psi(Q)\psi(K)^\top` masked and normalised.
 
-    Row ``i`` is :math:`\sum_j a_{ij} v_j / \sum_j a_{ij}` with
-    :math:`a_{ij} = \phi(q_i) \cdot \phi(k_j)` (``j <= i + S - L`` when ``causal``,
-    bottom-right aligned).
+    Row ``i`` is :math:`\sum_j \psi(q_i) \cdot \psi(k_j)\, v_j / \sum_j \psi(q_i) \cdot
+    \psi(k_j)` (``j <= i + S - L`` when ``causal``, bottom-right aligned).
 
     Args:
         q, k, v: see the module's shape legend.
@@ -95,15 +95,15 @@ def linear_attention(q: Any, k: Any, v: Any, *, causal: bool = True, eps: float 
     if kind == "torch":
         import torch
 
-        a = fq @ fk.transpose(-1, -2)  # (..., L, d_k) x (..., d_k, S) -> (..., L, S)
+        sim = fq @ fk.transpose(-1, -2)  # (..., L, d_k) x (..., d_k, S) -> (..., L, S)
         if causal:
             vis = torch.ones(L, S, dtype=torch.bool, device=q.device).tril(S - L)
-            a = a.masked_fill(~vis, 0.0)
-        return (a @ v) / (a.sum(-1, keepdim=True) + eps)
-    a = fq @ np.swapaxes(fk, -1, -2)  # (..., L, S)
+            sim = sim.masked_fill(~vis, 0.0)
+        return (sim @ v) / (sim.sum(-1, keepdim=True) + eps)
+    sim = fq @ np.swapaxes(fk, -1, -2)  # (..., L, S)
     if causal:
-        a = np.where(np.tril(np.ones((L, S), dtype=bool), S - L), a, 0.0)
-    return (a @ v) / (a.sum(-1, keepdims=True) + eps)
+        sim = np.where(np.tril(np.ones((L, S), dtype=bool), S - L), sim, 0.0)
+    return (sim @ v) / (sim.sum(-1, keepdims=True) + eps)
 
 
 def linear_attention_recurrent(q: Any, k: Any, v: Any, state: tuple[Any, Any] | None = None,
@@ -111,20 +111,20 @@ def linear_attention_recurrent(q: Any, k: Any, v: Any, state: tuple[Any, Any] | 
     r"""Causal linear attention as a recurrence over tokens, with a ``d_k x d_v`` state.
 
     Token ``t`` (query, key and value ``t``, ``L = S``) updates
-    :math:`S \leftarrow S + \phi(k_t) v_t^\top`, :math:`z \leftarrow z + \phi(k_t)` and
-    reads :math:`o_t = \phi(q_t)^\top S / (\phi(q_t)^\top z)`. Passing the returned
+    :math:`A \leftarrow A + \psi(k_t) v_t^\top`, :math:`a \leftarrow a + \psi(k_t)` and
+    reads :math:`o_t = \psi(q_t)^\top A / (\psi(q_t)^\top a)`. Passing the returned
     state back in continues the sequence (decoding one token at a time).
 
     Returns:
-        ``(out (..., L, d_v), (S (..., d_k, d_v), z (..., d_k)))``.
+        ``(out (..., L, d_v), (A (..., d_k, d_v), a (..., d_k)))``.
 
     Raises:
         TypeError, ValueError: inputs that do not fit the legend, ``L != S``.
 
     Example:
         >>> q = k = v = np.ones((2, 3))
-        >>> out, (S, z) = linear_attention_recurrent(q, k, v)
-        >>> S.shape, z.tolist()
+        >>> out, (A, a) = linear_attention_recurrent(q, k, v)
+        >>> A.shape, a.tolist()
         ((3, 3), [4.0, 4.0, 4.0])
     """
     kind = _check(q, k, v)
@@ -139,21 +139,21 @@ def linear_attention_recurrent(q: Any, k: Any, v: Any, state: tuple[Any, Any] | 
 
         lib_stack = torch.stack
         if state is None:
-            S_ = q.new_zeros((*batch, d_k, d_v))
-            z = q.new_zeros((*batch, d_k))
+            A = q.new_zeros((*batch, d_k, d_v))
+            a = q.new_zeros((*batch, d_k))
         else:
-            S_, z = state
+            A, a = state
     else:
         lib_stack = np.stack
         if state is None:
-            S_, z = np.zeros((*batch, d_k, d_v)), np.zeros((*batch, d_k))
+            A, a = np.zeros((*batch, d_k, d_v)), np.zeros((*batch, d_k))
         else:
-            S_, z = state
+            A, a = state
     outs = []
     for t in range(int(q.shape[-2])):
-        S_ = S_ + fk[..., t, :, None] * v[..., t, None, :]  # rank-one update phi(k_t) v_t^T
-        z = z + fk[..., t, :]
-        num = (fq[..., t, :, None] * S_).sum(-2)  # phi(q_t)^T S: (..., d_v)
-        den = (fq[..., t, :] * z).sum(-1)[..., None] + eps
+        A = A + fk[..., t, :, None] * v[..., t, None, :]  # rank-one update psi(k_t) v_t^T
+        a = a + fk[..., t, :]
+        num = (fq[..., t, :, None] * A).sum(-2)  # psi(q_t)^T A: (..., d_v)
+        den = (fq[..., t, :] * a).sum(-1)[..., None] + eps
         outs.append(num / den)
-    return lib_stack(outs, -2), (S_, z)
+    return lib_stack(outs, -2), (A, a)

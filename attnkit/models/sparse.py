@@ -3,12 +3,15 @@ r"""Sparse attention with a learned indexer (DeepSeek-V3.2's DSA): score, select
 Three steps, each a function here, each on NumPy arrays or torch tensors:
 
 1. :func:`indexer_scores` - a small indexer with ``H^I`` heads scores every key for
-   every query, :math:`I_{i,s} = \sum_{j} w_{i,j}\,\operatorname{ReLU}(q^I_{i,j} \cdot k^I_s)`
-   (still one number per (query, key) pair: quadratic, but with few, narrow heads);
-2. :func:`select_topk` - the ``k`` keys with the largest index scores per query
-   (:func:`window_selection` gives a sliding window's keys in the same form);
+   every query, :math:`\iota_{ij} = \sum_{h} \nu_{i,h}\,\operatorname{ReLU}(q^I_{i,h}
+   \cdot k^I_j)` (DeepSeek writes :math:`I_{t,s}` and :math:`w^I_{t,j}`; still one number
+   per (query, key) pair: quadratic, but with few, narrow heads);
+2. :func:`select_topk` - the ``k`` (the book's :math:`\kappa`) keys with the largest
+   index scores per query, the set :math:`J_i` (:func:`window_selection` gives a
+   sliding window's keys in the same form);
 3. :func:`topk_attention` - exact softmax attention of each query over *its* selected
-   keys only, by gathering them: ``O(L k E)`` time and memory, no ``L x S`` matrix.
+   keys only, by gathering them: ``O(L k (E + Ev))`` time and memory, no ``L x S``
+   matrix.
 
 :func:`topk_attention` equals ``attnkit.attention(q, k, v, mask=selection_mask(...))``
 (the same selection written as an ``L x S`` boolean mask), forward and backward.
@@ -68,13 +71,17 @@ def _visible(L: int, S: int, causal: Any, like: Any) -> Any:
 
 
 def indexer_scores(q_index: Any, k_index: Any, weights: Any, *, causal: Any = False) -> Any:
-    r"""The lightning indexer's scores :math:`I_{i,s} = \sum_j w_{i,j} \mathrm{ReLU}(q^I_{i,j} \cdot k^I_s)`.
+    r"""The lightning indexer's scores, one per (query, key) pair.
+
+    .. math::
+
+        \iota_{ij} = \sum_{h=1}^{H_I} \nu_{i,h}\, \mathrm{ReLU}(q^I_{i,h} \cdot k^I_j)
 
     Shapes::
 
         q_index  (..., L, H_I, d_I)   H_I indexer heads per query
         k_index  (..., S, d_I)        one indexer key per token, shared by the heads
-        weights  (..., L, H_I)        per-query weight of each head
+        weights  (..., L, H_I)        per-query weight nu of each head
         out      (..., L, S)          -inf where ``causal`` hides the key
 
     Args:
@@ -126,6 +133,8 @@ def select_topk(scores: Any, k: int) -> tuple[Any, Any]:
     Shapes: ``scores (..., L, S)`` -> ``idx (..., L, k)`` (int64, key positions,
     largest score first) and ``valid (..., L, k)`` (bool: the key is visible, i.e. its
     score is not ``-inf``; a query with fewer than ``k`` visible keys gets invalid slots).
+    Keys tied with the ``k``-th largest score may be chosen either way. NumPy selects
+    by a partition (``O(S)`` per query) and sorts only the ``k`` chosen.
 
     Raises:
         TypeError: ``scores`` not an array/tensor.
@@ -146,9 +155,11 @@ def select_topk(scores: Any, k: int) -> tuple[Any, Any]:
 
         top, idx = torch.topk(scores, k, dim=-1)
         return idx, torch.isfinite(top)
-    idx = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
-    top = np.take_along_axis(scores, idx, axis=-1)
-    return idx.astype(np.int64), np.isfinite(top)
+    part = np.argpartition(-scores, k - 1, axis=-1)[..., :k]  # the k largest, in any order
+    top = np.take_along_axis(scores, part, axis=-1)
+    order = np.argsort(-top, axis=-1, kind="stable")  # largest first
+    idx = np.take_along_axis(part, order, axis=-1)
+    return idx.astype(np.int64), np.isfinite(np.take_along_axis(top, order, axis=-1))
 
 
 def indexer_topk(q_index: Any, k_index: Any, weights: Any, k: int, *, causal: Any = "bottom-right",
@@ -262,6 +273,28 @@ def selection_mask(idx: Any, valid: Any, S: int) -> Any:
     return mask[..., :S]
 
 
+def _gather_block(kb: Any, vb: Any, ib: Any, lo: int, hi: int) -> tuple[Any, Any]:
+    """Each query's selected keys and values for queries ``lo:hi``: a copy of each row.
+
+    ``kb (nb, S, E)``, ``vb (nb, S, Ev)``, ``ib (nb, L, K)`` -> ``(nb, hi - lo, K, E)``
+    and ``(nb, hi - lo, K, Ev)``. This copy is the memory traffic that top-k attention
+    adds to the arithmetic; the benchmark times it alone.
+    """
+    nb, S, E = (int(d) for d in kb.shape)
+    Ev, K = int(vb.shape[-1]), int(ib.shape[-1])
+    sel = ib[:, lo:hi].reshape(nb, (hi - lo) * K)  # (nb, l*K) key positions
+    if array_kind(kb) == "torch":  # rows of the flattened (nb * S, E) keys
+        import torch
+
+        flat = (sel + (torch.arange(nb, device=ib.device) * S)[:, None]).reshape(-1)
+        k_sel = kb.reshape(nb * S, E).index_select(0, flat)  # (nb * l * K, E)
+        v_sel = vb.reshape(nb * S, Ev).index_select(0, flat)
+    else:
+        rows = np.arange(nb)[:, None]
+        k_sel, v_sel = kb[rows, sel], vb[rows, sel]  # (nb, l*K, E), (nb, l*K, Ev)
+    return k_sel.reshape(nb, hi - lo, K, E), v_sel.reshape(nb, hi - lo, K, Ev)
+
+
 def topk_attention(q: Any, k: Any, v: Any, idx: Any, valid: Any = None, *,
                    scale: float | None = None, block_q: int = 128) -> Any:
     r"""Attention of each query over its own selected keys, by gathering them.
@@ -273,9 +306,10 @@ def topk_attention(q: Any, k: Any, v: Any, idx: Any, valid: Any = None, *,
         o_i = \sum_{j \in J_i} \frac{e^{s_{ij}}}{\sum_{j' \in J_i} e^{s_{ij'}}}\, v_j,
         \qquad s_{ij} = \tau\, q_i \cdot k_j .
 
-    The keys and values are gathered per query, ``(L, k, E)``, in blocks of
-    ``block_q`` queries, so time and memory are ``O(L k E)``, independent of ``S``
-    beyond the inputs; the attention itself is :func:`attnkit.attention` (one query
+    The keys and values are gathered per query, ``(block_q, k, E)`` at a time, in
+    blocks of ``block_q`` queries, so the time is ``O(L k (E + Ev))`` and the working
+    memory ``O(block_q k (E + Ev))`` besides the ``(L, Ev)`` output, independent of
+    ``S`` beyond the inputs; the attention itself is :func:`attnkit.attention` (one query
     against its ``k`` keys), so a query with no valid key gets a zero row.
     Differentiable in torch (the gather's backward scatters into ``dk``, ``dv``).
 
@@ -337,23 +371,10 @@ def topk_attention(q: Any, k: Any, v: Any, idx: Any, valid: Any = None, *,
     qb, kb, vb = q.reshape(nb, L, E), k.reshape(nb, S, E), v.reshape(nb, S, Ev)
     ib, mb = idx.reshape(nb, L, K), valid.reshape(nb, L, K)
     backend = "torch" if torch_in else "numpy"
-    if torch_in:
-        import torch
-
-        offsets = (torch.arange(nb, device=ib.device) * S)[:, None]  # (nb, 1)
     outs = []
     for lo in range(0, L, block_q):
         hi = min(L, lo + block_q)
-        sel = ib[:, lo:hi].reshape(nb, (hi - lo) * K)  # (nb, l*K) key positions
-        if torch_in:  # rows of the flattened (nb * S, E) keys: a copy per selected row
-            flat = (sel + offsets).reshape(-1)
-            k_sel = kb.reshape(nb * S, E).index_select(0, flat)  # (nb * l * K, E)
-            v_sel = vb.reshape(nb * S, Ev).index_select(0, flat)
-        else:
-            rows = np.arange(nb)[:, None]
-            k_sel, v_sel = kb[rows, sel], vb[rows, sel]  # (nb, l*K, E), (nb, l*K, Ev)
-        k_sel = k_sel.reshape(nb, hi - lo, K, E)  # one key set per query
-        v_sel = v_sel.reshape(nb, hi - lo, K, Ev)
+        k_sel, v_sel = _gather_block(kb, vb, ib, lo, hi)  # one key set per query
         q_blk = qb[:, lo:hi, None, :]  # (nb, l, 1, E): each query is its own "batch"
         m_blk = mb[:, lo:hi, None, :]  # (nb, l, 1, K)
         o = attention(q_blk, k_sel, v_sel, mask=m_blk, scale=tau, backend=backend)

@@ -139,6 +139,9 @@ class TransformerBlock(nn.Module):
             attention-only block, as in studies of induction heads).
         cross_attention: add a cross-attention sub-layer after self-attention.
         num_kv_heads, rope: passed to :class:`attnkit.models.layers.MultiHeadAttention`.
+        qk_norm, softcap: passed to the self-attention's
+            :class:`~attnkit.models.layers.MultiHeadAttention` (RMSNorm of each head's
+            queries and keys; soft-capping of its scores); default off.
 
     Raises:
         ValueError: bad widths or head counts, an unknown ``norm``; in ``forward``,
@@ -153,11 +156,13 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, *, d_ff: int | None = None,
                  norm: str = "pre", feed_forward: bool = True, cross_attention: bool = False,
-                 num_kv_heads: int | None = None, rope: bool = False) -> None:
+                 num_kv_heads: int | None = None, rope: bool = False, qk_norm: bool = False,
+                 softcap: float | None = None) -> None:
         super().__init__()
         self.d_model = positive_int("d_model", d_model)
         self.norm = choice("norm", norm, _NORMS)
-        self.attn = MultiHeadAttention(self.d_model, num_heads, num_kv_heads=num_kv_heads, rope=rope)
+        self.attn = MultiHeadAttention(self.d_model, num_heads, num_kv_heads=num_kv_heads, rope=rope,
+                                       qk_norm=qk_norm, softcap=softcap)
         self.ln_attn = nn.LayerNorm(self.d_model)
         self.cross = MultiHeadAttention(self.d_model, num_heads) if cross_attention else None
         self.ln_cross = nn.LayerNorm(self.d_model) if cross_attention else None
@@ -252,7 +257,8 @@ class TinyTransformer(nn.Module):
     Args:
         vocab_size: ``V``. max_len: longest sequence. d_model: width ``D``.
         num_heads: heads per layer. num_layers: blocks.
-        d_ff, norm, feed_forward: as :class:`TransformerBlock`.
+        d_ff, norm, feed_forward, qk_norm, softcap: as :class:`TransformerBlock`
+            (QK-norm and soft-capping in every block's self-attention; default off).
 
     Raises:
         ValueError: bad sizes; in ``forward``, tokens of the wrong shape, dtype or range.
@@ -266,7 +272,8 @@ class TinyTransformer(nn.Module):
 
     def __init__(self, vocab_size: int, max_len: int, d_model: int = 64, num_heads: int = 1,
                  num_layers: int = 2, *, d_ff: int | None = None, norm: str = "pre",
-                 feed_forward: bool = True) -> None:
+                 feed_forward: bool = True, qk_norm: bool = False,
+                 softcap: float | None = None) -> None:
         super().__init__()
         self.vocab_size = positive_int("vocab_size", vocab_size)
         self.max_len = positive_int("max_len", max_len)
@@ -276,7 +283,8 @@ class TinyTransformer(nn.Module):
         self.tok_emb = nn.Embedding(self.vocab_size, self.d_model)
         self.pos_emb = nn.Embedding(self.max_len, self.d_model)
         self.blocks = nn.ModuleList(
-            TransformerBlock(self.d_model, num_heads, d_ff=d_ff, norm=norm, feed_forward=feed_forward)
+            TransformerBlock(self.d_model, num_heads, d_ff=d_ff, norm=norm, feed_forward=feed_forward,
+                             qk_norm=qk_norm, softcap=softcap)
             for _ in range(num_layers)
         )
         self.ln_final = nn.LayerNorm(self.d_model) if norm == "pre" else nn.Identity()

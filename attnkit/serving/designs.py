@@ -6,7 +6,11 @@ arithmetic on shapes (no torch, no GPU):
 * :class:`LatentShape` with :data:`DEEPSEEK_V2` and :data:`DEEPSEEK_V3`: multi-head
   latent attention (MLA), whose cache holds a latent of ``kv_latent`` numbers and one
   shared RoPE key of ``rope_dim`` numbers per token and layer;
-  :func:`cache_numbers_per_token` compares it with MHA, GQA and MQA of the same model.
+  :func:`cache_numbers_per_token` compares it with MHA, GQA and MQA of the same model,
+  :meth:`LatentShape.attention_macs` counts the multiply-adds of its two modes (naive
+  = MHA mode, absorbed = MQA mode) and :func:`mla_crossover_queries` says where they
+  cost the same; :func:`fp8_with_scales_bytes` and :func:`mla_fp8_cache_bytes` give the
+  bytes of the FP8 cache format of DeepSeek's released kernels.
 * :class:`AttentionStack` with :data:`GEMMA_STACKS` (Gemma 2 9B/27B, Gemma 3 12B/27B):
   the order of local (sliding-window) and global layers; :func:`stack_kv_bytes` is the
   KV cache of one sequence at a given context, :func:`local_reach` how far the local
@@ -41,8 +45,11 @@ __all__ = [
     "IndexerShape",
     "LatentShape",
     "cache_numbers_per_token",
+    "fp8_with_scales_bytes",
     "layer_kinds",
     "local_reach",
+    "mla_crossover_queries",
+    "mla_fp8_cache_bytes",
     "stack_kv_bytes",
 ]
 
@@ -58,7 +65,7 @@ class LatentShape:
         name: a label. layers: attention layers. d_model: model width.
         heads: query heads ``H``. head_dim: the width ``d_h`` of each head's
             non-rotary query/key part (and, in the MHA comparison, of a key or value).
-        rope_dim: width ``d_R`` of the decoupled RoPE query/key part.
+        rope_dim: width ``d_rope`` of the decoupled RoPE query/key part.
         v_head_dim: width of each head's value. kv_latent: ``d_c``, the cached
             latent. q_latent: ``d_c'``, the query latent (not cached).
         source: where the shape comes from.
@@ -80,6 +87,47 @@ class LatentShape:
                   "kv_latent", "q_latent"):
             positive_int(f, getattr(self, f))
 
+    def pair_macs(self, mode: str) -> int:
+        """Multiply-adds per (query, key) pair of one layer, all heads, in one mode.
+
+        ``"naive"`` (MHA mode): ``H (d_h + d_rope + d_v)`` (a score over the whole query,
+        a weighted value); ``"absorbed"`` (MQA mode): ``H (2 d_c + d_rope)`` (a score over
+        the latent and the rotary key, a weighted latent).
+
+        Raises:
+            ValueError: an unknown mode.
+
+        Example:
+            >>> DEEPSEEK_V3.pair_macs("naive"), DEEPSEEK_V3.pair_macs("absorbed")
+            (40960, 139264)
+        """
+        choice("mode", mode, ("naive", "absorbed"))
+        if mode == "naive":
+            return self.heads * (self.head_dim + self.rope_dim + self.v_head_dim)
+        return self.heads * (2 * self.kv_latent + self.rope_dim)
+
+    def attention_macs(self, *, queries: int, keys: int, mode: str) -> int:
+        """Multiply-adds of one layer's attention: ``queries`` queries, each against all ``keys``.
+
+        The projections of the new tokens, the same in both modes, are not counted.
+
+        * ``"naive"`` (MHA mode): up-project every key's latent to ``H`` keys and values,
+          ``S d_c H (d_h + d_v)``, then ``L S`` pairs at :meth:`pair_macs`;
+        * ``"absorbed"`` (MQA mode): fold ``W_UK`` into each query, ``L H d_h d_c``, then
+          ``L S`` pairs at :meth:`pair_macs`, then ``W_UV``, ``L H d_c d_v``.
+
+        Raises:
+            ValueError: counts that are not positive integers, an unknown mode.
+
+        Example:
+            >>> DEEPSEEK_V3.attention_macs(queries=1, keys=1, mode="naive")
+            16818176
+        """
+        L, S = positive_int("queries", queries), positive_int("keys", keys)
+        pairs = L * S * self.pair_macs(mode)
+        up = self.kv_latent * self.heads * (self.head_dim + self.v_head_dim)
+        return (S if mode == "naive" else L) * up + pairs
+
 
 #: DeepSeek-V2 (arXiv:2405.04434, section 2.1 and its Table 1; the released configuration).
 DEEPSEEK_V2 = LatentShape("DeepSeek-V2", layers=60, d_model=5120, heads=128, head_dim=128,
@@ -97,7 +145,7 @@ def cache_numbers_per_token(shape: LatentShape, design: str, *, kv_heads: int | 
 
     ``"MHA"``: ``2 H d_h`` per layer (a key and a value of width ``d_h`` per head, the
     convention of DeepSeek-V2's Table 1); ``"GQA"``: ``2 H_kv d_h``; ``"MQA"``:
-    ``2 d_h``; ``"MLA"``: ``d_c + d_R`` (the latent and the shared RoPE key).
+    ``2 d_h``; ``"MLA"``: ``d_c + d_rope`` (the latent and the shared RoPE key).
 
     Args:
         shape: the model. design: ``"MHA"``, ``"GQA"``, ``"MQA"`` or ``"MLA"``.
@@ -130,6 +178,70 @@ def cache_numbers_per_token(shape: LatentShape, design: str, *, kv_heads: int | 
             raise ValueError("kv_heads must be given for design='GQA'; got None")
         per_layer = 2 * integer("kv_heads", kv_heads, minimum=1, maximum=shape.heads) * shape.head_dim
     return per_layer * n_l
+
+
+def mla_crossover_queries(shape: LatentShape, keys: int) -> float:
+    """The number of queries per step at which MLA's two modes cost the same multiply-adds.
+
+    With ``L`` queries against ``S`` keys, the absorbed (MQA) mode costs less below it
+    and the naive (MHA) mode above it (:meth:`LatentShape.attention_macs`): solve
+    ``S U + L S p_n = L U + L S p_a`` for ``L``, with ``U = d_c H (d_h + d_v)`` and
+    ``p_n, p_a`` the two modes' :meth:`LatentShape.pair_macs`. As ``S`` grows it tends
+    to ``U / (p_a - p_n)``.
+
+    Raises:
+        TypeError: ``shape`` not a :class:`LatentShape`.
+        ValueError: ``keys`` not a positive integer, or a shape whose absorbed pair is
+            not dearer than the naive one (then no crossover exists).
+
+    Example:
+        >>> round(mla_crossover_queries(DEEPSEEK_V3, 131072), 1)
+        170.4
+    """
+    if not isinstance(shape, LatentShape):
+        raise TypeError(f"shape must be a LatentShape; got {type(shape).__name__}")
+    S = positive_int("keys", keys)
+    up = shape.kv_latent * shape.heads * (shape.head_dim + shape.v_head_dim)
+    extra = shape.pair_macs("absorbed") - shape.pair_macs("naive")
+    if extra <= 0:
+        raise ValueError(f"the absorbed mode's pair must cost more than the naive mode's for a "
+                         f"crossover; got {shape.pair_macs('absorbed')} <= "
+                         f"{shape.pair_macs('naive')}")
+    return S * up / (S * extra + up)
+
+
+def fp8_with_scales_bytes(numbers: int, *, block: int = 128, scale_bytes: int = 4) -> int:
+    """Bytes of ``numbers`` values stored in FP8 with one FP32 scale per ``block`` values.
+
+    The format of DeepSeek's FP8 caches: FlashMLA's "FP8 with scale" latent (512 FP8
+    values and 4 FP32 scales) and the FP8 indexer keys of DeepSeek-V3.2's released
+    inference code (one FP32 scale per 128 values).
+
+    Raises:
+        ValueError: counts that are not positive integers.
+
+    Example:
+        >>> fp8_with_scales_bytes(512), fp8_with_scales_bytes(128)
+        (528, 132)
+    """
+    n = positive_int("numbers", numbers)
+    block = positive_int("block", block)
+    return n + positive_int("scale_bytes", scale_bytes) * -(-n // block)
+
+
+def mla_fp8_cache_bytes(shape: LatentShape) -> int:
+    """Bytes per token and layer of the MLA cache in FlashMLA's "FP8 with scale" format.
+
+    The latent in FP8 with FP32 scales (:func:`fp8_with_scales_bytes`) and the rotary
+    key in BF16, not quantised (FlashMLA's README: 656 bytes for DeepSeek-V3.2).
+
+    Example:
+        >>> mla_fp8_cache_bytes(DEEPSEEK_V3)
+        656
+    """
+    if not isinstance(shape, LatentShape):
+        raise TypeError(f"shape must be a LatentShape; got {type(shape).__name__}")
+    return fp8_with_scales_bytes(shape.kv_latent) + 2 * shape.rope_dim
 
 
 # ----------------------------------------------------------------------------- local/global
@@ -293,6 +405,19 @@ class IndexerShape:
         ``H^I`` dot products of width ``d^I`` plus one weight per head: ``H^I (d^I + 1)``.
         """
         return self.heads * (self.head_dim + 1)
+
+    @property
+    def key_bytes_fp8(self) -> int:
+        """Bytes per token and layer of the indexer's key cache in FP8 with FP32 scales.
+
+        DeepSeek-V3.2's released inference code keeps each token's indexer key as
+        ``d^I`` FP8 values and one FP32 scale per 128 (:func:`fp8_with_scales_bytes`).
+
+        Example:
+            >>> DEEPSEEK_V32_INDEXER.key_bytes_fp8
+            132
+        """
+        return fp8_with_scales_bytes(self.head_dim)
 
 
 #: DeepSeek-V3.2 (arXiv:2512.02556, section 2.1; the released configuration:

@@ -157,7 +157,6 @@ def _images(page_path: str) -> list[tuple[str, str | None]]:
 #: here is expected to fail; once its figures are described the test passes, pytest
 #: reports it (strict) and the page must leave this list. It ends empty.
 AWAITING_ALT_TEXT = {
-    "book/13-attention-2024-2026.html": "cell 29 (ch13_mqar_figure; also shown as the cell's output)",
 }
 
 

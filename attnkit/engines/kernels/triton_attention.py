@@ -26,7 +26,11 @@ Sliding windows (``WINDOW``): query ``i`` also needs ``j >= i + lo_off`` unless
 see :class:`attnkit.core.masks.Band`). Only the key blocks a query block can see are
 visited: the sink blocks, then the band; every visited block is masked. Soft-capping
 (``SOFTCAP``): scores become ``c * tanh(s / c)`` before masking, and the backward
-multiplies ``dS`` by ``1 - tanh^2``.
+multiplies ``dS`` by ``1 - tanh^2``. Sink logits (``HAS_SINK``: one float32 per batch
+entry, in base-2 units) are the forward's initial state, ``m_i = s_h`` and
+``l_i = 1`` (the sink seen, with a zero value, before any key); the backward kernels
+need nothing more, because the stored ``lse`` includes the sink (the sink logits'
+own gradient, ``-sum_i exp2(s_h - lse_i) D_i``, is a row sum computed outside).
 
 FLOP count (for the TFLOP/s figures of the benchmark): the forward does two
 matrix products of ``2 * L * S * E`` flops each, ``4 * B * L * S * E`` in all
@@ -152,17 +156,19 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, BIAS, stride_kn, stride_vn, offs_m, offs_
 
 
 @triton.jit
-def attn_fwd(Q, K, V, BIAS, Out, LSE, VISITS,
+def attn_fwd(Q, K, V, BIAS, SINK, Out, LSE, VISITS,
              stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
              stride_ob, stride_om, stride_bias,
              L, S, qk_scale, offset, lo_off, sinks, cap_in, cap_out,
              E: tl.constexpr, EV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
-             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, COUNT: tl.constexpr):
+             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, COUNT: tl.constexpr,
+             HAS_SINK: tl.constexpr):
     """One block of ``BLOCK_M`` queries of batch entry ``b``: ``Out`` and ``LSE`` (base 2).
 
     With ``COUNT``, also the number of keys whose scores the block computed, into
-    ``VISITS[b, program]`` (int32; for tests of the tile choice).
+    ``VISITS[b, program]`` (int32; for tests of the tile choice). With ``HAS_SINK``,
+    ``SINK[b]`` is batch entry ``b``'s sink logit (base 2), the running state's start.
     """
     start_m = tl.program_id(0) * BLOCK_M
     b = tl.program_id(1).to(tl.int64)
@@ -177,8 +183,12 @@ def attn_fwd(Q, K, V, BIAS, Out, LSE, VISITS,
     q = tl.load(Q + offs_m[:, None] * stride_qm + offs_e[None, :],
                 mask=offs_m[:, None] < L, other=0.0)  # (BLOCK_M, E)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2
+    if HAS_SINK:  # the sink seen first: m_0 = s_h, l_0 = exp2(s_h - m_0) = 1, acc_0 = 0
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(SINK + b)
+        l_i = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2
     acc = tl.zeros([BLOCK_M, EV], dtype=tl.float32)  # running output
 
     # key blocks [0, first_stop): all visible (or the sinks'); [second_start, hi): masked

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from attnkit.models.induction import (
     ablate_heads,
+    ablate_path,
+    context_guess,
     earlier_occurrence,
     induction_accuracy,
     induction_batch,
+    induction_keys,
     induction_loss,
     induction_positions,
     induction_score,
@@ -246,6 +251,186 @@ def test_training_errors() -> None:
             pass
     with pytest.raises(ValueError, match="head 3"):
         with ablate_heads(m, {0: [3]}):
+            pass
+
+
+def test_block_attn_inputs_replace_one_input_only() -> None:
+    for norm in ("pre", "post"):
+        blk = _block(norm=norm)
+        x, other = _x(2, 5, 16), _x(2, 5, 16, seed=7)
+        with torch.no_grad():
+            same = blk(x, causal=True, attn_inputs={"key": x, "query": x, "value": x})
+            torch.testing.assert_close(same, blk(x, causal=True))
+            got = blk(x, causal=True, attn_inputs={"key": other})
+            h = blk.ln_attn(x) if norm == "pre" else x
+            hk = blk.ln_attn(other) if norm == "pre" else other
+            a = blk.attn(h, hk, h, causal=True)
+            mid = x + a if norm == "pre" else blk.ln_attn(x + a)
+            f = blk.ff(blk.ln_ff(mid) if norm == "pre" else mid)
+            want = mid + f if norm == "pre" else blk.ln_ff(mid + f)
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="attn_inputs keys"):
+        blk(x, attn_inputs={"keys": x})
+    with pytest.raises(ValueError, match="x's shape"):
+        blk(x, attn_inputs={"key": x[:, :3]})
+    with pytest.raises(TypeError, match="mapping"):
+        blk(x, attn_inputs=[x])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        blk(x, attn_inputs={"key": x.numpy()})
+    with pytest.raises(ValueError, match="together"):
+        blk(x, attn_inputs={"key": x}, attend=lambda q, k, v: q)
+
+
+def test_induction_keys_and_scores_where_it_matters() -> None:
+    tok = torch.tensor([[0, 1, 2, 3, 1, 2, 3, 1]])  # segment 1 2 3 repeated
+    assert induction_keys(tok).tolist() == [[False, False, True, True, True, False, False, False]]
+    L = tok.shape[1]
+    w = torch.zeros(1, 2, L, L)
+    w[:, :, 0, 0] = 1.0
+    for i in range(1, L):
+        w[0, 0, i, i - 1] = 1.0  # head 0: previous token everywhere
+        w[0, 1, i, i - 1 if i < 4 else 0] = 1.0  # head 1: previous token up to position 3
+    keys = induction_keys(tok)
+    assert torch.allclose(previous_token_score(w, where=keys), torch.tensor([1.0, 2 / 3]))
+    assert torch.allclose(previous_token_score(w)[0], torch.tensor([1.0, 3 / 7]))
+    with pytest.raises(ValueError, match="no query"):
+        previous_token_score(w, where=torch.zeros(1, L, dtype=torch.bool))
+    with pytest.raises(ValueError, match="where must be"):
+        previous_token_score(w, where=keys[:, :4])
+
+
+def test_context_guess_counts_the_tokens_seen_once() -> None:
+    tok = induction_batch(16, 12, 20, generator=torch.Generator().manual_seed(5))
+    logs, inv = [], []
+    for row, wh in zip(tok.tolist(), induction_positions(tok).tolist()):
+        for t, use in enumerate(wh):
+            if use:
+                seen = row[: t + 1]
+                cand = {a for a in seen if seen.count(a) == 1} - {row[t]}
+                assert row[t + 1] in cand
+                logs.append(math.log(len(cand)))
+                inv.append(1 / len(cand))
+    got = context_guess(tok)
+    assert got["loss"] == pytest.approx(sum(logs) / len(logs))
+    assert got["accuracy"] == pytest.approx(sum(inv) / len(inv))
+    with pytest.raises(ValueError, match="no position"):
+        context_guess(torch.tensor([[0, 1, 2, 3]]))
+
+
+def test_tracking_does_not_change_training() -> None:
+    test = induction_batch(32, 8, 12, generator=torch.Generator().manual_seed(2))
+
+    def run(track: torch.Tensor | None):
+        torch.manual_seed(0)
+        m = TinyTransformer(vocab_size=12, max_len=8, d_model=16, num_layers=2)
+        return train_induction(m, steps=7, batch_size=8, lr=1e-2, seed=4, track=track, track_every=3), m
+
+    plain, _ = run(None)
+    tracked, m = run(test)
+    assert plain.losses == tracked.losses and plain.tracked_steps == []
+    assert tracked.tracked_steps == [0, 3, 6, 7]
+    for name in ("previous_token", "previous_token_at_keys", "induction"):
+        rows = getattr(tracked, name)
+        assert len(rows) == 4 and all(len(r) == 2 and len(r[0]) == 1 for r in rows)
+    assert tracked.tracked_loss[-1] == pytest.approx(float(induction_loss(m, test).detach()), rel=1e-5)
+    assert tracked.tracked_accuracy[-1] == pytest.approx(induction_accuracy(m, test))
+    with torch.no_grad():
+        _, ws = m(test, return_weights=True)
+    assert tracked.induction[-1][1][0] == pytest.approx(float(induction_score(ws[1], test)[0]), rel=1e-5)
+    with pytest.raises(ValueError, match="track_every"):
+        train_induction(m, steps=2, track=test, track_every=0)
+    with pytest.raises(ValueError, match="induction predicts"):
+        train_induction(m, steps=2, track=torch.arange(8)[None])
+
+
+def _two_layer() -> tuple[TinyTransformer, torch.Tensor]:
+    torch.manual_seed(1)
+    m = TinyTransformer(vocab_size=12, max_len=8, d_model=16, num_heads=2, num_layers=2).double()
+    return m, induction_batch(5, 8, 12, generator=torch.Generator().manual_seed(8))
+
+
+def test_ablate_heads_zero_and_mean() -> None:
+    m, tok = _two_layer()
+    ref = induction_batch(9, 8, 12, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        clean = m(tok)
+        with ablate_heads(m, {0: [1]}):
+            zero = m(tok)
+        w = m.blocks[0].attn.out_proj.weight
+        saved = w.clone()
+        w[:, 8:] = 0.0  # head 1 writes columns 8..15 of W_O's input
+        torch.testing.assert_close(zero, m(tok))
+        w.copy_(saved)
+        torch.testing.assert_close(m(tok), clean)  # hooks removed, weights untouched
+        # mean-ablation: the head's output replaced by its mean over the reference, per position
+        seen = {}
+        hook = m.blocks[0].attn.out_proj.register_forward_pre_hook(
+            lambda _m, a: seen.__setitem__("x", a[0].clone()))
+        m(ref)
+        hook.remove()
+        mean = seen["x"].mean(0)
+        hook = m.blocks[0].attn.out_proj.register_forward_pre_hook(
+            lambda _m, a: (torch.cat([a[0][..., :8], mean[None, :, 8:].expand(a[0].shape[0], -1, -1)],
+                                     -1),))
+        want = m(tok)
+        hook.remove()
+        with ablate_heads(m, {0: [1]}, mode="mean", reference=ref):
+            torch.testing.assert_close(m(tok), want)
+        with ablate_heads(m, {1: [0, 1]}, mode="mean", reference=tok[:1]):  # its own mean: no change
+            torch.testing.assert_close(m(tok[:1]), clean[:1])
+    with pytest.raises(ValueError, match="mode"):
+        with ablate_heads(m, {0: [0]}, mode="resample"):
+            pass
+    with pytest.raises(ValueError, match="reference"):
+        with ablate_heads(m, {0: [0]}, mode="mean"):
+            pass
+    with pytest.raises(ValueError, match="reference"):
+        with ablate_heads(m, {0: [0]}, reference=tok):
+            pass
+
+
+@pytest.mark.parametrize("path", ["query", "key", "value"])
+def test_ablate_path_changes_one_input_of_one_layer(path: str) -> None:
+    m, tok = _two_layer()
+    b0, b1 = m.blocks
+    with torch.no_grad():
+        # by hand: layer 1's head 0 contributes concat[..., :8] @ W_O[:, :8]^T to the stream
+        x = m.tok_emb(tok) + m.pos_emb(torch.arange(tok.shape[1]))
+        seen = {}
+        hook = b0.attn.out_proj.register_forward_pre_hook(lambda _m, a: seen.__setitem__("c", a[0]))
+        x1 = b0(x, causal=True)
+        hook.remove()
+        contrib = seen["c"][..., :8] @ b0.attn.out_proj.weight[:, :8].T
+        x2 = b1(x1, causal=True, attn_inputs={path: x1 - contrib})
+        want = m.unembed(m.ln_final(x2))
+        with ablate_path(m, {0: [0]}, into=1, path=path):
+            got = m(tok)
+        torch.testing.assert_close(got, want)
+        assert float((got - m(tok)).abs().max()) > 0
+        with ablate_path(m, {0: [0]}, into=1, path=path, mode="mean", reference=tok[:1]):
+            torch.testing.assert_close(m(tok[:1]), m(tok)[:1])  # its own mean: no change
+
+
+def test_ablate_path_errors() -> None:
+    m, tok = _two_layer()
+    with pytest.raises(ValueError, match="before into"):
+        with ablate_path(m, {1: [0]}, into=1):
+            pass
+    with pytest.raises(ValueError, match="path"):
+        with ablate_path(m, {0: [0]}, into=1, path="keys"):
+            pass
+    with pytest.raises(ValueError, match="into"):
+        with ablate_path(m, {0: [0]}, into=2):
+            pass
+    with pytest.raises(ValueError, match="head 2"):
+        with ablate_path(m, {0: [2]}, into=1):
+            pass
+    post = TinyTransformer(vocab_size=12, max_len=8, d_model=16, num_layers=2, norm="post")
+    with pytest.raises(ValueError, match="pre-LN"):
+        with ablate_path(post, {0: [0]}, into=1):
+            pass
+    with pytest.raises(TypeError, match="TinyTransformer"):
+        with ablate_path(nn.Linear(2, 2), {0: [0]}, into=1):  # type: ignore[arg-type]
             pass
 
 

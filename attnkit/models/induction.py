@@ -3,9 +3,12 @@
 * :func:`induction_batch`, :func:`train_induction`, :func:`induction_accuracy`: the
   induction task (predict the token that followed the previous occurrence of the
   current token), learned on a CPU in seconds, deterministically.
-* :func:`previous_token_score`, :func:`induction_score`: what a head's weights look like.
-* :func:`ablate_heads`: switch heads off, to test what they *cause* rather than what
-  their weights *show*.
+* :func:`previous_token_score`, :func:`induction_score`, :func:`induction_keys`: what a
+  head's weights look like, and where it matters; :func:`train_induction` can record
+  them during training (``track=``).
+* :func:`ablate_heads` (zero- or mean-ablation) and :func:`ablate_path` (remove one
+  layer's heads from one input, query, key or value, of a later layer): interventions
+  that test what heads *cause* rather than what their weights *show*.
 
 Shape letters::
 
@@ -17,22 +20,25 @@ This module imports torch; ``import attnkit`` alone does not.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..core._validate import array, positive_int, real
+from ..core._validate import array, choice, integer, positive_int, real
 from .transformer import TinyTransformer
 
 __all__ = [
     "TrainingRun",
     "ablate_heads",
+    "ablate_path",
     "earlier_occurrence",
+    "context_guess",
     "induction_accuracy",
     "induction_batch",
+    "induction_keys",
     "induction_loss",
     "induction_positions",
     "induction_score",
@@ -130,6 +136,27 @@ def induction_positions(tokens: Tensor) -> Tensor:
     return pos
 
 
+def induction_keys(tokens: Tensor) -> Tensor:
+    """The keys an induction head reads: ``s + 1`` for each induction position ``t`` with earlier ``s``.
+
+    For :func:`induction_batch` these are the positions of the segment's first
+    occurrence after its first token. A previous-token head matters at these keys:
+    what it writes there is what an induction head's query matches.
+
+    Shapes: ``tokens (B, L)`` -> ``(B, L)`` bool.
+
+    Example:
+        >>> induction_keys(torch.tensor([[5, 6, 7, 5, 6, 7]])).tolist()
+        [[False, True, True, False, False, False]]
+    """
+    earlier = earlier_occurrence(tokens)
+    where = induction_positions(tokens)
+    keys = torch.zeros_like(where)
+    b, t = torch.nonzero(where, as_tuple=True)
+    keys[b, earlier[b, t] + 1] = True
+    return keys
+
+
 def _check_model_tokens(model: Any, tokens: Any) -> None:
     if not isinstance(model, TinyTransformer):
         raise TypeError(f"model must be a TinyTransformer; got {type(model).__name__}")
@@ -170,15 +197,85 @@ def induction_accuracy(model: TinyTransformer, tokens: Tensor) -> float:
     return float((pred[where] == tokens[:, 1:][where]).float().mean())
 
 
+def context_guess(tokens: Tensor) -> dict[str, float]:
+    """Loss and accuracy of a guess that uses the context but no induction: chance in context.
+
+    At each position that induction predicts (:func:`induction_positions`), guess the
+    next token uniformly among the tokens that have occurred exactly once so far, the
+    current one excluded. In a sequence of :func:`induction_batch` the next token is
+    always among them (the prefix is distinct and the segment is repeated once), so a
+    model that knows only "the answer is a token seen once before" reaches this
+    level. Compare with ``1 / V`` (chance over the vocabulary) and with what a model
+    without induction reaches.
+
+    Shapes: ``tokens (B, L)`` -> ``{"loss": mean ln(candidates) in nats, "accuracy":
+    mean 1 / candidates}``.
+
+    Raises:
+        TypeError, ValueError: not an integer ``(B, L)`` tensor, or no induction position.
+
+    Example:
+        >>> g = context_guess(torch.tensor([[5, 6, 7, 5, 6, 7]]))  # candidates {6, 7}, then {7}
+        >>> round(g["accuracy"], 2), round(g["loss"], 3)
+        (0.75, 0.347)
+    """
+    where = induction_positions(tokens)  # validates tokens
+    if not bool(where.any()):
+        raise ValueError("tokens contain no position that induction predicts")
+    L = tokens.shape[1]
+    same = tokens[:, :, None] == tokens[:, None, :]  # (B, L, L): same[b, s, u]
+    so_far = same.cumsum(-1)  # (B, L, L): so_far[b, s, t] = occurrences of tokens[b, s] in 0..t
+    upto = torch.ones(L, L, dtype=torch.bool).tril()  # upto[t, s]: s <= t
+    # once[b, t, s]: position s <= t holds a token seen exactly once in 0..t, not the current one
+    once = upto[None] & (so_far.transpose(1, 2) == 1) & ~same.transpose(1, 2)
+    n = once.sum(-1)[where].double()  # candidates at each induction position
+    return {"loss": float(torch.log(n).mean()), "accuracy": float((1.0 / n).mean())}
+
+
 @dataclass
 class TrainingRun:
-    """What :func:`train_induction` returns: the loss after every step and the settings."""
+    """What :func:`train_induction` returns: the loss of every step, the settings, and a track.
+
+    With ``track=`` tokens, the model is measured on them before the first step and
+    after every ``track_every`` steps (and after the last): ``tracked_steps`` holds
+    the number of steps done at each measurement, and for each measurement
+    ``tracked_loss`` and ``tracked_accuracy`` (:func:`induction_loss`,
+    :func:`induction_accuracy`), ``previous_token`` and ``induction`` (one list per
+    layer of one score per head: :func:`previous_token_score` averaged over all
+    queries, :func:`induction_score`) and ``previous_token_at_keys``
+    (:func:`previous_token_score` over the keys of :func:`induction_keys` only).
+    """
 
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     batch_size: int = 0
     length: int = 0
     seed: int = 0
+    tracked_steps: list[int] = field(default_factory=list)
+    tracked_loss: list[float] = field(default_factory=list)
+    tracked_accuracy: list[float] = field(default_factory=list)
+    previous_token: list[list[list[float]]] = field(default_factory=list)
+    previous_token_at_keys: list[list[list[float]]] = field(default_factory=list)
+    induction: list[list[list[float]]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def _measure(model: TinyTransformer, tokens: Tensor, run: TrainingRun, step: int) -> None:
+    """One row of the track: loss, accuracy and every head's scores on ``tokens``."""
+    was_training = model.training
+    model.eval()
+    logits, weights = model(tokens, return_weights=True)
+    where = induction_positions(tokens)[:, :-1]
+    loss = nn.functional.cross_entropy(logits[:, :-1][where], tokens[:, 1:][where])
+    keys = induction_keys(tokens)
+    run.tracked_steps.append(step)
+    run.tracked_loss.append(float(loss))
+    run.tracked_accuracy.append(
+        float((logits[:, :-1].argmax(-1)[where] == tokens[:, 1:][where]).float().mean()))
+    run.previous_token.append([previous_token_score(w).mean(0).tolist() for w in weights])
+    run.previous_token_at_keys.append([previous_token_score(w, where=keys).tolist() for w in weights])
+    run.induction.append([induction_score(w, tokens).tolist() for w in weights])
+    model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -195,34 +292,43 @@ def _single_thread_deterministic() -> Iterator[None]:
 
 
 def train_induction(model: TinyTransformer, *, steps: int = 600, batch_size: int = 32,
-                    length: int | None = None, lr: float = 3e-3, seed: int = 0) -> TrainingRun:
+                    length: int | None = None, lr: float = 3e-3, seed: int = 0,
+                    track: Tensor | None = None, track_every: int = 10) -> TrainingRun:
     """Train ``model`` on fresh induction batches with AdamW; deterministic and single-threaded.
 
     Each step draws a new batch from a generator seeded with ``seed``, so every run
     with the same arguments and initial weights gives the same losses on a given
     machine. Training runs on one thread with deterministic algorithms (the settings
     are restored afterwards), so the thread count does not change the result.
+    Tracking measures the model without gradients and draws no random numbers, so
+    the losses are the same with and without it.
 
     Args:
         model: a :class:`TinyTransformer`.
         steps: optimiser steps. batch_size: sequences per step.
         length: sequence length ``L`` (default the model's ``max_len``).
         lr: AdamW learning rate. seed: seed of the batches.
+        track: ``(B, L)`` tokens from :func:`induction_batch` to measure the loss,
+            the accuracy and every head's scores on during training (``None``: no track).
+        track_every: steps between two measurements of the track.
 
     Returns:
         A :class:`TrainingRun` with the loss of every step (nats, over the
-        positions that induction can predict).
+        positions that induction can predict) and the track.
 
     Raises:
         TypeError: ``model`` not a :class:`TinyTransformer`.
-        ValueError: non-positive counts, a non-positive ``lr``, ``length > max_len``
-            or a vocabulary too small for :func:`induction_batch`.
+        ValueError: non-positive counts, a non-positive ``lr``, ``length > max_len``,
+            a vocabulary too small for :func:`induction_batch`, or ``track`` not
+            ``(B, L)`` tokens with a repeat.
 
     Example:
         >>> _ = torch.manual_seed(0)
         >>> model = TinyTransformer(vocab_size=8, max_len=8, d_model=16, num_layers=2)
-        >>> len(train_induction(model, steps=3, batch_size=4).losses)
-        3
+        >>> test = induction_batch(4, 8, 8)
+        >>> run = train_induction(model, steps=3, batch_size=4, track=test, track_every=2)
+        >>> len(run.losses), run.tracked_steps, len(run.induction[0])
+        (3, [0, 2, 3], 2)
     """
     if not isinstance(model, TinyTransformer):
         raise TypeError(f"model must be a TinyTransformer; got {type(model).__name__}")
@@ -233,18 +339,28 @@ def train_induction(model: TinyTransformer, *, steps: int = 600, batch_size: int
         raise ValueError(f"length = {length} exceeds the model's max_len = {model.max_len}")
     induction_batch(1, length, model.vocab_size)  # validates length against the vocabulary
     lr = real("lr", lr, positive=True)
+    track_every = positive_int("track_every", track_every)
+    if track is not None:
+        _check_model_tokens(model, track)
+        if not bool(induction_positions(track).any()):
+            raise ValueError("track must contain positions that induction predicts "
+                             "(tokens from induction_batch)")
     run = TrainingRun(steps=steps, batch_size=batch_size, length=length, seed=int(seed))
     g = torch.Generator().manual_seed(int(seed))
     with _single_thread_deterministic():
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        if track is not None:
+            _measure(model, track, run, 0)
         model.train()
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             tokens = induction_batch(batch_size, length, model.vocab_size, generator=g)
             loss = induction_loss(model, tokens)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             run.losses.append(float(loss.detach()))
+            if track is not None and (step % track_every == 0 or step == steps):
+                _measure(model, track, run, step)
         model.eval()
     return run
 
@@ -257,15 +373,18 @@ def _weights(weights: Any) -> Tensor:
     return w
 
 
-def previous_token_score(weights: Any) -> Tensor:
+def previous_token_score(weights: Any, *, where: Tensor | None = None) -> Tensor:
     """Mean weight that each query puts on the position just before it.
 
     Shapes: ``weights (..., L, L)`` (e.g. ``(B, H, L, L)``) -> ``(...)`` averaged
     over the queries ``1 .. L-1`` (query 0 has no previous token). A
-    previous-token head scores close to 1.
+    previous-token head scores close to 1. With ``where (B, L)`` bool, for weights
+    ``(B, ..., L, L)``: the mean over the batch and the queries where ``where`` is
+    True (position 0 never counts) -> ``(...)``, e.g. ``(H,)``.
 
     Raises:
-        ValueError: weights that are not square in the last two dimensions, or ``L < 2``.
+        ValueError: weights that are not square in the last two dimensions, ``L < 2``,
+            a ``where`` that is not ``(B, L)`` for the weights, or selects no query.
 
     Example:
         >>> previous_token_score(torch.diag(torch.ones(3), -1)).item()  # ones below the diagonal
@@ -274,7 +393,19 @@ def previous_token_score(weights: Any) -> Tensor:
     w = _weights(weights)
     if w.shape[-1] < 2:
         raise ValueError(f"weights need L >= 2; got {tuple(w.shape)}")
-    return torch.diagonal(w, offset=-1, dim1=-2, dim2=-1).mean(-1)
+    diag = torch.diagonal(w, offset=-1, dim1=-2, dim2=-1)  # (..., L - 1): query i + 1 -> key i
+    if where is None:
+        return diag.mean(-1)
+    B, L = w.shape[0], w.shape[-1]
+    array("where", where, "torch")
+    if where.dtype != torch.bool or where.shape != (B, L) or w.ndim < 3:
+        raise ValueError(f"where must be a bool tensor of shape ({B}, {L}) for weights of shape "
+                         f"{tuple(w.shape)}; got {where.dtype} of shape {tuple(where.shape)}")
+    sel = where[:, 1:].view(B, *([1] * (w.ndim - 3)), L - 1).expand_as(diag)
+    count = sel.sum(dim=(0, -1))
+    if bool((count == 0).any()):
+        raise ValueError("where selects no query after position 0")
+    return torch.where(sel, diag, torch.zeros_like(diag)).sum(dim=(0, -1)) / count
 
 
 def induction_score(weights: Any, tokens: Tensor) -> Tensor:
@@ -314,46 +445,207 @@ def induction_score(weights: Any, tokens: Tensor) -> Tensor:
     return picked.sum(dim=(0, -1)) / mask.sum(dim=(0, -1))
 
 
+def _check_heads(model: Any, heads: Any) -> dict[int, list[int]]:
+    """``{layer: [head, ...]}`` validated against ``model``."""
+    if not isinstance(model, TinyTransformer):
+        raise TypeError(f"model must be a TinyTransformer; got {type(model).__name__}")
+    if not isinstance(heads, Mapping):
+        raise TypeError(f"heads must be a mapping {{layer: [head, ...]}}; got {type(heads).__name__}")
+    out: dict[int, list[int]] = {}
+    for layer, hs in heads.items():
+        layer = integer("a layer in heads", layer)
+        if not 0 <= layer < len(model.blocks):
+            raise ValueError(f"layer {layer} out of range: the model has {len(model.blocks)} layers")
+        n_heads = model.blocks[layer].attn.num_heads
+        out[layer] = [integer(f"a head in heads[{layer}]", h) for h in hs]
+        for h in out[layer]:
+            if not 0 <= h < n_heads:
+                raise ValueError(f"head {h} out of range: layer {layer} has {n_heads} heads")
+    return out
+
+
+def _mode(mode: Any, reference: Any, model: TinyTransformer) -> None:
+    mode = choice("mode", mode, ("zero", "mean"))
+    if mode == "mean":
+        if reference is None:
+            raise ValueError("mode='mean' needs reference tokens to take the mean over")
+        _check_model_tokens(model, reference)
+    elif reference is not None:
+        raise ValueError("reference is used only with mode='mean'")
+
+
+@torch.no_grad()
+def _mean_head_outputs(model: TinyTransformer, layers: Sequence[int], reference: Tensor
+                       ) -> dict[int, Tensor]:
+    """Each layer's concatenated head outputs (the input of ``W_O``), averaged over the batch.
+
+    Returns ``{layer: (L, H * Dh)}``: the mean over the reference sequences at each position.
+    """
+    seen: dict[int, Tensor] = {}
+
+    def keep(layer: int) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            seen[layer] = args[0].mean(0)  # (B, L, H * Dh) -> (L, H * Dh)
+        return hook
+
+    handles = [model.blocks[layer].attn.out_proj.register_forward_pre_hook(keep(layer))
+               for layer in layers]
+    try:
+        was_training = model.training
+        model.eval()
+        model(reference)
+        model.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _replace_heads(concat: Tensor, heads: Sequence[int], head_dim: int,
+                   mean: Tensor | None) -> Tensor:
+    """The concatenated head outputs ``(B, L, H * Dh)`` with ``heads`` zeroed or set to their mean."""
+    out = concat.clone()
+    L = concat.shape[1]
+    for h in heads:
+        cols = slice(h * head_dim, (h + 1) * head_dim)
+        out[..., cols] = 0.0 if mean is None else mean[:L, cols]
+    return out
+
+
 @contextlib.contextmanager
-def ablate_heads(model: TinyTransformer, heads: Mapping[int, Sequence[int]]) -> Iterator[None]:
-    """Switch attention heads off inside a ``with`` block (their output becomes zero).
+def ablate_heads(model: TinyTransformer, heads: Mapping[int, Sequence[int]], *,
+                 mode: str = "zero", reference: Tensor | None = None) -> Iterator[None]:
+    """Switch attention heads off inside a ``with`` block: zero- or mean-ablation.
 
     Head ``h`` of layer ``l`` writes columns ``h*Dh .. (h+1)*Dh - 1`` of the input
-    of that layer's output projection; zeroing those columns of ``W_O`` removes
-    exactly that head's contribution. The weights are restored on exit.
+    of that layer's output projection ``W_O``. Zero-ablation sets those columns to
+    zero, which removes exactly that head's contribution ``head_h W_O^{(h)}``; the
+    projection's bias ``b_O`` is still added, since it belongs to the layer and is
+    the same vector whatever the heads compute. Mean-ablation sets them to their
+    mean over the ``reference`` sequences at each position instead: the head then
+    writes what it writes on average, so what is lost is only what it computes
+    *from this input*, not the constant part that later layers may rely on.
+    The model's weights are not changed; the forward hooks are removed on exit.
 
     Args:
         model: a :class:`TinyTransformer`.
         heads: ``{layer: [head, ...]}`` to switch off.
+        mode: ``"zero"`` or ``"mean"``.
+        reference: ``(B, L)`` tokens to average over (``mode="mean"`` only).
 
     Raises:
         TypeError: ``model`` not a :class:`TinyTransformer`.
-        ValueError: a layer or head index out of range.
+        ValueError: a layer or head index out of range, an unknown ``mode``, or
+            ``reference`` missing for (or given without) ``mode="mean"``.
 
     Example:
         >>> _ = torch.manual_seed(0)
         >>> m = TinyTransformer(vocab_size=5, max_len=4, d_model=8, num_heads=2, num_layers=1)
-        >>> with ablate_heads(m, {0: [1]}):
-        ...     float(m.blocks[0].attn.out_proj.weight.detach()[:, 4:].abs().sum())
-        0.0
+        >>> x = torch.tensor([[0, 1, 2, 3]])
+        >>> with ablate_heads(m, {0: [0, 1]}):
+        ...     zeroed = m(x)
+        >>> with torch.no_grad():  # the same as a layer whose W_O is zero
+        ...     _ = m.blocks[0].attn.out_proj.weight.zero_()
+        >>> bool(torch.allclose(zeroed, m(x)))
+        True
     """
-    if not isinstance(model, TinyTransformer):
-        raise TypeError(f"model must be a TinyTransformer; got {type(model).__name__}")
-    saved = []
-    for layer, hs in heads.items():
-        if not 0 <= int(layer) < len(model.blocks):
-            raise ValueError(f"layer {layer} out of range: the model has {len(model.blocks)} layers")
-        attn = model.blocks[int(layer)].attn
-        for h in hs:
-            if not 0 <= int(h) < attn.num_heads:
-                raise ValueError(f"head {h} out of range: layer {layer} has {attn.num_heads} heads")
-        saved.append((attn.out_proj.weight, attn.out_proj.weight.detach().clone()))
-        with torch.no_grad():
-            for h in hs:
-                attn.out_proj.weight[:, int(h) * attn.head_dim:(int(h) + 1) * attn.head_dim] = 0.0
+    chosen = _check_heads(model, heads)
+    _mode(mode, reference, model)
+    means = _mean_head_outputs(model, list(chosen), reference) if mode == "mean" else {}
+
+    def replace(layer: int) -> Callable[..., tuple[Tensor]]:
+        head_dim = model.blocks[layer].attn.head_dim
+
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor]:
+            return (_replace_heads(args[0], chosen[layer], head_dim, means.get(layer)),)
+        return hook
+
+    handles = [model.blocks[layer].attn.out_proj.register_forward_pre_hook(replace(layer))
+               for layer in chosen]
     try:
         yield
     finally:
-        with torch.no_grad():
-            for param, value in saved:
-                param.copy_(value)
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def ablate_path(model: TinyTransformer, heads: Mapping[int, Sequence[int]], *, into: int,
+                path: str = "key", mode: str = "zero", reference: Tensor | None = None
+                ) -> Iterator[None]:
+    """Remove some heads' output from one input (query, key or value) of a later layer only.
+
+    In a pre-LN model the residual stream entering layer ``into`` is a sum, and the
+    heads of earlier layers are terms of it. Inside the ``with`` block, the
+    attention of layer ``into`` computes its ``path`` (``"query"``, ``"key"`` or
+    ``"value"``) from the stream *without* those heads' terms (``mode="zero"``) or
+    with each replaced by its mean over ``reference`` (``mode="mean"``); its other
+    two inputs, its residual connection and every other layer see the full stream.
+    Removing layer 1's previous-token head from layer 2's *keys* only tests
+    K-composition: whether the induction head's keys read what the previous-token
+    head wrote.
+
+    Args:
+        model: a pre-LN :class:`TinyTransformer`.
+        heads: ``{layer: [head, ...]}`` whose output is removed; every layer must
+            come before ``into``.
+        into: the layer whose attention input is changed.
+        path: ``"query"``, ``"key"`` or ``"value"``.
+        mode, reference: as :func:`ablate_heads`.
+
+    Raises:
+        TypeError: ``model`` not a :class:`TinyTransformer`.
+        ValueError: a post-LN model (its stream is not a sum of the heads' terms),
+            indices out of range, a source layer not before ``into``, an unknown
+            ``path`` or ``mode``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> m = TinyTransformer(vocab_size=6, max_len=6, d_model=8, num_layers=2)
+        >>> x = torch.tensor([[0, 1, 2, 0, 1, 2]])
+        >>> with ablate_path(m, {0: [0]}, into=1, path="key"):
+        ...     changed = m(x)
+        >>> bool((changed - m(x)).abs().max() > 0)  # the keys of layer 2 read layer 1
+        True
+    """
+    chosen = _check_heads(model, heads)
+    if model.norm != "pre":
+        raise ValueError("ablate_path needs a pre-LN model: in post-LN the residual stream "
+                         f"is normalised after each sub-layer, not a sum; got norm={model.norm!r}")
+    into = integer("into", into, minimum=0, maximum=len(model.blocks) - 1)
+    if any(layer >= into for layer in chosen):
+        raise ValueError(f"the heads removed must come from layers before into = {into}; "
+                         f"got layers {sorted(chosen)}")
+    path = choice("path", path, ("query", "key", "value"))
+    _mode(mode, reference, model)
+    means = _mean_head_outputs(model, list(chosen), reference) if mode == "mean" else {}
+    removed: dict[int, Tensor] = {}
+
+    def capture(layer: int) -> Callable[..., None]:
+        attn = model.blocks[layer].attn
+        keep = [h for h in range(attn.num_heads) if h not in chosen[layer]]
+
+        def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            concat = args[0]  # (B, L, H * Dh): the heads' outputs before W_O
+            replaced = _replace_heads(concat, chosen[layer], attn.head_dim, means.get(layer))
+            # the change of this layer's output: (replaced - concat) W_O^T; the bias cancels
+            delta = replaced - concat
+            for h in keep:
+                delta[..., h * attn.head_dim:(h + 1) * attn.head_dim] = 0.0
+            removed[layer] = delta @ module.weight.T  # (B, L, H * Dh) -> (B, L, D)
+        return hook
+
+    def change_input(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        x = args[0]
+        other = sum(removed[layer] for layer in chosen)
+        return args, {**kwargs, "attn_inputs": {path: x + other}}
+
+    handles = [model.blocks[layer].attn.out_proj.register_forward_pre_hook(capture(layer))
+               for layer in chosen]
+    handles.append(model.blocks[into].register_forward_pre_hook(change_input, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -26,6 +26,7 @@ This module imports torch; ``import attnkit`` alone does not.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -41,6 +42,22 @@ __all__ = [
 ]
 
 _NORMS = ("pre", "post")
+
+
+def _attn_inputs(inputs: Any, x: Tensor) -> dict[str, Tensor]:
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"attn_inputs must be a mapping or None; got {type(inputs).__name__}")
+    out = {}
+    for name, t in inputs.items():
+        name = choice("attn_inputs keys", name, ("query", "key", "value"))
+        array(f"attn_inputs[{name!r}]", t, "torch")
+        if t.shape != x.shape:
+            raise ValueError(f"attn_inputs[{name!r}] must have x's shape {tuple(x.shape)}; "
+                             f"got {tuple(t.shape)}")
+        out[name] = t
+    return out
 
 
 def _seq(name: str, x: Any, width: int) -> Tensor:
@@ -112,6 +129,7 @@ class TransformerBlock(nn.Module):
         memory_mask broadcastable to (B, H, L, S): e.g. the source's padding
         out      (B, L, D)
         weights  {"self": (B, H, L, L), "cross": (B, H, L, S)} with return_weights=True
+        attn_inputs {"query" | "key" | "value": (B, L, D)}: see ``forward``
 
     Args:
         d_model: model width ``D``. num_heads: heads ``H`` (must divide ``D``).
@@ -160,15 +178,32 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, *, memory: Tensor | None = None, mask: Any = None,
                 memory_mask: Any = None, causal: bool | str = False,
-                return_weights: bool = False, attend: Any = None
-                ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+                return_weights: bool = False, attn_inputs: Mapping[str, Tensor] | None = None,
+                attend: Any = None) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Run the block; see the class docstring for shapes.
+
+        ``attn_inputs`` is for interventions: ``{"key": x_k}`` computes the
+        self-attention's keys from the residual stream ``x_k`` instead of ``x``
+        (``"query"`` and ``"value"`` likewise), while everything else, the residual
+        connection included, still uses ``x``. With pre-LN the replacement is
+        normalised by the same layer norm as ``x``. The tensors have ``x``'s shape.
+        :func:`attnkit.models.induction.ablate_path` uses it to remove one layer's
+        output from one input of a later layer's attention.
 
         ``attend`` replaces the self-attention call (see
         :meth:`attnkit.models.layers.MultiHeadAttention.forward`); the weights are then
         not available.
+
+        Raises:
+            ValueError: see the class docstring; an ``attn_inputs`` key other than
+                ``"query"``, ``"key"``, ``"value"``, or a tensor not shaped like ``x``;
+                ``attn_inputs`` and ``attend`` given together.
         """
         x = _seq("x", x, self.d_model)
+        replaced = _attn_inputs(attn_inputs, x)
+        if replaced and attend is not None:
+            raise ValueError("attn_inputs and attend cannot be given together: attend "
+                             "replaces the whole self-attention call")
         if (memory is None) != (self.cross is None):
             raise ValueError("memory must be given exactly when the block has cross_attention; "
                              f"cross_attention={self.cross is not None}, memory given: "
@@ -178,7 +213,16 @@ class TransformerBlock(nn.Module):
         def self_attn(h: Tensor) -> tuple[Tensor, Any]:
             if attend is not None:  # a serving engine's cache: no weights to return
                 return self.attn(h, attend=attend), None
-            return self.attn(h, mask=mask, causal=causal, return_weights=True)
+            if not replaced:
+                return self.attn(h, mask=mask, causal=causal, return_weights=True)
+            # an intervention: some of query, key, value read another residual stream
+            def read(name: str) -> Tensor:
+                if name not in replaced:
+                    return h
+                return self.ln_attn(replaced[name]) if self.norm == "pre" else replaced[name]
+
+            q_in, k_in, v_in = read("query"), read("key"), read("value")
+            return self.attn(q_in, k_in, v_in, mask=mask, causal=causal, return_weights=True)
 
         x, weights["self"] = self._sublayer(x, self.ln_attn, self_attn)
         if self.cross is not None and self.ln_cross is not None:

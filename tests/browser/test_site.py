@@ -157,11 +157,6 @@ def _images(page_path: str) -> list[tuple[str, str | None]]:
 #: here is expected to fail; once its figures are described the test passes, pytest
 #: reports it (strict) and the page must leave this list. It ends empty.
 AWAITING_ALT_TEXT = {
-    "book/10-transformer-block.html": ("cells 10 (ch10_three_figure), 24 (ch10_loss_figure), "
-                                       "26 (ch10_maps_figure); each also shown as the cell's output"),
-    "book/11-serving-at-scale.html": ("cells 6 (ch11_roofline_figure), 18 (ch11_window_figure); "
-                                      "each also shown as the cell's output"),
-    "book/12-beyond-one-device.html": "cell 12 (plt.show)",
 }
 
 

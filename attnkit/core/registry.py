@@ -53,7 +53,7 @@ def capabilities(name: str) -> Capabilities:
 
     Example:
         >>> sorted(capabilities("numpy").features)
-        ['enable_gqa', 'score_mod', 'sinks', 'softcap', 'window']
+        ['enable_gqa', 'score_mod', 'sink_logits', 'sinks', 'softcap', 'window']
     """
     return load(name).CAPS
 

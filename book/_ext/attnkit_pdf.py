@@ -64,7 +64,7 @@ PREAMBLE = r"""
 \newunicodechar{ₙ}{\textsubscript{n}}\newunicodechar{ₚ}{\textsubscript{p}}
 \newunicodechar{ₛ}{\textsubscript{s}}\newunicodechar{ₜ}{\textsubscript{t}}
 \newunicodechar{ᵢ}{\textsubscript{i}}\newunicodechar{ⱼ}{\textsubscript{j}}
-\newunicodechar{ᵥ}{\textsubscript{v}}
+\newunicodechar{ᵥ}{\textsubscript{v}}\newunicodechar{ᵀ}{\textsuperscript{T}}
 """
 
 #: Fonts: FreeSerif/FreeSans (Debian's fonts-freefont-otf) cover Greek, arrows and the

@@ -197,3 +197,12 @@ def test_estimate_acceptance_by_hand() -> None:
     assert estimate_acceptance([1], 2) == 0.5
     with pytest.raises(ValueError, match="accepted"):
         estimate_acceptance([3], 2)
+
+
+def test_the_package_serves_the_names_lazily() -> None:
+    import attnkit.serving as serving
+    from attnkit.serving import speculative
+
+    lazy = {n for n, m in serving._LAZY.items() if m == "attnkit.serving.speculative"}
+    assert lazy == set(speculative.__all__)
+    assert serving.tree_mask is tree_mask and "speculative_generate" in serving.__all__

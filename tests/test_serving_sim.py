@@ -17,7 +17,8 @@ from attnkit.serving.scheduler import Request, SchedulerConfig, run, synthetic_w
 from attnkit.serving.simulator import SIMULATED_MACHINE, CostModel, simulate, simulated_token
 from attnkit.serving.sizing import MODELS, batch_cost, decode_cost, prefill_cost
 
-N = 6_738_415_616  # LLaMA-2 7B parameters: 32 x (4 x 4096**2 + 3 x 4096 x 11008 + 2 x 4096) + 2 x 32000 x 4096 + 4096
+# LLaMA-2 7B parameters: 32 x (4 x 4096**2 + 3 x 4096 x 11008 + 2 x 4096) + 2 x 32000 x 4096 + 4096
+N = 6_738_415_616
 KV = 2 * 32 * 32 * 128 * 2  # cache bytes per token: K and V, 32 layers, 32 heads of 128, 2 bytes
 ATT = 4 * 32 * 32 * 128  # attention FLOPs per (query, key) pair: 2 products x 2 FLOP x layers x heads x d_h
 FLOPS, BW = 989.4e12, 3.35e12

@@ -20,6 +20,7 @@ from attnkit.serving.speculative import (
     estimate_acceptance,
     expected_speedup,
     expected_tokens_per_pass,
+    measure_speculation,
     speculative_generate,
     tree_depths,
     tree_from_branching,
@@ -206,3 +207,19 @@ def test_the_package_serves_the_names_lazily() -> None:
     lazy = {n for n, m in serving._LAZY.items() if m == "attnkit.serving.speculative"}
     assert lazy == set(speculative.__all__)
     assert serving.tree_mask is tree_mask and "speculative_generate" in serving.__all__
+
+
+def test_measure_speculation_pools_passes_and_predicts_from_alpha() -> None:
+    target = _model(8)
+    draft = draft_model(target, 1)
+    prompts = [[1, 2, 3], [4], [5, 6]]
+    r = measure_speculation(target, draft, prompts, 12, tree=tree_from_branching((1, 1, 1)))
+    assert r["gamma"] == 3 and r["nodes"] == 3 and r["tokens"] == 36
+    assert r["tokens_per_pass"] == pytest.approx(np.mean(r["accepted"]) + 1)
+    assert r["alpha"] == estimate_acceptance(r["accepted"], 3)
+    assert r["predicted_tokens_per_pass"] == expected_tokens_per_pass(r["alpha"], 3)
+    assert r["draft_passes"] == 3 * r["target_passes"]
+    tree = measure_speculation(target, draft, prompts, 12, tree=tree_from_branching((2, 1)))
+    assert tree["alpha"] is None and tree["predicted_tokens_per_pass"] is None
+    with pytest.raises(ValueError, match="prompts"):
+        measure_speculation(target, draft, [], 4)

@@ -44,8 +44,8 @@ _LAZY = {
     **{name: "attnkit.serving.engine" for name in ("PagedEngine", "generate_alone", "serve")},
     **{name: "attnkit.serving.speculative" for name in (
         "SpeculativeRun", "accept_child", "check_tree", "draft_model", "estimate_acceptance",
-        "expected_speedup", "expected_tokens_per_pass", "speculative_generate", "tree_depths",
-        "tree_from_branching", "tree_mask")},
+        "expected_speedup", "expected_tokens_per_pass", "measure_speculation",
+        "speculative_generate", "tree_depths", "tree_from_branching", "tree_mask")},
 }
 
 

@@ -144,7 +144,7 @@ class CostModel:
         Example:
             >>> cm = CostModel()
             >>> one, many = cm.time_of([(4096, 1)]), cm.time_of([(4096, 1)] * 32)
-            >>> round(one * 1e3, 2), round(many / one, 2)    # 32 decoding sequences cost about 5x one, not 32x
+            >>> round(one * 1e3, 2), round(many / one, 2)    # 32 sequences: about 5x one, not 32x
             (4.66, 5.26)
         """
         return float(self.cost_of(chunks).time_on(self.gpu)["time_s"])

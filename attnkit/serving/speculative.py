@@ -70,6 +70,7 @@ __all__ = [
     "estimate_acceptance",
     "expected_speedup",
     "expected_tokens_per_pass",
+    "measure_speculation",
     "speculative_generate",
     "tree_depths",
     "tree_from_branching",
@@ -248,8 +249,8 @@ def expected_tokens_per_pass(alpha: float, gamma: int) -> float:
             non-negative integer.
 
     Example:
-        >>> expected_tokens_per_pass(0.5, 2), expected_tokens_per_pass(1.0, 4), expected_tokens_per_pass(0.0, 4)
-        (1.75, 5.0, 1.0)
+        >>> [expected_tokens_per_pass(a, g) for a, g in ((0.5, 2), (1.0, 4), (0.0, 4))]
+        [1.75, 5.0, 1.0]
     """
     alpha = real("alpha", alpha, minimum=0)
     if alpha > 1:
@@ -571,3 +572,62 @@ def speculative_generate(target: TinyTransformer, draft: TinyTransformer, prompt
         out += new
     del out[n_new:]
     return result
+
+
+def measure_speculation(target: TinyTransformer, draft: TinyTransformer,
+                        prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                        tree: Any = (-1, 0, 1), temperature: float = 0.0,
+                        seed: int = 0) -> dict[str, Any]:
+    """Accepted tokens per target pass over several prompts, and Leviathan et al.'s prediction.
+
+    Runs :func:`speculative_generate` on every prompt and pools the passes. For a
+    chain of ``gamma`` draft tokens, it also estimates the acceptance rate
+    (:func:`estimate_acceptance`) and gives the tokens per pass that equation 1
+    predicts from it (:func:`expected_tokens_per_pass`), to set beside the measured
+    figure: they differ where acceptances are not independent and equally likely.
+
+    Args:
+        target, draft, max_new_tokens, tree, temperature, seed: as
+            :func:`speculative_generate` (prompt ``i`` uses ``seed + i``).
+        prompts: token-id sequences (at least one).
+
+    Returns:
+        A dict: ``tokens_per_pass`` (tokens over target passes), ``target_passes``,
+        ``draft_passes``, ``tokens``, ``accepted`` (every pass's count), ``gamma`` (the
+        tree's depth), ``nodes``, and for a chain ``alpha`` and ``predicted_tokens_per_pass``
+        (``None`` for a branching tree).
+
+    Raises:
+        TypeError, ValueError: as :func:`speculative_generate`; no prompts.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> m = TinyTransformer(vocab_size=16, max_len=32, d_model=16, num_heads=2, num_layers=3)
+        >>> r = measure_speculation(m, m, [[1, 2], [3]], 9, tree=(-1, 0))   # the target as its own draft
+        >>> r["tokens_per_pass"], r["alpha"], r["predicted_tokens_per_pass"]
+        (3.0, 1.0, 3.0)
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts must hold at least one prompt; got none")
+    parents = check_tree(tree)
+    depth = max(tree_depths(parents), default=0)
+    runs = [speculative_generate(target, draft, p, max_new_tokens, tree=parents,
+                                 temperature=temperature, seed=integer("seed", seed, minimum=0) + i)
+            for i, p in enumerate(prompts)]
+    accepted = [a for r in runs for a in r.accepted]
+    produced = sum(a + 1 for a in accepted)  # before each run's last pass is cut to max_new_tokens
+    chain = depth > 0 and parents == tuple(range(-1, depth - 1))
+    alpha = estimate_acceptance(accepted, depth) if chain else None
+    return {
+        "tokens_per_pass": produced / len(accepted),
+        "target_passes": len(accepted),
+        "draft_passes": sum(r.draft_passes for r in runs),
+        "tokens": sum(len(r.tokens) for r in runs),
+        "accepted": accepted,
+        "gamma": depth,
+        "nodes": len(parents),
+        "alpha": alpha,
+        "predicted_tokens_per_pass": (expected_tokens_per_pass(alpha, depth)
+                                      if alpha is not None else None),
+    }

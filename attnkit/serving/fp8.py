@@ -19,7 +19,8 @@ scale of its head, costs the other channels of that head little: they keep their
 relative precision unless the outlier pushes them below the normal range, while an
 integer format's step is the same absolute size for every number of a group.
 
-``quantize_fp8`` imports torch when called; importing this module does not.
+``quantize_fp8`` imports torch when called (through ``attnkit.core._arrays.torch_module``);
+importing this module does not.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._arrays import torch_module
 from ..core._validate import choice
 
 __all__ = ["FP8_FORMATS", "Float8Format", "Float8Quantized", "quantize_fp8"]
@@ -151,8 +153,7 @@ def quantize_fp8(x: Any, fmt: str = "e4m3") -> Float8Quantized:
         ...
         ValueError: fmt must be one of ['e4m3', 'e5m2']; got 'e3m4'
     """
-    import torch
-
+    torch = torch_module()
     spec = FP8_FORMATS[choice("fmt", fmt, list(FP8_FORMATS))]
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()

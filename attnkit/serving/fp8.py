@@ -99,6 +99,11 @@ class Float8Quantized:
         scales: float32 scales, shape ``(...)``: one per head (per index of the
             leading axes).
         fmt: the :class:`Float8Format`.
+
+    Example:
+        >>> q = quantize_fp8(np.full((2, 3, 4), 2.0), "e5m2")    # two heads of 3 tokens by 4
+        >>> q.scales.shape, q.nbytes, float(q.dequantize()[1, 2, 3])
+        ((2,), 32, 2.0)
     """
 
     values: Any

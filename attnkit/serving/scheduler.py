@@ -119,6 +119,8 @@ class RequestState:
         >>> r.output.append(7); r.token_times.append(2.0); r.first_token_time = 2.0
         >>> r.tokens, r.finished, r.ttft
         ([5, 1, 7], False, 2.0)
+        >>> r.length, r.token_slice(1, 3)
+        (3, [1, 7])
     """
 
     request: Request

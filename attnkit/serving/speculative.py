@@ -392,6 +392,11 @@ class SpeculativeRun:
         draft_passes: forward passes of the draft model (one per tree level per
             target pass).
         tree: the parents of the token tree.
+
+    Example:
+        >>> r = SpeculativeRun([4, 1, 1, 7, 2], accepted=[2, 0, 1], draft_passes=6, tree=(-1, 0))
+        >>> r.target_passes, r.tokens_per_pass
+        (3, 2.0)
     """
 
     tokens: list[int]

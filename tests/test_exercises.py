@@ -399,11 +399,41 @@ def sink_softmax(z, sink_logits):              # shifts by the scores alone: nan
 }
 
 
+# Right values by the way the exercises rule out: the keys (or values) formed from the
+# latents, and the selection written as an n x n mask. They pass the small checks; the
+# hidden tests at S = d_h = 65,536 and n = 65,536 tokens are out of their reach.
+CH13_NAIVE = {
+    "ch13-absorb": '''
+def absorbed_scores(q_nope, q_rope, latent, k_rope, w_uk):     # forms the keys
+    keys = np.concatenate([latent @ w_uk.T, k_rope], axis=1)
+    q = np.concatenate([q_nope, q_rope], axis=1)
+    return q @ keys.T / np.sqrt(q.shape[1])
+
+def absorbed_head(q_nope, q_rope, latent, k_rope, w_uk, w_uv):  # absorbed scores, formed values
+    q = np.concatenate([q_nope @ w_uk, q_rope], axis=1)
+    s = q @ np.concatenate([latent, k_rope], axis=1).T / np.sqrt(q_nope.shape[1] + q_rope.shape[1])
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)) @ (latent @ w_uv.T)
+''',
+    "ch13-topk": '''
+def gathered_attention(q, k, v, idx, valid):                    # the n x n mask, then dense
+    mask = selection_as_mask(idx, valid, k.shape[0])
+    s = np.where(mask, q @ k.T / np.sqrt(q.shape[1]), -np.inf)
+    m = s.max(axis=1, keepdims=True)
+    p = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    den = p.sum(axis=1, keepdims=True)
+    return (p / np.where(den > 0, den, 1.0)) @ v
+''',
+}
+
+
 def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path) -> None:
-    """Library calls and plausible mistakes lose exactly the checks of the coding tasks.
+    """Library calls, mistakes and the ruled-out naive ways lose exactly the coding checks.
 
     Graded by the grader: a library call fails every check that runs the function, with the
-    guard's message; a mistake fails them by value; the reference gets every point.
+    guard's message; a mistake fails them by value; forming the keys, the values or an
+    n x n matrix fails the checks of the functions written that way (the large hidden
+    tests); the reference gets every point.
     """
     import importlib.util
 
@@ -422,7 +452,8 @@ def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path)
     students = {"ref": {}, **{f"cheat{i}": {gid: solutions[gid] + cheats[i]
                                             for gid, cheats in CH13_CHEATS.items()}
                               for i in range(2)},
-                "sloppy": {gid: solutions[gid] + code for gid, code in CH13_MISTAKES.items()}}
+                "sloppy": {gid: solutions[gid] + code for gid, code in CH13_MISTAKES.items()},
+                "naive": {gid: solutions[gid] + code for gid, code in CH13_NAIVE.items()}}
     files = []
     for name, answers in students.items():
         path = tmp_path / f"{name}_ch13.ipynb"
@@ -449,6 +480,9 @@ def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path)
             assert "called" in message and "write it yourself" in message, (name, gid, message)
     assert set(lost("sloppy")) == checks_of({"select_keys", "gathered_attention", "sink_softmax"})
     assert not [m for m in lost("sloppy").values() if "write it yourself" in m]
+    assert set(lost("naive")) == checks_of({"absorbed_scores", "absorbed_head",
+                                            "gathered_attention"}), lost("naive")
+    assert not [m for m in lost("naive").values() if "write it yourself" in m]
 
 
 def test_forbid_declarations_are_literal() -> None:

@@ -871,8 +871,8 @@ sys.exit(1 if run.failures else 0)
     ("ch07", ["ch07-batched-causal", "ch07-backward-values"]),
     ("ch08", ["ch08-online-update", "ch08-online-random"]),
     ("ch10", ["ch10-prefix-check", "ch10-layer-norm-check"]),
-    ("ch11", ["ch11-window-check"]),
-    ("ch12", ["ch12-ring-random", "ch12-ring-example"]),
+    ("ch11", ["ch11-window-check", "ch11-decode-check", "ch11-sink-check"]),
+    ("ch12", ["ch12-ring-random", "ch12-ring-example", "ch12-tree-check", "ch12-schedule-check"]),
 ])
 def test_model_solution_passes_its_checks_whatever_ran_before(name: str, task: list, tmp_path: Path) -> None:
     """The reference passes its task's checks run first, alone and in reverse order.

@@ -135,7 +135,7 @@ def _tree_checks(group: Any) -> list[dict[str, Any]]:
         merged, merged_lse = merge_partials(outs, lses)
         finite = torch.isfinite(ref_lse)
         results.append({
-            "P": P, "S": S, "L": L, "S_r": int(k_r.shape[-2]),
+            "P": P, "group_rank": r, "S": S, "L": L, "S_r": int(k_r.shape[-2]),
             "errors": {"out": _err(out, ref),
                        "lse": _err(lse[finite], ref_lse[finite]),
                        "lse_inf_match": float(not torch.equal(torch.isfinite(lse), finite)),

@@ -136,9 +136,10 @@ def _exercise_button(app: Sphinx, pagename: str) -> str:
     )
 
 
-#: A navigation entry with sections: its link, then a <summary> with only an icon.
+#: A navigation entry with sections: its link (``current`` too, on the entry's own page),
+#: then a <summary> with only an icon.
 _NAV_SUMMARY = re.compile(
-    r'(<a class="reference internal" href="[^"]*">(?P<title>(?:(?!</a>).)*)</a>\s*'
+    r'(<a class="(?:current )?reference internal" href="[^"]*">(?P<title>(?:(?!</a>).)*)</a>\s*'
     r"<details[^>]*>\s*)<summary>", re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -150,6 +151,9 @@ def name_nav_toggles(markup: str) -> str:
         >>> name_nav_toggles('<a class="reference internal" href="x.html">Exercises</a>'
         ...                  '<details><summary><i></i></summary>').split("<details>")[1]
         '<summary aria-label="Show or hide the sections of Exercises"><i></i></summary>'
+        >>> name_nav_toggles('<a class="current reference internal" href="#">API reference</a>'
+        ...                  '<details open="open"><summary><i></i></summary>').split('open">')[1]
+        '<summary aria-label="Show or hide the sections of API reference"><i></i></summary>'
     """
     def named(m: re.Match) -> str:
         title = " ".join(_TAGS.sub("", m.group("title")).split()).replace('"', "&quot;")

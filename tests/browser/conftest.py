@@ -181,12 +181,20 @@ def open_page(page: object, site_url: str, path: str, *, widgets: bool = True) -
 
 
 def wait_for_math(page: object, timeout: float = 20_000) -> None:
-    """Wait until MathJax has typeset the page (no raw TeX left in math spans)."""
+    """Wait until MathJax has typeset the whole page and its fonts have loaded.
+
+    The first formula appears before the last is typeset, and a formula's width changes
+    when MathJax's fonts arrive: a page measured before both would be measured wrong
+    (under load, a check of widths or of axe could see a half-typeset page).
+    """
     page.wait_for_function(  # type: ignore[attr-defined]
         "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
         " && document.querySelectorAll('mjx-container').length > 0",
         timeout=timeout,
     )
+    page.evaluate(  # type: ignore[attr-defined]
+        """() => Promise.all([MathJax.startup.promise, document.fonts.ready])
+                 .then(() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0))))""")
 
 
 def wait_for_widgets(page: object, timeout: float = 20_000) -> None:

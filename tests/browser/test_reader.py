@@ -61,23 +61,7 @@ def test_hamburger_collapses_the_sidebar_on_a_desktop(page, site_url: str) -> No
     assert box is None or box["x"] + box["width"] <= 1, box
 
 
-# Known defect: display equations added in the latest revision of these chapters are wider
-# than a phone's text column; to be set on several lines. Strict, so the test says when fixed.
-AWAITING_NARROW_EQUATIONS = {"book/04-worked-example.html", "book/05-masking.html"}
-
-
-# Chapter 12 failed this check in one full run and passed alone: not strict until understood.
-UNSETTLED_NARROW_EQUATIONS = {"book/12-beyond-one-device.html"}
-
-
-def _phone_params() -> list:
-    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="wide equation: known defect"))
-            if p in AWAITING_NARROW_EQUATIONS else
-            pytest.param(p, marks=pytest.mark.xfail(strict=False, reason="failed once in a full run"))
-            if p in UNSETTLED_NARROW_EQUATIONS else p for p in CHAPTERS]
-
-
-@pytest.mark.parametrize("path", _phone_params())
+@pytest.mark.parametrize("path", CHAPTERS)
 def test_no_equation_wider_than_its_container_on_a_phone(make_page, site_url: str, path: str) -> None:
     pg = make_page(viewport=PHONE)
     _open(pg, site_url, path)

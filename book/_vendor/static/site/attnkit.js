@@ -200,6 +200,30 @@
     }
   }
 
+  /* 7. A display formula wider than its column scrolls inside its own box (attnkit.css);
+   * a keyboard user must be able to reach it to scroll it (axe: scrollable-region-focusable),
+   * so a formula that overflows, once typeset and whenever the window changes size, is put
+   * in the tab order, and taken out again when it fits. */
+  function focusableWideMath() {
+    document.querySelectorAll('mjx-container[display="true"]').forEach(function (c) {
+      if (c.scrollWidth > c.clientWidth + 1) {
+        if (!c.hasAttribute("tabindex")) c.setAttribute("tabindex", "0");
+      } else if (c.getAttribute("tabindex") === "0") {
+        c.removeAttribute("tabindex");
+      }
+    });
+  }
+  whenMathJaxReady(function () {
+    focusableWideMath();
+    if (document.fonts && document.fonts.ready) document.fonts.ready.then(focusableWideMath);
+  });
+  window.addEventListener("load", function () { window.setTimeout(focusableWideMath, 0); });
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(focusableWideMath, 100);
+  });
+
   function onReady() {
     landmarkSidebar();
     patchSearch();

@@ -119,6 +119,19 @@ class TensorParallelAttention(nn.Module):
 
         tp = TensorParallelAttention.from_module(mha)   # keeps only this rank's slices
         y = tp(x, causal=True)                          # == mha(x, causal=True)
+
+    In one process, a group of one rank (it holds every head):
+
+        >>> import tempfile
+        >>> dist.init_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/rendezvous",
+        ...                         rank=0, world_size=1)
+        >>> _ = torch.manual_seed(0)
+        >>> mha = MultiHeadAttention(16, 4, num_kv_heads=2)
+        >>> tp = TensorParallelAttention.from_module(mha)
+        >>> x = torch.randn(2, 5, 16)
+        >>> bool(torch.allclose(tp(x, causal=True), mha(x, causal=True), atol=1e-6))
+        True
+        >>> dist.destroy_process_group()
     """
 
     def __init__(self, embed_dim: int, num_heads: int, *, num_kv_heads: int | None = None,
@@ -201,6 +214,10 @@ class TensorParallelAttention(nn.Module):
             causal: as :func:`attnkit.attention`.
             mask: broadcastable to ``(B, H, L, L)``; a mask with a heads axis of
                 size ``H`` is sliced to this rank's heads.
+
+        Every call first exchanges the shape of ``x`` (two small all-gathers), so
+        that ranks passing different shapes all raise ``ValueError`` instead of
+        waiting on each other.
         """
         array("x", x, "torch")
         if x.ndim not in (2, 3) or x.shape[-1] != self.embed_dim:

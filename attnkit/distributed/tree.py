@@ -137,6 +137,19 @@ def sharded_decode_attention(
     Example (on each rank, with its slice of the cache)::
 
         out = sharded_decode_attention(q_new, k_cache_r, v_cache_r)
+
+    In one process, a group of one rank holding the whole cache:
+
+        >>> import tempfile
+        >>> from attnkit import attention
+        >>> dist.init_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/rendezvous",
+        ...                         rank=0, world_size=1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> q, k = torch.randn(2, 1, 8, generator=g), torch.randn(2, 50, 8, generator=g)
+        >>> out = sharded_decode_attention(q, k, k)
+        >>> bool(torch.allclose(out, attention(q, k, k, backend="torch"), atol=1e-6))
+        True
+        >>> dist.destroy_process_group()
     """
     rank, P = require_group("sharded_decode_attention", group)
     delta = timeout_delta(timeout)

@@ -286,6 +286,18 @@ def ulysses_attention(
 
         r, P = dist.get_rank(), dist.get_world_size()
         out_r = ulysses_attention(*(shard(x, r, P) for x in (q, k, v)), causal=True)
+
+    In one process, a group of one rank (each exchange then keeps everything):
+
+        >>> import tempfile
+        >>> from attnkit import attention
+        >>> dist.init_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/rendezvous",
+        ...                         rank=0, world_size=1)
+        >>> q = torch.randn(1, 4, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> out = ulysses_attention(q, q, q, causal=True)
+        >>> bool(torch.allclose(out, attention(q, q, q, causal=True, backend="torch")))
+        True
+        >>> dist.destroy_process_group()
     """
     rank, P = require_group("ulysses_attention", group)
     delta = timeout_delta(timeout)

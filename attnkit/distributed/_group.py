@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from ..core._validate import real
 
-__all__ = ["agree", "global_rank", "require_group", "timeout_delta", "wait"]
+__all__ = ["agree", "global_rank", "require_group", "shapes_but", "timeout_delta", "wait"]
 
 
 def require_group(caller: str, group: Any) -> tuple[int, int]:

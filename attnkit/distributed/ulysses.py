@@ -61,7 +61,8 @@ class HeadExchange:
     Attributes:
         group: the process group (``None``: the default group).
         lengths: every rank's shard length along the sequence, in rank order.
-        timeout: how long a posted exchange may wait (``None``: the group's timeout).
+        timeout: how long a posted exchange may wait, a ``datetime.timedelta`` (``None``: the
+            group's timeout).
         method: ``"all_to_all"`` or ``"p2p"`` (batched point-to-point operations).
         stats: a dict that ``bytes_sent`` and ``wait_s`` are added to, or ``None``.
     """

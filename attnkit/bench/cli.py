@@ -10,6 +10,7 @@ timed test). The benchmarks share one results schema and one writer
     python -m attnkit.bench mla      [--sizes S ...] [--heads H] [--rounds R] ...
     python -m attnkit.bench sparse   [--sizes N ...] [--topk K ...] [--rounds R] ...
     python -m attnkit.bench serving  [--requests N] [--rate R] [--token-budget T] ...
+    python -m attnkit.bench serving-sim [--requests N] [--rates R ...] [--token-budget T] ...
 
 ``engines`` compares the engines, each configuration in its own child process
 (:mod:`attnkit.bench.cpu`: one thread, time and peak memory; with ``--window`` also
@@ -20,7 +21,9 @@ TFLOP/s). ``decoding`` times split-KV decoding against one pass
 (:mod:`attnkit.bench.ring`); ``mla`` and ``sparse`` time chapter 13's multi-head latent
 attention and top-k sparse attention (:mod:`attnkit.bench.mla`,
 :mod:`attnkit.bench.sparse`); ``serving`` serves a synthetic workload with the
-chapter 10 model under static and continuous batching (:mod:`attnkit.bench.serving`).
+chapter 10 model under static and continuous batching (:mod:`attnkit.bench.serving`);
+``serving-sim`` runs the same scheduler on the roofline clock of LLaMA-2 7B on an H100
+(:mod:`attnkit.bench.serving_sim`; simulated, so its results are deterministic).
 Without a command, ``engines`` runs, so
 ``python -m attnkit.bench --device cpu`` works as before.
 
@@ -51,6 +54,7 @@ COMMANDS = {
     "mla": "attnkit.bench.mla",
     "sparse": "attnkit.bench.sparse",
     "serving": "attnkit.bench.serving",
+    "serving-sim": "attnkit.bench.serving_sim",
 }
 
 
@@ -154,7 +158,31 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--repeats", type=int, default=3, help="runs of every policy")
     v.add_argument("--seed", type=int, default=0, help="seed of the workload and the weights")
 
-    for sub in (e, d, r, m, t, v):
+    s = commands.add_parser("serving-sim", help="the same scheduler on the roofline of LLaMA-2 7B "
+                                                "on an H100 (simulated)")
+    s.add_argument("--requests", type=int, default=200, help="requests per rate")
+    s.add_argument("--rates", type=float, nargs="+", default=[2.0, 4.0, 8.0, 12.0, 16.0],
+                   help="arrival rates to simulate, requests per second (Poisson)")
+    s.add_argument("--system-prompt", type=int, default=1024,
+                   help="tokens of the shared system prompt")
+    s.add_argument("--shared-fraction", type=float, default=0.8,
+                   help="fraction of requests that start with the system prompt")
+    s.add_argument("--prompt-tokens", type=int, nargs=2, default=[128, 2048],
+                   metavar=("LOW", "HIGH"), help="user-prompt length range")
+    s.add_argument("--output-tokens", type=int, nargs=2, default=[64, 512], metavar=("LOW", "HIGH"),
+                   help="output length range")
+    s.add_argument("--block-size", type=int, default=16)
+    s.add_argument("--token-budget", type=int, default=512,
+                   help="tokens per step with chunked prefill; without it the budget is raised "
+                        "to the longest request")
+    s.add_argument("--max-seqs", type=int, default=256, help="requests running at once")
+    s.add_argument("--case-batch", type=int, default=32,
+                   help="case study: requests decoding when the long prompt arrives")
+    s.add_argument("--case-context", type=int, default=1024,
+                   help="case study: their prompt length")
+    s.add_argument("--seed", type=int, default=0, help="seed of the workload")
+
+    for sub in (e, d, r, m, t, v, s):
         sub.add_argument("--out", type=Path, default=Path("benchmarks"),
                          help="folder for results-*.json and results-*.md (default benchmarks/)")
     return parser

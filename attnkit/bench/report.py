@@ -3,10 +3,11 @@
 Every benchmark's results share one schema::
 
     kind       "cpu", "cpu-window", "gpu", "decoding-cpu", "distributed-cpu", "mla-cpu",
-               "topk-cpu", "serving-cpu"
+               "topk-cpu", "serving-cpu", "serving-sim"
     date       "2026-11-30 11:52 UTC"
     command    the command that made it, e.g. "python -m attnkit.bench decoding"
-    machine    attnkit.bench.machine.machine(): CPU, its vector ISA, memory, versions (GPU)
+    machine    attnkit.bench.machine.machine(): CPU, its vector ISA, memory, versions (GPU);
+               for a simulation, {"simulated": true, "name": ..., "versions": ...} (its own)
     settings   what was measured and how (each a value or a sentence)
     rows       one dict per measured configuration (the benchmark's own fields)
 
@@ -35,6 +36,7 @@ TITLES = {
     "mla-cpu": "Multi-head latent attention: absorbed against naive decoding (CPU)",
     "topk-cpu": "Top-k sparse attention against dense causal attention (CPU)",
     "serving-cpu": "Static against continuous batching of the chapter 10 model (CPU)",
+    "serving-sim": "Static against continuous batching, simulated: LLaMA-2 7B on an H100 SXM's roofline",
 }
 
 
@@ -64,9 +66,10 @@ def write_results(result: dict[str, Any], out_dir: Path, command: str,
         table: the benchmark's Markdown table of ``result`` (a list of lines).
     """
     kind = result["kind"]
+    simulated = result.get("machine")  # a simulation names its own (simulated) machine
     result = {"kind": kind, "date": utc_now(), "command": command,
-              "machine": machine("cuda" if kind == "gpu" else "cpu"),
-              **{k: v for k, v in result.items() if k != "kind"}}
+              "machine": simulated or machine("cuda" if kind == "gpu" else "cpu"),
+              **{k: v for k, v in result.items() if k not in ("kind", "machine")}}
     return save_results(out_dir, f"results-{kind}", result, markdown(result, table))
 
 
@@ -97,7 +100,7 @@ def markdown(result: dict[str, Any], table: Callable[[dict[str, Any]], list[str]
     m = result["machine"]
     lines = [f"# {TITLES.get(result['kind'], 'Benchmark results')}", "",
              f"- date: {result['date']}", f"- command: `{result['command']}`",
-             f"- machine: {machine_line(m)}",
+             f"- machine: {m['name'] if m.get('simulated') else machine_line(m)}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     lines += [f"- {k}: {v}" for k, v in result["settings"].items() if v is not None] + [""]
     if result.get("fitted_slopes"):

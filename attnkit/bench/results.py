@@ -61,7 +61,8 @@ def load_results(kind: str, folder: Path | str | None = None) -> dict[str, Any] 
 
     Args:
         kind: ``"cpu"``, ``"cpu-window"``, ``"gpu"``, ``"decoding-cpu"``,
-            ``"distributed-cpu"``, ``"mla-cpu"``, ``"topk-cpu"`` or ``"serving-cpu"`` (one schema:
+            ``"distributed-cpu"``, ``"mla-cpu"``, ``"topk-cpu"``, ``"serving-cpu"`` or
+            ``"serving-sim"`` (one schema:
             :mod:`attnkit.bench.report`).
         folder: where the files are; default :func:`results_folder`.
 

@@ -13,6 +13,12 @@
 * :mod:`attnkit.serving.engine` - the chapter 10 Transformer served through the
   scheduler and a paged cache (re-exported here; its names import torch when first
   used).
+* :mod:`attnkit.serving.simulator` - the same scheduler on a roofline clock: a
+  published model shape on a datasheet GPU (re-exported here).
+* :mod:`attnkit.serving.speculative` - speculative decoding with a token tree,
+  verified by the target in one pass (re-exported here; imports torch when first used).
+* :mod:`attnkit.serving.fp8` - FP8 caches (e4m3, e5m2) with per-head scales
+  (re-exported here; ``quantize_fp8`` imports torch when called).
 
 Nothing here needs torch at import time.
 """
@@ -22,15 +28,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import fp8 as _fp8
 from . import scheduler as _scheduler
+from . import simulator as _simulator
 from . import sizing as _sizing
 
-# Every name of attnkit.serving.sizing and attnkit.serving.scheduler, served from here too.
+# Every name of sizing, scheduler, simulator and fp8, served from here too.
+from .fp8 import *  # noqa: F403
 from .scheduler import *  # noqa: F403
+from .simulator import *  # noqa: F403
 from .sizing import *  # noqa: F403
 
-#: The engine's names, imported on first use (the engine needs torch).
-_LAZY = {name: "attnkit.serving.engine" for name in ("PagedEngine", "generate_alone", "serve")}
+#: The names of the engine and of speculative decoding, imported on first use (they need torch).
+_LAZY = {
+    **{name: "attnkit.serving.engine" for name in ("PagedEngine", "generate_alone", "serve")},
+    **{name: "attnkit.serving.speculative" for name in (
+        "SpeculativeRun", "accept_child", "check_tree", "draft_model", "estimate_acceptance",
+        "expected_speedup", "expected_tokens_per_pass", "measure_speculation",
+        "speculative_generate", "tree_depths", "tree_from_branching", "tree_mask")},
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -43,4 +59,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = [*_sizing.__all__, *_scheduler.__all__, *_LAZY]
+__all__ = [*_sizing.__all__, *_scheduler.__all__, *_simulator.__all__, *_fp8.__all__, *_LAZY]

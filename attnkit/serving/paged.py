@@ -58,6 +58,7 @@ Shapes (per layer; ``H`` key/value heads, ``E`` key width, ``Ev`` value width)::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -216,6 +217,8 @@ def _block_hash(parent: bytes, tokens: Sequence[int]) -> bytes:
 
 def _token_ids(tokens: Any) -> list[int]:
     ids = list(tokens)
+    if all(type(t) is int and t >= 0 for t in ids):  # the common case, checked fast
+        return ids
     return [integer(f"tokens[{i}]", t, minimum=0) for i, t in enumerate(ids)]
 
 
@@ -533,7 +536,7 @@ class BlockManager:
     def block_memory(self, bytes_per_token: int = 0) -> PagedMemory:
         """Blocks and tokens now (see :class:`PagedMemory`), at ``bytes_per_token`` bytes per token."""
         used = self.num_blocks - self.free_blocks
-        held = sum(self._fill[b] for b in range(self.num_blocks) if self._refs[b] > 0)
+        held = sum(itertools.compress(self._fill, self._refs))  # fills of referenced blocks
         return PagedMemory(
             num_blocks=self.num_blocks,
             blocks_used=used,

@@ -119,6 +119,8 @@ class RequestState:
         >>> r.output.append(7); r.token_times.append(2.0); r.first_token_time = 2.0
         >>> r.tokens, r.finished, r.ttft
         ([5, 1, 7], False, 2.0)
+        >>> r.length, r.token_slice(1, 3)
+        (3, [1, 7])
     """
 
     request: Request
@@ -135,6 +137,19 @@ class RequestState:
     def tokens(self) -> list[int]:
         """Prompt and output so far: what the cache must hold before the next token."""
         return [*self.request.prompt, *self.output]
+
+    @property
+    def length(self) -> int:
+        """``len(tokens)``, without building the list."""
+        return len(self.request.prompt) + len(self.output)
+
+    def token_slice(self, start: int, stop: int) -> list[int]:
+        """``tokens[start:stop]``, without building the whole list."""
+        prompt = self.request.prompt
+        p = len(prompt)
+        if start >= p:
+            return self.output[start - p:stop - p]
+        return [*prompt[start:stop], *self.output[:max(0, stop - p)]]
 
     @property
     def finished(self) -> bool:
@@ -178,7 +193,7 @@ class Chunk:
     @property
     def tokens(self) -> list[int]:
         """The chunk's token ids."""
-        return self.state.tokens[self.start:self.start + self.n]
+        return self.state.token_slice(self.start, self.start + self.n)
 
     @property
     def is_decode(self) -> bool:
@@ -336,7 +351,7 @@ class Scheduler:
             self._preempt(victim)
             if victim is st:
                 return False
-        self.blocks.reserve(st.seq, n, st.tokens[st.computed:st.computed + n])
+        self.blocks.reserve(st.seq, n, st.token_slice(st.computed, st.computed + n))
         return True
 
     def _admission(self, st: RequestState, budget: int | None,
@@ -389,16 +404,16 @@ class Scheduler:
             if batch:
                 return batch
         # decoding requests first (one token each), then prompts being prefilled
-        decoding = [r for r in self.running if len(r.tokens) - r.computed == 1]
-        prefilling = [r for r in self.running if len(r.tokens) - r.computed > 1]
+        decoding = [r for r in self.running if r.length - r.computed == 1]
+        prefilling = [r for r in self.running if r.length - r.computed > 1]
         for st in decoding + prefilling:
             if st not in self.running or budget == 0:
                 continue  # preempted to make room for an older request
-            n = min(len(st.tokens) - st.computed, budget)
+            n = min(st.length - st.computed, budget)
             if not self._grow(st, n, scheduled):
                 continue
             scheduled.add(id(st))
-            batch.append(Chunk(st, st.computed, n, samples=st.computed + n == len(st.tokens)))
+            batch.append(Chunk(st, st.computed, n, samples=st.computed + n == st.length))
             budget -= n
         while cfg.chunked_prefill and budget > 0 and self.waiting and len(self.running) < cfg.max_seqs:
             plan = self._admission(self.waiting[0], budget, 0)

@@ -8,7 +8,8 @@ plus a small quantiser for key/value caches; nothing needs a GPU or torch.
 * :func:`kv_bytes_per_token`, :func:`kv_cache_bytes_for`, :func:`sequences_that_fit`:
   how much memory the KV cache takes and how many sequences a GPU holds.
 * :func:`prefill_cost`, :func:`decode_cost` -> :class:`StepCost`: FLOPs, bytes moved,
-  arithmetic intensity, and the roofline bound of one forward step.
+  arithmetic intensity, and the roofline bound of one forward step;
+  :func:`batch_cost`, the same for a batch that mixes prefill chunks and decoding.
 * :func:`quantize`, :class:`Quantized`: symmetric per-group integer quantisation
   (8 or 4 bits) of a cache, with its exact storage size.
 
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core._validate import choice, positive_int, real
+from ..core._validate import choice, integer, positive_int, real
 
 __all__ = [
     "GPU",
@@ -37,6 +38,7 @@ __all__ = [
     "ModelShape",
     "Quantized",
     "StepCost",
+    "batch_cost",
     "decode_cost",
     "kv_bytes_per_token",
     "kv_cache_bytes_for",
@@ -314,6 +316,64 @@ def decode_cost(model: ModelShape, context: int, *, batch: int = 1, weight_bits:
     bytes_ = (model.params * choice("weight_bits", weight_bits, _FORMATS) / 8
               + batch * keys * kv_bytes_per_token(model, kv_bits))
     return StepCost(flops, bytes_, batch)
+
+
+def _visits(context: int, n_new: int, window: int | None) -> float:
+    """Keys seen by ``n_new`` queries after ``context`` cached tokens: ``sum_i min(context + i, w)``."""
+    if window is None:
+        return float(n_new * context + n_new * (n_new + 1) // 2)
+    return float(np.minimum(np.arange(context + 1, context + n_new + 1), window).sum())
+
+
+def batch_cost(model: ModelShape, chunks: Any, *, weight_bits: int = 16,
+               kv_bits: int = 16) -> StepCost:
+    """One forward step over a batch that mixes prefill chunks and decoding tokens.
+
+    Each entry ``(context, n_new)`` of ``chunks`` is one sequence of the batch: it
+    adds ``n_new`` tokens after ``context`` tokens already in its cache. A decoding
+    sequence is ``(T, 1)``; a whole prompt is ``(0, n)``; a prompt's later chunk is
+    ``(tokens of it already cached, chunk length)``. The weights are read once for
+    the whole batch; each sequence reads its own cached keys and values (within the
+    model's window) and writes its new ones::
+
+        F     = 2 N sum(n_new) + 4 n_L H d_h sum_i min(context + i, w)
+        bytes = N b + b_KV sum(min(context, w - 1) + n_new)
+
+    so that ``batch_cost(m, [(0, n)])`` is :func:`prefill_cost` and
+    ``batch_cost(m, [(T, 1)] * B)`` is :func:`decode_cost` exactly.
+
+    Args:
+        model: the model's shape.
+        chunks: a non-empty sequence of ``(context, n_new)`` pairs of integers,
+            ``context >= 0`` and ``n_new >= 1``.
+        weight_bits, kv_bits: formats of the weights and of the cache (16, 8 or 4).
+
+    Returns:
+        A :class:`StepCost` whose ``tokens`` is ``sum(n_new)``.
+
+    Raises:
+        TypeError: entries that are not integers. ValueError: no chunks, a negative
+            context, an ``n_new`` below 1, an unknown format.
+
+    Example:
+        >>> m = MODELS["LLaMA-2 7B"]
+        >>> batch_cost(m, [(0, 2048)]) == prefill_cost(m, 2048)
+        True
+        >>> batch_cost(m, [(4096, 1)] * 8) == decode_cost(m, 4096, batch=8)
+        True
+    """
+    pairs = [(integer(f"chunks[{i}] context", c, minimum=0), positive_int(f"chunks[{i}] n_new", n))
+             for i, (c, n) in enumerate(chunks)]
+    if not pairs:
+        raise ValueError("chunks must hold at least one (context, n_new) pair; got none")
+    w = model.window
+    tokens = sum(n for _, n in pairs)
+    visits = sum(_visits(c, n, w) for c, n in pairs)
+    kv_tokens = sum((c if w is None else min(c, w - 1)) + n for c, n in pairs)
+    flops = 2.0 * model.params * tokens + _attn_flops(model, visits)
+    bytes_ = (model.params * choice("weight_bits", weight_bits, _FORMATS) / 8
+              + kv_tokens * kv_bytes_per_token(model, kv_bits))
+    return StepCost(flops, bytes_, tokens)
 
 
 # --------------------------------------------------------------------------- quantiser

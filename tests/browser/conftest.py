@@ -58,11 +58,16 @@ def site_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def accessibility_report() -> Iterator[None]:
-    """After the session: every page's axe-core findings in artifacts/accessibility/."""
+    """After the session: every page's axe-core findings in artifacts/accessibility/.
+
+    On several pytest-xdist workers each writes the pages it checked into its own
+    folder (artifacts/accessibility/gw0/, ...).
+    """
     yield
     from a11y import write_report
 
-    write_report(ROOT / "artifacts" / "accessibility")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    write_report(ROOT / "artifacts" / "accessibility" / (worker or ""))
 
 
 def _chromium() -> str:

@@ -34,3 +34,19 @@ def test_topk_benchmark_smoke(tmp_path):
     assert pairs["dense"] == 128 * 129 // 2 and pairs["top-k core"] == 16 * 128 - 16 * 15 // 2
     assert res["kind"] == "topk-cpu" and "cpu_details" in res["machine"]
     assert res["settings"]["rounds"] == sparse.ROUNDS  # --rounds left out: the module's default
+
+
+def test_topk_benchmark_defaults_come_from_the_module(tmp_path, monkeypatch):
+    """--sizes and --topk left out: the module's SIZES and TOPK, which every kept k fits."""
+    seen = {}
+
+    def fake_run(sizes, topk, *args, **kwargs):
+        seen.update(sizes=sizes, topk=topk)
+        return {"rows": [], "settings": {"dim": 64, "dtype": "float32", "index_heads": 2,
+                                         "index_dim": 8, "block_q": 128, "repeats": 1,
+                                         "min_time_s": 0.0}}
+
+    monkeypatch.setattr(sparse, "run", fake_run)
+    assert main(["sparse", "--repeats", "1", "--min-time", "0", "--out", str(tmp_path)]) == 0
+    assert seen == {"sizes": sparse.SIZES, "topk": sparse.TOPK}
+    assert max(sparse.TOPK) <= min(sparse.SIZES)

@@ -317,7 +317,8 @@ def test_sets_that_ask_for_library_functions_forbid_them() -> None:
     for function in ("stable_softmax", "masked_attention", "batched_attention", "online_attention",
                      "window_attention", "merge_two", "ring_outputs", "attention_backward",
                      "absorbed_scores", "absorbed_head", "select_keys", "gathered_attention",
-                     "sink_softmax"):
+                     "sink_softmax", "fit_exponent", "decode_step", "window_weights", "ring_pairs",
+                     "tree_merge"):
         assert function in forbidden, function
 
 
@@ -399,11 +400,41 @@ def sink_softmax(z, sink_logits):              # shifts by the scores alone: nan
 }
 
 
+# Right values by the way the exercises rule out: the keys (or values) formed from the
+# latents, and the selection written as an n x n mask. They pass the small checks; the
+# hidden tests at S = d_h = 65,536 and n = 65,536 tokens are out of their reach.
+CH13_NAIVE = {
+    "ch13-absorb": '''
+def absorbed_scores(q_nope, q_rope, latent, k_rope, w_uk):     # forms the keys
+    keys = np.concatenate([latent @ w_uk.T, k_rope], axis=1)
+    q = np.concatenate([q_nope, q_rope], axis=1)
+    return q @ keys.T / np.sqrt(q.shape[1])
+
+def absorbed_head(q_nope, q_rope, latent, k_rope, w_uk, w_uv):  # absorbed scores, formed values
+    q = np.concatenate([q_nope @ w_uk, q_rope], axis=1)
+    s = q @ np.concatenate([latent, k_rope], axis=1).T / np.sqrt(q_nope.shape[1] + q_rope.shape[1])
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)) @ (latent @ w_uv.T)
+''',
+    "ch13-topk": '''
+def gathered_attention(q, k, v, idx, valid):                    # the n x n mask, then dense
+    mask = selection_as_mask(idx, valid, k.shape[0])
+    s = np.where(mask, q @ k.T / np.sqrt(q.shape[1]), -np.inf)
+    m = s.max(axis=1, keepdims=True)
+    p = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    den = p.sum(axis=1, keepdims=True)
+    return (p / np.where(den > 0, den, 1.0)) @ v
+''',
+}
+
+
 def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path) -> None:
-    """Library calls and plausible mistakes lose exactly the checks of the coding tasks.
+    """Library calls, mistakes and the ruled-out naive ways lose exactly the coding checks.
 
     Graded by the grader: a library call fails every check that runs the function, with the
-    guard's message; a mistake fails them by value; the reference gets every point.
+    guard's message; a mistake fails them by value; forming the keys, the values or an
+    n x n matrix fails the checks of the functions written that way (the large hidden
+    tests); the reference gets every point.
     """
     import importlib.util
 
@@ -422,7 +453,8 @@ def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path)
     students = {"ref": {}, **{f"cheat{i}": {gid: solutions[gid] + cheats[i]
                                             for gid, cheats in CH13_CHEATS.items()}
                               for i in range(2)},
-                "sloppy": {gid: solutions[gid] + code for gid, code in CH13_MISTAKES.items()}}
+                "sloppy": {gid: solutions[gid] + code for gid, code in CH13_MISTAKES.items()},
+                "naive": {gid: solutions[gid] + code for gid, code in CH13_NAIVE.items()}}
     files = []
     for name, answers in students.items():
         path = tmp_path / f"{name}_ch13.ipynb"
@@ -449,6 +481,9 @@ def test_ch13_coding_tasks_refuse_the_library_and_catch_mistakes(tmp_path: Path)
             assert "called" in message and "write it yourself" in message, (name, gid, message)
     assert set(lost("sloppy")) == checks_of({"select_keys", "gathered_attention", "sink_softmax"})
     assert not [m for m in lost("sloppy").values() if "write it yourself" in m]
+    assert set(lost("naive")) == checks_of({"absorbed_scores", "absorbed_head",
+                                            "gathered_attention"}), lost("naive")
+    assert not [m for m in lost("naive").values() if "write it yourself" in m]
 
 
 def test_forbid_declarations_are_literal() -> None:
@@ -728,6 +763,81 @@ def ring_outputs(q, k, v, G):
     lse = (m + np.log(e.sum(axis=1, keepdims=True)))[:, 0]
     return e / e.sum(axis=1, keepdims=True) @ v, np.tile(lse, (G, 1))
 """, ["ch12-ring-example", "ch12-ring-random"]),
+    # the coverage exercises of issue 19: a plausible mistake or a library call each
+    "ch06 a fit without logarithms": ("ch06", "ch06-fit", """
+def fit_exponent(n, t):
+    return float(np.polyfit(np.asarray(n, float), np.asarray(t, float), 1)[0])
+""", ["ch06-fit-check"]),
+    "ch06 the slope between the end points": ("ch06", "ch06-fit", """
+def fit_exponent(n, t):
+    return float(np.log(t[-1] / t[0]) / np.log(n[-1] / n[0]))
+""", ["ch06-fit-check"]),
+    "ch10 whole-head ablation for the paths": ("ch10", "ch10-ablation", """
+acc_paths = [acc_zero_0] * 3
+""", ["ch10-paths-check"]),
+    "ch11 serving.decode_cost": ("ch11", "ch11-roofline", """
+def decode_step(params, layers, q_heads, kv_heads, head_dim, context, batch):
+    m = ModelShape("m", layers, q_heads * head_dim, q_heads, kv_heads, head_dim, 1, 1)
+    c = serving.decode_cost(m, context, batch=batch)
+    return c.flops * params / m.params, c.bytes
+""", ["ch11-decode-check"]),
+    "ch11 the weights read once per sequence": ("ch11", "ch11-roofline", """
+def decode_step(params, layers, q_heads, kv_heads, head_dim, context, batch):
+    keys = context + 1
+    flops = batch * (2 * params + layers * q_heads * keys * 4 * head_dim)
+    return flops, batch * (2 * params + keys * 2 * layers * kv_heads * head_dim * 2)
+""", ["ch11-decode-check"]),
+    "ch11 a window one token too wide": ("ch11", "ch11-sink", """
+def window_weights(scores, w, sinks):
+    scores = np.asarray(scores, dtype=float)
+    keep = np.zeros(scores.shape[0], dtype=bool)
+    keep[max(0, scores.shape[0] - w - 1):] = True
+    keep[:sinks] = True
+    e = np.where(keep, np.exp(scores - scores[keep].max()), 0.0)
+    return e / e.sum()
+""", ["ch11-sink-check"]),
+    "ch11 attnkit.attention's weights": ("ch11", "ch11-sink", """
+def window_weights(scores, w, sinks):
+    n = len(scores)
+    return attnkit.attention(np.zeros((1, 2)), np.zeros((n, 2)), np.eye(n), mask=np.asarray(scores)[None],
+                             causal="bottom-right", window=(w - 1, 0), sinks=sinks, return_weights=True)[1][0]
+""", ["ch11-sink-check"]),
+    "ch12 a visible block counted whole": ("ch12", "ch12-schedule", """
+def ring_pairs(n, G, layout):
+    pairs = np.zeros((G, G), dtype=int)
+    for r in range(G):
+        rows = shard_positions(n, r, G, layout=layout)
+        for t in range(G):
+            cols = shard_positions(n, (r - t) % G, G, layout=layout)
+            pairs[r, t] = len(rows) * len(cols) if cols.min() <= rows.max() else 0
+    return pairs
+""", ["ch12-schedule-check"]),
+    "ch12 the overlap threshold without latency": ("ch12", "ch12-overlap", """
+tokens_with_latency = tokens_no_latency
+hides_352k = 352_000 / 64 >= tokens_with_latency
+""", ["ch12-overlap-check"]),
+    "ch12 Ulysses moving only K and V": ("ch12", "ch12-ulysses", """
+ulysses_bytes = (262_144 // 8) * 2 * 8 * 128 * 2 * 7 // 8
+""", ["ch12-ulysses-check"]),
+    "ch12 a sequential merge": ("ch12", "ch12-tree", """
+def tree_merge(outs, lses):
+    out, lse, levels = outs[0], lses[0], []
+    for o, l in zip(outs[1:], lses[1:]):
+        out, lse = merge_two(out, lse, o, l)
+        levels.append([lse])
+    return out, lse, levels
+""", ["ch12-tree-check"]),
+    "ch12 merge_partials": ("ch12", "ch12-tree", """
+def tree_merge(outs, lses):
+    out, lse = merge_partials(list(outs), list(lses))
+    levels, parts = [], list(lses)
+    while len(parts) > 1:
+        pairs = zip(parts[::2], parts[1::2])
+        merged = [merge_partials([np.zeros((len(a), 1))] * 2, [a, b])[1] for a, b in pairs]
+        parts = merged + ([parts[-1]] if len(parts) % 2 else [])
+        levels.append(parts)
+    return out, lse, levels
+""", ["ch12-tree-check"]),
     "ch08 an update that forgets the old state": ("ch08", "ch08-online", """
 def online_update(m, l, acc, q, kb, vb):
     s = q @ kb.T / np.sqrt(q.shape[-1])
@@ -795,8 +905,8 @@ sys.exit(1 if run.failures else 0)
     ("ch07", ["ch07-batched-causal", "ch07-backward-values"]),
     ("ch08", ["ch08-online-update", "ch08-online-random"]),
     ("ch10", ["ch10-prefix-check", "ch10-layer-norm-check"]),
-    ("ch11", ["ch11-window-check"]),
-    ("ch12", ["ch12-ring-random", "ch12-ring-example"]),
+    ("ch11", ["ch11-window-check", "ch11-decode-check", "ch11-sink-check"]),
+    ("ch12", ["ch12-ring-random", "ch12-ring-example", "ch12-tree-check", "ch12-schedule-check"]),
 ])
 def test_model_solution_passes_its_checks_whatever_ran_before(name: str, task: list, tmp_path: Path) -> None:
     """The reference passes its task's checks run first, alone and in reverse order.

@@ -121,8 +121,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="interleaved rounds per cache length (default: attnkit.bench.mla.ROUNDS)")
 
     t = commands.add_parser("sparse", help="top-k sparse attention against dense (CPU)")
-    t.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768])
-    t.add_argument("--topk", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    t.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="sequence lengths n (default: attnkit.bench.sparse.SIZES)")
+    t.add_argument("--topk", type=int, nargs="+", default=None,
+                   help="keys kept per query (default: attnkit.bench.sparse.TOPK)")
     t.add_argument("--dim", type=int, default=64)
     t.add_argument("--index-heads", type=int, default=2)
     t.add_argument("--index-dim", type=int, default=8)

@@ -21,6 +21,12 @@ medians. Peak memory is measured on NumPy copies of the same inputs with
 machine). Ratios are against dense in the same run; ``pairs`` counts the (query, key)
 pairs each part scores or attends over. Results: ``results-topk-cpu``. This module
 imports torch at its top (the command line imports it when the command runs).
+
+The defaults (:data:`SIZES`, :data:`TOPK`) are chosen to finish in a few minutes on one
+thread of a 2-core machine: the gather and the core cost about ``n k (d_k + d_v)``
+copied numbers per call, so ``k`` = 2048 at ``n`` = 32,768 alone takes minutes per
+round. At the largest default size, ``n / k`` = 16,384 / 256 = 64 is DeepSeek-V3.2's
+own ratio (2,048 of 128k tokens); ``--sizes`` and ``--topk`` run larger grids.
 """
 
 from __future__ import annotations
@@ -39,6 +45,12 @@ from .report import MiB
 
 #: Interleaved rounds per sequence length (the command line's ``--rounds`` overrides it).
 ROUNDS = 2
+
+#: Sequence lengths of the command line's default run (``--sizes`` overrides them).
+SIZES = [4096, 8192, 16384]
+
+#: Keys kept per query in the default run (``--topk`` overrides them).
+TOPK = [256, 512]
 
 #: Queries per gathered block, as :func:`attnkit.models.sparse.topk_attention`'s default.
 BLOCK_Q = 128
@@ -143,7 +155,9 @@ def run(sizes: list[int], topk: list[int], dim: int, index_heads: int, index_dim
 def from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The top-k benchmark from the command line; returns the results (kind ``topk-cpu``)."""
     rounds = getattr(args, "rounds", None) or ROUNDS
-    result = run(args.sizes, args.topk, args.dim, args.index_heads, args.index_dim,
+    sizes = getattr(args, "sizes", None) or SIZES
+    topk = getattr(args, "topk", None) or TOPK
+    result = run(sizes, topk, args.dim, args.index_heads, args.index_dim,
                  args.repeats, args.min_time, rounds=rounds)
     st = result["settings"]
     st["problem"] = (f"one head of width {st['dim']}, {st['dtype']}, causal, one thread; "

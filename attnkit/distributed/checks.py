@@ -22,7 +22,7 @@ from .layout import shard, shard_positions
 from .ring import RingComm, all_gather_attention, ring_attention
 
 __all__ = ["CASE_DEFAULTS", "example_ring", "fail_on_rank", "ring_check", "ring_checks", "stall_on_rank",
-           "suite"]
+           "suite", "suite_by_size"]
 
 #: The defaults of one check case (each key can be overridden).
 CASE_DEFAULTS: dict[str, Any] = {
@@ -63,8 +63,11 @@ def _reference(full: dict[str, torch.Tensor], c: dict[str, Any], dtype: torch.dt
     return result
 
 
-def ring_check(rank: int, world_size: int, case: dict[str, Any]) -> dict[str, Any]:
+def ring_check(rank: int, world_size: int, case: dict[str, Any], group: Any = None) -> dict[str, Any]:
     """One case on this rank: the largest error of its output (and gradient) shards.
+
+    ``rank`` and ``world_size`` are this rank's place in ``group`` (``None``: the
+    default group).
 
     Returns a dict with ``errors`` (against float64 single-device attention) and,
     for a float32 case, ``naive_errors`` (the plain float32 engine's error against
@@ -85,7 +88,7 @@ def ring_check(rank: int, world_size: int, case: dict[str, Any]) -> dict[str, An
     mask = shard(full["mask"], rank, world_size, layout=lay, dim=-1) if "mask" in full else None
     stats: dict[str, float] = {}
     out = ring_attention(q, k, v, causal=c["causal"], scale=c["scale"], layout=lay, mask=mask,
-                         enable_gqa=c["kv_heads"] is not None, stats=stats)
+                         enable_gqa=c["kv_heads"] is not None, stats=stats, group=group)
     pairs = int(stats["pairs"])  # the forward pass's work, before the backward adds to it
     q_pos = shard_positions(c["n_q"], rank, world_size, layout=lay)
     if c["causal"]:
@@ -114,24 +117,42 @@ def ring_check(rank: int, world_size: int, case: dict[str, Any]) -> dict[str, An
     return result
 
 
-def ring_checks(rank: int, world_size: int, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ring_checks(rank: int, world_size: int, cases: list[dict[str, Any]],
+                group: Any = None) -> list[dict[str, Any]]:
     """Many cases in one launch (spawning processes costs seconds; checks cost milliseconds)."""
-    return [ring_check(rank, world_size, case) for case in cases]
+    return [ring_check(rank, world_size, case, group) for case in cases]
 
 
-def suite(rank: int, world_size: int, cases: list[dict[str, Any]]) -> dict[str, Any]:
+def suite(rank: int, world_size: int, cases: list[dict[str, Any]], group: Any = None) -> dict[str, Any]:
     """All cases plus the shared example (causal, zigzag) in one launch."""
-    return {"cases": ring_checks(rank, world_size, cases),
-            "example": example_ring(rank, world_size, True, "zigzag")}
+    return {"cases": ring_checks(rank, world_size, cases, group),
+            "example": example_ring(rank, world_size, True, "zigzag", group)}
+
+
+def suite_by_size(rank: int, world_size: int, cases: list[dict[str, Any]]) -> dict[int, Any]:
+    """:func:`suite` on groups of ranks ``0 .. P-1`` for every ``P`` up to the world size, in one launch.
+
+    One launch of 4 processes replaces four (start-ups cost seconds each); the
+    ranks outside a group wait at a barrier while it runs. Returns ``{P: this
+    rank's suite}`` for the groups this rank belongs to.
+    """
+    groups = {n: dist.new_group(list(range(n))) for n in range(1, world_size)}  # every rank makes each
+    groups[world_size] = None
+    result = {}
+    for n, group in groups.items():
+        if rank < n:
+            result[n] = suite(rank, n, cases, group)
+        dist.barrier()
+    return result
 
 
 def example_ring(rank: int, world_size: int, causal: bool = False,
-                 layout: str = "contiguous") -> dict[str, Any]:
+                 layout: str = "contiguous", group: Any = None) -> dict[str, Any]:
     """The book's shared example across the ranks: this rank's shards and its output shard."""
     q, k, v = (torch.from_numpy(np.array(x)) for x in (example.Q, example.K, example.V))
     shards = [shard(x, rank, world_size, layout=layout) for x in (q, k, v)]
-    out = ring_attention(*shards, causal=causal, layout=layout)
-    gathered = all_gather_attention(*shards, causal=causal, layout=layout)
+    out = ring_attention(*shards, causal=causal, layout=layout, group=group)
+    gathered = all_gather_attention(*shards, causal=causal, layout=layout, group=group)
     return {"rank": rank, "q": shards[0], "out": out, "all_gather_out": gathered}
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from ..core._validate import choice, positive_int, real
+from .mesh import make_mesh
 
 __all__ = ["launch", "local_device"]
 
@@ -57,7 +58,8 @@ def _to_cpu(x: Any) -> Any:
 
 
 def _worker(rank: int, world_size: int, fn: Callable[..., Any], args: tuple, init_file: str,
-            backend: str, collective_timeout: float, threads: int, results: Any) -> None:
+            backend: str, collective_timeout: float, threads: int, results: Any,
+            mesh: tuple[int, int] | None = None) -> None:
     try:
         torch.set_num_threads(threads)
         if backend == "gloo":
@@ -67,6 +69,8 @@ def _worker(rank: int, world_size: int, fn: Callable[..., Any], args: tuple, ini
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank,
                                 world_size=world_size,
                                 timeout=datetime.timedelta(seconds=collective_timeout))
+        if mesh is not None:
+            make_mesh(*mesh, timeout=collective_timeout)
         value = fn(rank, world_size, *args)
         results.put((rank, "ok", pickle.dumps(_to_cpu(value))))
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
@@ -90,6 +94,7 @@ def launch(
     timeout: float = 300.0,
     collective_timeout: float = 60.0,
     threads: int | None = None,
+    mesh: tuple[int, int] | None = None,
 ) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``nprocs`` local processes in one process group.
 
@@ -105,13 +110,17 @@ def launch(
         collective_timeout: seconds any one collective or exchange may wait.
         threads: torch threads per process (default: the CPU cores divided by
             ``nprocs``, at least 1, so that the ranks do not oversubscribe the CPU).
+        mesh: ``(P_ulysses, P_ring)`` with product ``nprocs``: every rank builds the
+            sub-groups of that grid (:func:`attnkit.distributed.make_mesh`) before
+            calling ``fn``, which finds them with :func:`attnkit.distributed.current_mesh`.
 
     Returns:
         The ``nprocs`` return values, in rank order.
 
     Raises:
         ValueError, TypeError: bad arguments (``fn`` not importable, ``nprocs < 1``,
-            an unknown backend, NCCL without enough GPUs).
+            an unknown backend, NCCL without enough GPUs, a mesh whose sizes do not
+            multiply to ``nprocs``).
         Exception: the first exception raised by a rank, re-raised in the caller
             with that rank's traceback attached as a note (or a ``RuntimeError``
             carrying it when the exception does not pickle); the other ranks are
@@ -135,6 +144,12 @@ def launch(
     backend = choice("backend", backend, ("gloo", "nccl"))
     if backend == "nccl" and gpus < nprocs:
         raise ValueError(f"backend='nccl' needs one GPU per process: nprocs={nprocs}, GPUs={gpus}")
+    if mesh is not None:
+        if not isinstance(mesh, (tuple, list)) or len(mesh) != 2:
+            raise TypeError(f"mesh must be a pair (P_ulysses, P_ring) or None; got {mesh!r}")
+        mesh = (positive_int("mesh[0]", mesh[0]), positive_int("mesh[1]", mesh[1]))
+        if mesh[0] * mesh[1] != nprocs:
+            raise ValueError(f"mesh must have P_ulysses * P_ring = nprocs = {nprocs}; got {mesh}")
     threads = max(1, (os.cpu_count() or 1) // nprocs) if threads is None else positive_int(
         "threads", threads)
 
@@ -144,7 +159,7 @@ def launch(
     init_file = os.path.join(tmp, "rendezvous")
     procs = [ctx.Process(target=_worker, name=f"attnkit-rank-{rank}",
                          args=(rank, nprocs, fn, args, init_file, backend, collective_timeout,
-                               threads, results))
+                               threads, results, mesh))
              for rank in range(nprocs)]
     try:
         for p in procs:

@@ -62,11 +62,12 @@ book: $(STAMP)  ## execute every notebook and build the website and the PDF (war
 test: test-lib test-notebooks test-book test-pdf test-browser  ## every test: library, nbval, build, PDF, browser
 	@echo "All tests passed."
 
-# The library's tests run on two workers (pytest-xdist), one test file per worker, so
-# that a file's fixtures and the long single tests (a fresh install, the Triton
-# interpreter, a resumed class) overlap with the rest.
+# The library's tests run on two workers (pytest-xdist), each test file on one worker
+# (tests/conftest.py groups them; the long runs of test_exercises.py form three groups
+# of their own), so that a file's fixtures are made once and the long single tests (a
+# fresh install, the Triton interpreter, a resumed class) overlap with the rest.
 test-lib: $(STAMP) grading-deps lint  ## the library's tests (pytest), its doctests, and ruff
-	$(BIN)/python -m pytest tests -q -n 2 --dist loadfile --ignore=tests/browser --ignore=tests/pdf
+	$(BIN)/python -m pytest tests -q -n 2 --dist loadgroup --ignore=tests/browser --ignore=tests/pdf
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules attnkit \
 	    --ignore=attnkit/engines/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
 

@@ -409,3 +409,26 @@ def test_sources_need_a_checkout_or_an_explicit_directory(tmp_path: Path, monkey
     monkeypatch.delenv("ATTNKIT_EXERCISES")
     monkeypatch.chdir(ROOT / "tests")                        # inside the checkout
     assert sets.default_source_dir() == SOURCES
+
+
+def test_a_call_whose_answer_was_lost_is_made_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer dropped on the kernel's output channel is the grader's loss: one retry."""
+    from attnkit.grading._kernel import CellRun, KernelSession
+
+    session = KernelSession.__new__(KernelSession)  # no kernel: _execute is replaced
+    answers = [None, {"value": 1}]
+    calls: list[str] = []
+
+    def execute(code: str, **_: object) -> CellRun:
+        calls.append(code)
+        run = CellRun("ok")
+        run.payload = answers[len(calls) - 1] if len(calls) <= len(answers) else None
+        return run
+
+    monkeypatch.setattr(session, "_execute", execute)
+    run = session._request("f()")
+    assert (run.status, run.payload, len(calls)) == ("ok", {"value": 1}, 2)
+    answers[:] = [None, None]
+    calls.clear()
+    run = session._request("f()")
+    assert (run.status, run.error, len(calls)) == ("error", "the kernel sent no answer", 2)

@@ -262,7 +262,17 @@ class KernelSession:
         return self._request(code)
 
     def _request(self, code: str) -> CellRun:
+        """Run a call and return its answer; a call whose answer was lost is made once more.
+
+        The answer travels on the kernel's IOPub channel, which drops messages when its
+        queue is full: after a student's cell printed tens of megabytes, on a loaded
+        machine, a call that ran to the end could arrive without its answer. That is
+        the grader's loss, not the student's, so the call is repeated once before it
+        counts as "the kernel sent no answer".
+        """
         run = self._execute(code, store_history=False, want_payload=True)
+        if run.status == "ok" and run.payload is None:
+            run = self._execute(code, store_history=False, want_payload=True)
         if run.status == "ok" and run.payload is None:
             run.status, run.error = "error", "the kernel sent no answer"
         return run

@@ -347,37 +347,59 @@ def _cp_fwd_bwd(q: Any, k: Any, v: Any, d_out: Any, call: Any, stats: dict | Non
     torch.autograd.grad(call(qq, kk, vv, stats), (qq, kk, vv), d_out)
 
 
+def _cp_measure(name: str, cfg: dict[str, Any], rank: int, P: int, repeats: int) -> dict[str, Any]:
+    """One strategy on this rank: the fastest forward and forward+backward, and their bytes sent."""
+    q, k, v, d_out, call = _cp_setup(name, cfg, rank, P)
+
+    def fwd(stats: dict) -> None:
+        call(q, k, v, stats)
+
+    def fwd_bwd(stats: dict) -> None:
+        _cp_fwd_bwd(q, k, v, d_out, call, stats)
+
+    timings, sent = {}, {}
+    for label, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
+        calls: list[tuple[float, dict[str, float]]] = []
+
+        def once(fn: Any = fn, calls: list = calls) -> None:
+            stats: dict[str, float] = {}
+            start = time.perf_counter()
+            fn(stats)
+            calls.append((time.perf_counter() - start, stats))
+
+        time_calls(once, repeats, before=dist.barrier)
+        best = min(calls[1:], key=lambda c: c[0])
+        timings[label], sent[label] = best[0], int(best[1].get("bytes_sent", 0))
+    return {**cfg, "strategy": name, "P": P, "mesh": cp_mesh(P) if name == "usp" else None,
+            "rank": rank, "L_r": int(q.shape[-2]),
+            "forward_ms": 1e3 * timings["forward"],
+            "forward_backward_ms": 1e3 * timings["forward_backward"],
+            "forward_bytes_sent": sent["forward"], "fwd_bwd_bytes_sent": sent["forward_backward"]}
+
+
 def cp_bench_rank(rank: int, world_size: int, cfg: dict[str, Any], strategies: list[str],
                   repeats: int) -> list[dict[str, Any]]:
     """Run on every rank: time each strategy on the same problem; this rank's rows.
 
     Per strategy: the fastest forward and forward+backward after a warm-up (the
-    ranks started together by a barrier) and the bytes this rank sent in one of
-    each. USP needs the launch's mesh (:func:`cp_mesh`).
+    ranks started together by a barrier) and the bytes this rank sent in each of
+    those calls. USP needs the launch's mesh (:func:`cp_mesh`).
     """
-    rows = []
-    for name in strategies:
-        q, k, v, d_out, call = _cp_setup(name, cfg, rank, world_size)
-        timings, sent = {}, {}
-        for label, fn in (("forward", lambda st: call(q, k, v, st)),
-                          ("forward_backward", lambda st: _cp_fwd_bwd(q, k, v, d_out, call, st))):
-            calls: list[tuple[float, dict[str, float]]] = []
+    return [_cp_measure(name, cfg, rank, world_size, repeats) for name in strategies]
 
-            def once(fn: Any = fn, calls: list = calls) -> None:
-                stats: dict[str, float] = {}
-                start = time.perf_counter()
-                fn(stats)
-                calls.append((time.perf_counter() - start, stats))
 
-            time_calls(once, repeats, before=dist.barrier)
-            best = min(calls[1:], key=lambda c: c[0])
-            timings[label], sent[label] = best[0], int(best[1].get("bytes_sent", 0))
-        rows.append({**cfg, "strategy": name, "P": world_size, "mesh": cp_mesh(world_size) if name == "usp"
-                     else None, "rank": rank, "L_r": int(q.shape[-2]),
-                     "forward_ms": 1e3 * timings["forward"],
-                     "forward_backward_ms": 1e3 * timings["forward_backward"],
-                     "forward_bytes_sent": sent["forward"], "fwd_bwd_bytes_sent": sent["forward_backward"]})
-    return rows
+def _cp_memory(name: str, cfg: dict[str, Any], rank: int, P: int) -> float | None:
+    """MiB by which this rank's resident set peaked during one forward+backward of ``name``."""
+    q, k, v, d_out, call = _cp_setup(name, cfg, rank, P)
+
+    def fwd_bwd() -> None:
+        _cp_fwd_bwd(q, k, v, d_out, call)
+
+    fwd_bwd()  # warm-up: the groups' buffers exist now
+    dist.barrier()
+    grown = peak_memory(fwd_bwd, "rss")
+    dist.barrier()
+    return None if grown is None else grown / 2**20
 
 
 def cp_memory_rank(rank: int, world_size: int, cfg: dict[str, Any],
@@ -385,15 +407,7 @@ def cp_memory_rank(rank: int, world_size: int, cfg: dict[str, Any],
     """Run on every rank of a fresh group: each strategy's peak memory of one forward+backward (MiB)."""
     if not _map_large_allocations():
         return [None for _ in strategies]
-    peaks = []
-    for name in strategies:
-        q, k, v, d_out, call = _cp_setup(name, cfg, rank, world_size)
-        _cp_fwd_bwd(q, k, v, d_out, call)  # warm-up: the groups' buffers exist now
-        dist.barrier()
-        grown = peak_memory(lambda: _cp_fwd_bwd(q, k, v, d_out, call), "rss")
-        dist.barrier()
-        peaks.append(None if grown is None else grown / 2**20)
-    return peaks
+    return [_cp_memory(name, cfg, rank, world_size) for name in strategies]
 
 
 def cp_rows(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -147,9 +147,11 @@ grading-deps:  ## install bubblewrap, the grader's sandbox (needs root or sudo)
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
 	    else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi; }
 
+# Two workers (pytest-xdist), each with its own Chromium and its own server of the
+# site: a page's audit keeps one core busy, so two pages at a time use both.
 test-browser: $(STAMP) browser-deps  ## open the built site in headless Chromium, offline
 	@test -f $(SITE)/index.html || $(MAKE) book
-	$(BIN)/python -m pytest tests/browser -q
+	$(BIN)/python -m pytest tests/browser -q -n 2 --dist load
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab to run them locally
 	$(BIN)/jupyter lab book/

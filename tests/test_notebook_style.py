@@ -1,4 +1,4 @@
-"""The code a reader sees in the book fits on the page.
+"""The code a reader sees in the book fits on the page; glued prose shows no TeX.
 
 Every line of a visible code cell in ``book/*.ipynb`` is at most :data:`MAX_COLUMNS`
 characters long (the house style aims at 80), so that no code block on the site needs
@@ -10,6 +10,7 @@ checked.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,51 @@ def test_the_check_finds_a_long_line(tmp_path: Path):
     nb = tmp_path / "nb.ipynb"
     nb.write_text(json.dumps({"cells": [cell, hidden]}), encoding="utf-8")
     assert [line.split(":")[0] for line in long_lines(nb)] == ["cell 0, line 2 (125 chars)"]
+
+
+#: Where a glued Markdown value is stored in a notebook's outputs.
+GLUED_MARKDOWN = "application/papermill.record/text/markdown"
+
+
+def inline_glued_math(path: Path) -> list[str]:
+    """Return ``"cell C: KEY: value"`` for each glued Markdown shown inside a sentence with $-math.
+
+    A ``{glue:md}`KEY``` inside a line of prose is parsed as inline Markdown, where
+    MyST looks for no ``$...$`` math: the reader would see the TeX source. (Alone on
+    its line, a glued value is parsed as blocks, math included.)
+    """
+    notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    values = {}
+    for cell in notebook["cells"]:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            value = out.get("data", {}).get(GLUED_MARKDOWN)
+            if name and value is not None:
+                values[name] = "".join(value) if isinstance(value, list) else value
+    found = []
+    for c, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        for line in "".join(cell["source"]).split("\n"):
+            for m in re.finditer(r"\{glue:md\}`([^`:]+)[^`]*`", line):
+                value = values.get(m.group(1), "")
+                if line.strip() != m.group(0) and re.search(r"\$[^$]+\$", value):
+                    found.append(f"cell {c}: {m.group(1)}: {value[:80]}")
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_math_in_glued_markdown_inside_a_sentence(path: Path):
+    found = inline_glued_math(path)
+    assert not found, f"{path.name}: $-math in inline glued Markdown (shown as TeX):\n" + "\n".join(found)
+
+
+def test_the_check_finds_inline_glued_math(tmp_path: Path):
+    glued = {"output_type": "display_data", "metadata": {"scrapbook": {"name": "k"}},
+             "data": {GLUED_MARKDOWN: "a row of $-\\infty$"}}
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text(json.dumps({"cells": [
+        {"cell_type": "code", "metadata": {}, "source": [], "outputs": [glued]},
+        {"cell_type": "markdown", "metadata": {}, "source": ["It gives {glue:md}`k`.\n"]},
+        {"cell_type": "markdown", "metadata": {}, "source": ["{glue:md}`k`\n"]}]}), encoding="utf-8")
+    assert inline_glued_math(nb) == ["cell 1: k: a row of $-\\infty$"]

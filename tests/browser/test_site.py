@@ -22,8 +22,10 @@ import yaml
 from a11y import audit, describes, failures, simplify_for_audit
 from conftest import ROOT, SITE, screenshot, wait_for_math, wait_for_widgets
 
-#: TeX that would be visible only if MathJax had not typeset the page.
-RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(frac|sqrt|operatorname|mathrm|sum|exp|log|begin)\b")
+#: TeX that would be visible only if MathJax had not typeset the page (or if math
+#: had reached the page outside a math element: $...$ holding a macro).
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(?:frac|sqrt|operatorname|mathrm|sum|exp|log|begin)\b"
+                     r"|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$")
 
 #: Pages Sphinx writes beside those of the table of contents.
 GENERATED = ["genindex.html", "search.html", "prf-prf.html", "py-modindex.html"]

@@ -25,4 +25,17 @@ def test_compute_and_wait_come_from_the_timed_forward(tmp_path: Path) -> None:
             assert peak is not None and peak > 0
     text = (tmp_path / "results-distributed-cpu.md").read_text()
     assert "that same fastest forward" in text and "64 KiB or more" in text
+    # the strategies on one problem, same run: ring and Ulysses at P = 1 and 2 (USP needs P >= 4)
+    cp = result["strategy_rows"]
+    assert sorted({(r["strategy"], r["P"]) for r in cp}) == [
+        ("ring", 1), ("ring", 2), ("ulysses", 1), ("ulysses", 2)]
+    assert len(cp) == 2 * (1 + 2)
+    n, E, b = 1024, 64, 4  # float32; 4 query heads, 2 key/value heads (the defaults)
+    for r in cp:
+        P = r["P"]
+        ring = (P - 1) * 2 * (n // P) * 2 * E * b  # P - 1 key/value blocks
+        ulysses = (P - 1) * (n // P) * (2 * 4 + 2 * 2) * E * b // P  # (P - 1)/P of q, k, v, out
+        assert r["forward_bytes_sent"] == (ring if r["strategy"] == "ring" else ulysses), r
+        assert r["forward_ms"] > 0 and r["forward_backward_ms"] > 0
+    assert "Strategies on one problem" in text
 

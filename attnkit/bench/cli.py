@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--heads", type=int, default=2)
     r.add_argument("--dim", type=int, default=64)
     r.add_argument("--repeats", type=int, default=2)
+    r.add_argument("--strategies", nargs="*", default=["ring", "ulysses", "usp"],
+                   choices=["ring", "ulysses", "usp"],
+                   help="context-parallel strategies compared on one problem, in the same run "
+                        "(none: skip the comparison)")
+    r.add_argument("--cp-heads", type=int, default=4, help="query heads of the comparison")
+    r.add_argument("--cp-kv-heads", type=int, default=2, help="key/value heads of the comparison")
 
     m = commands.add_parser("mla", help="multi-head latent attention: absorbed vs naive (CPU)")
     m.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384, 32768],
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 #: Options that are counts (positive integers, or lists of them), whichever command has them.
 COUNTS = ("sizes", "heads", "dim", "d", "dims", "tokens", "splits", "workers", "repeats",
           "rounds", "nprocs", "n", "batch", "head_dim", "rope_dim", "kv_latent", "topk",
-          "index_heads", "index_dim", "block_q", "block_k")
+          "index_heads", "index_dim", "block_q", "block_k", "cp_heads", "cp_kv_heads")
 
 
 def check_options(args: argparse.Namespace) -> None:

@@ -70,7 +70,7 @@ def all_reduce_partials(out: torch.Tensor, lse: torch.Tensor, *, group: Any = No
         w = torch.exp(lse.to(work) - m_safe)  # (..., L): this rank's mass relative to the largest
         both = torch.cat([out.to(work) * w[..., None], w[..., None]], dim=-1)  # (..., L, Ev + 1)
         wait([dist.all_reduce(both, op=dist.ReduceOp.SUM, group=group, async_op=True)], delta, stats)
-        if stats is not None:
+        if stats is not None and dist.get_world_size(group) > 1:  # a group of one sends nothing
             stats["bytes_sent"] = stats.get("bytes_sent", 0) + (m.numel() + both.numel()) * m.element_size()
         num, z = both[..., :-1], both[..., -1]
         alive = z > 0

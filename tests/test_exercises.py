@@ -772,6 +772,21 @@ def fit_exponent(n, t):
 def fit_exponent(n, t):
     return float(np.log(t[-1] / t[0]) / np.log(n[-1] / n[0]))
 """, ["ch06-fit-check"]),
+    "ch06 np.polyfit": ("ch06", "ch06-fit", """
+def fit_exponent(n, t):
+    return float(np.polyfit(np.log(np.asarray(n, float)), np.log(np.asarray(t, float)), 1)[0])
+""", ["ch06-fit-check"]),
+    "ch06 np.linalg.lstsq": ("ch06", "ch06-fit", """
+def fit_exponent(n, t):
+    x = np.log(np.asarray(n, float))
+    a = np.stack([x, np.ones_like(x)], axis=1)
+    return float(np.linalg.lstsq(a, np.log(np.asarray(t, float)), rcond=None)[0][0])
+""", ["ch06-fit-check"]),
+    "ch06 np.polynomial": ("ch06", "ch06-fit", """
+def fit_exponent(n, t):
+    fit = np.polynomial.Polynomial.fit(np.log(np.asarray(n, float)), np.log(np.asarray(t, float)), 1)
+    return float(fit.convert().coef[1])
+""", ["ch06-fit-check"]),
     "ch10 whole-head ablation for the paths": ("ch10", "ch10-ablation", """
 acc_paths = [acc_zero_0] * 3
 """, ["ch10-paths-check"]),
@@ -807,9 +822,9 @@ def ring_pairs(n, G, layout):
     pairs = np.zeros((G, G), dtype=int)
     for r in range(G):
         rows = shard_positions(n, r, G, layout=layout)
-        for t in range(G):
-            cols = shard_positions(n, (r - t) % G, G, layout=layout)
-            pairs[r, t] = len(rows) * len(cols) if cols.min() <= rows.max() else 0
+        for c in range(G):
+            cols = shard_positions(n, (r - c) % G, G, layout=layout)
+            pairs[r, c] = len(rows) * len(cols) if cols.min() <= rows.max() else 0
     return pairs
 """, ["ch12-schedule-check"]),
     "ch12 the overlap threshold without latency": ("ch12", "ch12-overlap", """

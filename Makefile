@@ -62,11 +62,12 @@ book: $(STAMP)  ## execute every notebook and build the website and the PDF (war
 test: test-lib test-notebooks test-book test-pdf test-browser  ## every test: library, nbval, build, PDF, browser
 	@echo "All tests passed."
 
-# The library's tests run on two workers (pytest-xdist), one test file per worker, so
-# that a file's fixtures and the long single tests (a fresh install, the Triton
-# interpreter, a resumed class) overlap with the rest.
+# The library's tests run on two workers (pytest-xdist), each test file on one worker
+# (tests/conftest.py groups them; the long runs of test_exercises.py form three groups
+# of their own), so that a file's fixtures are made once and the long single tests (a
+# fresh install, the Triton interpreter, a resumed class) overlap with the rest.
 test-lib: $(STAMP) grading-deps lint  ## the library's tests (pytest), its doctests, and ruff
-	$(BIN)/python -m pytest tests -q -n 2 --dist loadfile --ignore=tests/browser --ignore=tests/pdf
+	$(BIN)/python -m pytest tests -q -n 2 --dist loadgroup --ignore=tests/browser --ignore=tests/pdf
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules attnkit \
 	    --ignore=attnkit/engines/kernels --ignore=attnkit/bench/__main__.py --ignore=attnkit/__main__.py
 
@@ -147,9 +148,11 @@ grading-deps:  ## install bubblewrap, the grader's sandbox (needs root or sudo)
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
 	    else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi; }
 
+# Two workers (pytest-xdist), each with its own Chromium and its own server of the
+# site: a page's audit keeps one core busy, so two pages at a time use both.
 test-browser: $(STAMP) browser-deps  ## open the built site in headless Chromium, offline
 	@test -f $(SITE)/index.html || $(MAKE) book
-	$(BIN)/python -m pytest tests/browser -q
+	$(BIN)/python -m pytest tests/browser -q -n 2 --dist load
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab to run them locally
 	$(BIN)/jupyter lab book/

@@ -766,7 +766,9 @@ def ring_outputs(q, k, v, G):
     # the coverage exercises of issue 19: a plausible mistake or a library call each
     "ch06 a fit without logarithms": ("ch06", "ch06-fit", """
 def fit_exponent(n, t):
-    return float(np.polyfit(np.asarray(n, float), np.asarray(t, float), 1)[0])
+    x, y = np.asarray(n, float), np.asarray(t, float)
+    x_c = x - x.mean()
+    return float((x_c * (y - y.mean())).sum() / (x_c * x_c).sum())
 """, ["ch06-fit-check"]),
     "ch06 the slope between the end points": ("ch06", "ch06-fit", """
 def fit_exponent(n, t):
@@ -807,9 +809,9 @@ def ring_pairs(n, G, layout):
     pairs = np.zeros((G, G), dtype=int)
     for r in range(G):
         rows = shard_positions(n, r, G, layout=layout)
-        for t in range(G):
-            cols = shard_positions(n, (r - t) % G, G, layout=layout)
-            pairs[r, t] = len(rows) * len(cols) if cols.min() <= rows.max() else 0
+        for c in range(G):
+            cols = shard_positions(n, (r - c) % G, G, layout=layout)
+            pairs[r, c] = len(rows) * len(cols) if cols.min() <= rows.max() else 0
     return pairs
 """, ["ch12-schedule-check"]),
     "ch12 the overlap threshold without latency": ("ch12", "ch12-overlap", """
@@ -862,6 +864,46 @@ def test_each_shortcut_scores_0_on_its_task(shortcut: str, tmp_path: Path) -> No
     name, grade_id, extra, task_checks = SHORTCUTS[shortcut]
     run = run_reference(name, _with_solution(name, grade_id, extra, tmp_path))
     assert set(task_checks) <= set(run.failures), (shortcut, run.failures)
+
+
+#: NumPy's fitting functions, which ch06's fit_exponent may not call (forbid in the set)
+CH06_LIBRARY_FITS = {
+    "np.polyfit": """
+def fit_exponent(n, t):
+    return float(np.polyfit(np.log(np.asarray(n, float)), np.log(np.asarray(t, float)), 1)[0])
+""",
+    "np.linalg.lstsq": """
+def fit_exponent(n, t):
+    x = np.log(np.asarray(n, float))
+    a = np.stack([x, np.ones_like(x)], axis=1)
+    return float(np.linalg.lstsq(a, np.log(np.asarray(t, float)), rcond=None)[0][0])
+""",
+    "np.polynomial": """
+def fit_exponent(n, t):
+    fit = np.polynomial.Polynomial.fit(np.log(np.asarray(n, float)), np.log(np.asarray(t, float)), 1)
+    return float(fit.convert().coef[1])
+""",
+}
+
+
+@pytest.mark.parametrize("fit", sorted(CH06_LIBRARY_FITS))
+def test_ch06_numpys_fits_score_0_on_the_fit_check(fit: str, tmp_path: Path) -> None:
+    """fit_exponent written with NumPy's own fit fails its check (the task asks for the sums).
+
+    The answers cell after it calls fit_exponent too; a student's kernel would stop there,
+    which run_reference does not model, so that cell fits through a copy of the model
+    solution and only the fit's own check is under test.
+    """
+    nb = _source("ch06")
+    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    model = by_id["ch06-fit"].source.replace("def fit_exponent(", "def _model_fit(")
+    by_id["ch06-fit"].source += "\n" + model + "\n" + CH06_LIBRARY_FITS[fit]
+    assert "fit_exponent(" in by_id["ch06-slopes"].source
+    by_id["ch06-slopes"].source = by_id["ch06-slopes"].source.replace("fit_exponent(", "_model_fit(")
+    nbformat.write(nb, tmp_path / "ch06.ipynb")
+    run = run_reference("ch06", tmp_path)
+    assert "ch06-fit-check" in run.failures and "numpy" in run.failures["ch06-fit-check"], run.failures
+    assert not {"ch06-slopes-check", "ch06-extrapolate-check", "ch06-why-check"} & set(run.failures)
 
 
 def test_the_ch08_full_matrix_shortcut_scores_0_on_the_state_checks(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ by ``make pdf-deps``): every chapter, the notation page, the bibliography and th
 exercises are in it; no reference is left unresolved ("??" is what LaTeX prints for
 one); every font is embedded; the equations and theorems carry the numbers the
 website shows; the explorers are printed as a static view with a link; figures carry
-their alt text where the notebook gave it; the XeLaTeX log has no missing glyph.
+their alt text where the notebook gave it; the XeLaTeX log has no missing glyph. A
+theorem's page and an explorer's printed page are drawn into artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -152,3 +153,24 @@ def test_figures_carry_their_alt_text() -> None:
     for m in re.finditer(wrapper, tex, re.S):
         alt, wrapped = m.groups()
         assert len(alt) >= 12 and "\\sphinxincludegraphics" in wrapped, m.group(0)[:300]
+
+
+def _first_page_with(words: str) -> int:
+    """The 1-based number of the first page whose text holds ``words`` (pdftotext's pages)."""
+    for number, page in enumerate(_text().split("\f"), start=1):
+        if words in _flat(page):
+            return number
+    pytest.fail(f"no page of the PDF holds {words!r}")
+
+
+@pytest.mark.parametrize("name,words", [("pdf-theorem-page", "Theorem 1"),
+                                        ("pdf-explorer-static-view", "An interactive explorer")])
+def test_pages_are_drawn_into_the_artifacts(name: str, words: str) -> None:
+    """Two printed pages as a reader sees them, in artifacts/screenshots/ (poppler's pdftoppm)."""
+    shots = ROOT / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    number = _first_page_with(words)
+    subprocess.run([_tool("pdftoppm"), "-f", str(number), "-l", str(number), "-r", "70", "-png",
+                    "-singlefile", str(PDF), str(shots / name)], check=True, timeout=120)
+    image = (shots / f"{name}.png").read_bytes()
+    assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 20_000, len(image)

@@ -40,7 +40,10 @@ import torch.distributed as dist
 
 from ..distributed.launch import launch
 from ..distributed.layout import shard
+from ..distributed.mesh import current_mesh, shard_2d
 from ..distributed.ring import all_gather_attention, ring_attention
+from ..distributed.tree import sharded_decode_attention
+from ..distributed.ulysses import ulysses_attention, usp_attention
 from .measure import peak_memory, time_calls
 
 #: glibc's ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (malloc.h), and the threshold.
@@ -241,10 +244,6 @@ def strategies_rank(rank: int, world_size: int, cfg: dict[str, Any],
     of every size ``1 .. P``. Returns this rank's output shards (to be unsharded and
     compared with one device by the caller) and each call's ``bytes_sent``.
     """
-    from ..distributed.mesh import current_mesh, shard_2d
-    from ..distributed.tree import sharded_decode_attention
-    from ..distributed.ulysses import ulysses_attention, usp_attention
-
     mesh = current_mesh()
     singles = [dist.new_group([r]) for r in range(world_size)]  # every rank creates every group
     prefixes = {p: dist.new_group(list(range(p))) for p in range(2, world_size)}
@@ -321,9 +320,6 @@ def cp_strategies_at(P: int, heads: int, strategies: list[str] | tuple[str, ...]
 
 def _cp_setup(name: str, cfg: dict[str, Any], rank: int, P: int) -> tuple[Any, ...]:
     """This rank's float32 shards of the comparison's q, k, v and output gradient, and its call."""
-    from ..distributed.mesh import current_mesh, shard_2d
-    from ..distributed.ulysses import ulysses_attention, usp_attention
-
     q, k, v = strategy_problem(cfg, torch.float32)
     d_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(cfg.get("seed", 0) + 1))
     if name == "usp":
